@@ -1,0 +1,77 @@
+"""The typer app: builds Settings, configures logs, runs a command, maps errors to exit codes.
+
+This is the only module that decides exit codes (see errors.py for the table).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ollama_preloader import __version__
+from ollama_preloader.errors import EXIT_CONFIG, ConfigError, PreloaderError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Keep Ollama models pulled, loaded and pinned: a supervisor for `ollama serve`.",
+)
+
+EnvFile = Annotated[
+    Path,
+    typer.Option(
+        "--env-file",
+        help="Read variables from this file too (real ones win).",
+        envvar="PRELOADER_ENV_FILE",
+    ),
+]
+
+
+def _fail(message: str, code: int) -> typer.Exit:
+    """One line on stderr, then the documented exit code."""
+    print(f"ollama-preloader: error: {message}", file=sys.stderr, flush=True)
+    return typer.Exit(code)
+
+
+@app.command()
+def run(env_file: EnvFile = Path(".env")) -> None:
+    """Start `ollama serve`, pull and pin the declared models, keep them pinned until stopped."""
+    from ollama_preloader.logs import configure
+    from ollama_preloader.settings import load_settings, server_environment
+    from ollama_preloader.supervisor import Supervisor
+
+    try:
+        settings = load_settings(env_file)
+    except ConfigError as exc:
+        raise _fail(str(exc), EXIT_CONFIG) from None
+    configure(settings.log_level, settings.log_format)
+    supervisor = Supervisor(settings, server_env=server_environment(env_file=env_file))
+    try:
+        code = asyncio.run(supervisor.run())
+    except PreloaderError as exc:
+        raise _fail(str(exc), exc.exit_code) from None
+    raise typer.Exit(code)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"ollama-preloader {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    """ollama-preloader."""
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,74 @@
+"""structlog setup: colours on a TTY, greppable key=value lines off it, JSON when asked.
+
+Every event has a stable dotted name (`model.pinned`) and a human `msg`; the README lists them.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import MutableMapping
+from typing import Any, TextIO
+
+import structlog
+
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}
+_LEVELS["error"] = logging.ERROR
+
+
+def _quote(value: Any) -> str:
+    text = str(value)
+    if text == "" or any(c in text for c in ' "=\t\n'):
+        return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+    return text
+
+
+class PlainRenderer:
+    """`2026-11-22T10:00:00.123Z info  model.pinned  ✓ msg  key=value ...`, no colour codes."""
+
+    def __call__(self, _logger: Any, _name: str, event_dict: MutableMapping[str, Any]) -> str:
+        timestamp = event_dict.pop("timestamp", "")
+        level = event_dict.pop("level", "info")
+        event = event_dict.pop("event", "")
+        msg = event_dict.pop("msg", "")
+        fields = " ".join(f"{k}={_quote(v)}" for k, v in event_dict.items())
+        line = f"{timestamp} {level:<7} {event:<24}"
+        if msg:
+            line += f" {msg}"
+        if fields:
+            line += f"  {fields}"
+        return line
+
+
+def resolve_format(fmt: str, stream: TextIO) -> str:
+    if fmt != "auto":
+        return fmt
+    return "console" if stream.isatty() else "plain"
+
+
+def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = None) -> None:
+    """Configure structlog once, for the whole process."""
+    out = stream or sys.stderr
+    chosen = resolve_format(fmt, out)
+    processors: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    renderer: Any
+    if chosen == "json":
+        renderer = structlog.processors.JSONRenderer(ensure_ascii=False)
+    elif chosen == "console":
+        renderer = structlog.dev.ConsoleRenderer(colors=True, pad_event_to=24)
+    else:
+        renderer = PlainRenderer()
+    structlog.configure(
+        processors=[*processors, renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(_LEVELS.get(level, logging.INFO)),
+        logger_factory=structlog.WriteLoggerFactory(file=out),
+        cache_logger_on_first_use=False,
+    )
+
+
+def get_logger() -> Any:
+    return structlog.get_logger()

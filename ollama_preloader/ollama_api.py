@@ -1,0 +1,275 @@
+"""The only module that talks to Ollama's API: typed results, typed errors, a timeout per call.
+
+Built on the official `ollama` AsyncClient (its pydantic types track the server's API); plain
+httpx only for the readiness probe on `GET /`, which the client has no call for.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+import httpx
+import ollama
+import pydantic
+
+from ollama_preloader.errors import (
+    ModelNotFound,
+    NotSupported,
+    OllamaAPIError,
+    OllamaResponseError,
+    OllamaUnavailable,
+    PullStreamError,
+    ServerBusy,
+)
+from ollama_preloader.modelspec import ModelKind
+from ollama_preloader.names import name_key
+
+T = TypeVar("T")
+
+# A pinned runner expires ~292 years ahead; `ollama ps` says Forever past 20. 100 is safe both ways.
+PINNED_HORIZON = timedelta(days=365 * 100)
+
+
+@dataclass(frozen=True)
+class LocalModel:
+    """A model on disk, from /api/tags."""
+
+    name: str
+    digest: str
+    size: int
+
+    @property
+    def key(self) -> str:
+        return name_key(self.name)
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A runner, from /api/ps (listed under the name that loaded it)."""
+
+    name: str
+    digest: str
+    size: int
+    size_vram: int
+    expires_at: datetime | None
+    context_length: int | None
+
+    @property
+    def key(self) -> str:
+        return name_key(self.name)
+
+    def is_pinned(self, now: datetime | None = None) -> bool:
+        if self.expires_at is None:
+            return False
+        current = now or datetime.now(UTC)
+        return self.expires_at - current > PINNED_HORIZON
+
+
+@dataclass(frozen=True)
+class ModelDetails:
+    """What /api/show says about a model, reduced to what the supervisor decides on."""
+
+    capabilities: tuple[str, ...] | None
+    has_pooling: bool
+    context_length: int | None
+
+    @property
+    def kind(self) -> ModelKind:
+        if self.capabilities is not None:
+            if "embedding" in self.capabilities:
+                return ModelKind.EMBEDDING
+            return ModelKind.COMPLETION
+        # Older servers have no capabilities; pooling_type is what marks an embedding GGUF.
+        return ModelKind.EMBEDDING if self.has_pooling else ModelKind.COMPLETION
+
+
+@dataclass(frozen=True)
+class PullProgress:
+    status: str
+    digest: str | None
+    total: int
+    completed: int
+
+
+def _translate(exc: BaseException) -> OllamaAPIError:
+    if isinstance(exc, ollama.ResponseError):
+        status, message = exc.status_code, str(exc.error)
+        if status == 404:
+            return ModelNotFound(message, status)
+        if status == 400 and "does not support" in message:
+            return NotSupported(message, status)
+        if status == 503:
+            return ServerBusy(message, status)
+        return OllamaResponseError(message, status)
+    if isinstance(exc, ConnectionError | httpx.ConnectError):
+        return OllamaUnavailable("cannot connect to Ollama (connection refused)")
+    if isinstance(exc, httpx.TimeoutException):
+        return OllamaUnavailable(f"Ollama did not answer in time ({type(exc).__name__})")
+    if isinstance(exc, httpx.TransportError):
+        return OllamaUnavailable(f"connection to Ollama failed: {exc or type(exc).__name__}")
+    if isinstance(exc, pydantic.ValidationError | json.JSONDecodeError | KeyError | TypeError):
+        return OllamaAPIError(f"unexpected answer from Ollama: {exc}")
+    return OllamaAPIError(str(exc))
+
+
+async def _call(make: Callable[[], Awaitable[T]]) -> T:
+    try:
+        return await make()
+    except OllamaAPIError:
+        raise
+    except (
+        ollama.ResponseError,
+        ConnectionError,
+        httpx.HTTPError,
+        pydantic.ValidationError,
+        json.JSONDecodeError,
+    ) as exc:
+        raise _translate(exc) from exc
+
+
+class OllamaAPI:
+    """Typed access to one Ollama server. Close it with `aclose()`."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        probe_timeout: float = 2.0,
+        call_timeout: float = 30.0,
+        pull_stall_timeout: float = 300.0,
+    ) -> None:
+        self.base_url = base_url
+        self._probe = httpx.AsyncClient(base_url=base_url, timeout=probe_timeout)
+        # Listing and show must not hang the watch loop; a hung server shows up as a timeout.
+        self._quick = ollama.AsyncClient(host=base_url, timeout=httpx.Timeout(call_timeout))
+        # Loads get no read timeout: a client that gives up aborts the load (Ollama returns 499).
+        self._load = ollama.AsyncClient(
+            host=base_url, timeout=httpx.Timeout(connect=10.0, read=None, write=30.0, pool=None)
+        )
+        self._pull = ollama.AsyncClient(
+            host=base_url,
+            timeout=httpx.Timeout(connect=10.0, read=pull_stall_timeout, write=30.0, pool=None),
+        )
+        self._stall = pull_stall_timeout
+
+    async def aclose(self) -> None:
+        await self._probe.aclose()
+        for client in (self._quick, self._load, self._pull):
+            await client.close()  # type: ignore[no-untyped-call]
+
+    async def probe(self) -> bool:
+        """True when `GET /` answers 200: Ollama is serving requests, not just bound."""
+        try:
+            response = await self._probe.get("/")
+        except httpx.HTTPError:
+            return False
+        return response.status_code == 200
+
+    async def version(self) -> str:
+        async def get() -> str:
+            response = await self._probe.get("/api/version", timeout=10.0)
+            response.raise_for_status()
+            return str(response.json().get("version", "unknown"))
+
+        try:
+            return await get()
+        except (httpx.HTTPError, json.JSONDecodeError, AttributeError) as exc:
+            raise _translate(exc) from exc
+
+    async def tags(self) -> list[LocalModel]:
+        result = await _call(self._quick.list)
+        return [
+            LocalModel(name=m.model or "", digest=m.digest or "", size=int(m.size or 0))
+            for m in result.models
+        ]
+
+    async def ps(self) -> list[LoadedModel]:
+        result = await _call(self._quick.ps)
+        return [
+            LoadedModel(
+                name=m.model or m.name or "",
+                digest=m.digest or "",
+                size=int(m.size or 0),
+                size_vram=int(m.size_vram or 0),
+                expires_at=m.expires_at,
+                context_length=m.context_length,
+            )
+            for m in result.models
+        ]
+
+    async def show(self, name: str) -> ModelDetails:
+        result = await _call(lambda: self._quick.show(name))
+        info: Mapping[str, Any] = result.modelinfo or {}
+        arch = str(info.get("general.architecture", ""))
+        ctx = info.get(f"{arch}.context_length")
+        return ModelDetails(
+            capabilities=tuple(result.capabilities) if result.capabilities is not None else None,
+            has_pooling=f"{arch}.pooling_type" in info,
+            context_length=int(ctx) if isinstance(ctx, int) else None,
+        )
+
+    async def pull(self, name: str) -> AsyncIterator[PullProgress]:
+        """Stream pull progress; PullStreamError on an error line, OllamaUnavailable on a stall."""
+        try:
+            stream = await self._pull.pull(name, stream=True)
+            last_change = time.monotonic()
+            last: tuple[str, int] = ("", -1)
+            async for part in stream:
+                progress = PullProgress(
+                    status=part.status or "",
+                    digest=part.digest,
+                    total=int(part.total or 0),
+                    completed=int(part.completed or 0),
+                )
+                now = time.monotonic()
+                # Ollama repeats the same progress every 60 ms while a download is stuck.
+                if (progress.status, progress.completed) != last:
+                    last, last_change = (progress.status, progress.completed), now
+                elif now - last_change > self._stall:
+                    raise OllamaUnavailable(
+                        f"pull stalled: no progress for {self._stall:g}s "
+                        "(PRELOADER_PULL_STALL_TIMEOUT)"
+                    )
+                yield progress
+        except ollama.ResponseError as exc:
+            if exc.status_code == -1:  # an error line inside a 200 stream
+                raise PullStreamError(str(exc.error)) from exc
+            raise _translate(exc) from exc
+        except (ConnectionError, httpx.HTTPError, pydantic.ValidationError) as exc:
+            raise _translate(exc) from exc
+        except json.JSONDecodeError as exc:
+            raise _translate(exc) from exc
+
+    async def load_completion(
+        self, name: str, keep_alive: float, options: Mapping[str, Any]
+    ) -> None:
+        """Load with an empty /api/generate; returns once the runner is loaded and healthy."""
+        await _call(
+            lambda: self._load.generate(
+                model=name, keep_alive=keep_alive, options=dict(options) or None
+            )
+        )
+
+    async def load_embedding(
+        self, name: str, keep_alive: float, options: Mapping[str, Any]
+    ) -> None:
+        """Load with an empty /api/embed, or legacy /api/embeddings on servers without it."""
+        opts = dict(options) or None
+        try:
+            await _call(
+                lambda: self._load.embed(model=name, input=[], keep_alive=keep_alive, options=opts)
+            )
+        except ModelNotFound as exc:
+            # gin's plain-text 404 means the route is missing, not the model.
+            if "page not found" not in exc.message:
+                raise
+            await _call(
+                lambda: self._load.embeddings(
+                    model=name, prompt="", keep_alive=keep_alive, options=opts
+                )
+            )

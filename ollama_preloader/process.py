@@ -1,0 +1,166 @@
+"""The `ollama serve` child: its own session, output relayed, stopped politely then killed."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import sys
+from collections import deque
+from collections.abc import Mapping
+from typing import BinaryIO
+
+from ollama_preloader.errors import ServerError
+from ollama_preloader.logs import get_logger
+
+log = get_logger()
+TAIL_LINES = 40
+
+
+class OllamaServer:
+    """One run of `ollama serve`. Create a new one to restart."""
+
+    def __init__(self, command: str, env: Mapping[str, str]) -> None:
+        self.command = command
+        self.env = dict(env)
+        self._proc: asyncio.subprocess.Process | None = None
+        self._tail: deque[str] = deque(maxlen=TAIL_LINES)
+        self._relays: list[asyncio.Task[None]] = []
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    @property
+    def returncode(self) -> int | None:
+        return self._proc.returncode if self._proc else None
+
+    async def start(self) -> None:
+        path = shutil.which(self.command, path=self.env.get("PATH"))
+        if path is None:
+            raise ServerError(
+                f"{self.command!r} was not found on PATH; install Ollama or set "
+                "PRELOADER_OLLAMA_COMMAND to the ollama executable"
+            )
+        try:
+            # Its own session: the whole group (serve and its llama-server runners) can be
+            # signalled at once, and a Ctrl-C in our terminal does not reach it directly.
+            self._proc = await asyncio.create_subprocess_exec(
+                path,
+                "serve",
+                env=self.env,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise ServerError(f"could not start {path} serve: {exc.strerror or exc}") from None
+        assert self._proc.stdout is not None
+        assert self._proc.stderr is not None
+        self._relays = [
+            asyncio.create_task(self._relay(self._proc.stdout, sys.stdout.buffer)),
+            asyncio.create_task(self._relay(self._proc.stderr, sys.stderr.buffer)),
+        ]
+        log.info(
+            "server.started",
+            msg=f"Started {path} serve",
+            pid=self._proc.pid,
+            command=path,
+        )
+
+    async def _relay(self, reader: asyncio.StreamReader, out: BinaryIO) -> None:
+        """Copy output as it comes, so Ollama never blocks on a full pipe; keep a tail."""
+        pending = b""
+        while chunk := await reader.read(65536):
+            with contextlib.suppress(OSError, ValueError):
+                out.write(chunk)
+                out.flush()
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for line in lines:
+                self._tail.append(line.decode(errors="replace").rstrip("\r"))
+            if len(pending) > 65536:
+                pending = pending[-65536:]
+        if pending:
+            self._tail.append(pending.decode(errors="replace"))
+
+    def tail(self) -> list[str]:
+        return list(self._tail)
+
+    def last_error_line(self) -> str:
+        """The line that best explains an early exit: Ollama prints `Error: ...` last."""
+        lines = [line.strip() for line in self._tail if line.strip()]
+        for line in reversed(lines):
+            if line.startswith("Error:") or "level=ERROR" in line:
+                return line
+        return lines[-1] if lines else "(no output)"
+
+    async def wait(self) -> int:
+        assert self._proc is not None
+        code = await self._proc.wait()
+        # Drain the relays so the tail holds everything the child printed.
+        for task in self._relays:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        return code
+
+    def _signal_group(self, signum: int) -> None:
+        if self._proc is None:
+            return
+        # "No such process" means the group is already gone: not an error.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self._proc.pid, signum)
+
+    def kill_now(self) -> None:
+        """SIGKILL the whole group at once (second signal, or grace exhausted)."""
+        self._signal_group(signal.SIGKILL)
+
+    async def stop(self, grace: float) -> int | None:
+        """SIGTERM the group, wait `grace` seconds, then SIGKILL it; leave no runner behind."""
+        if self._proc is None:
+            return None
+        if self._proc.returncode is None:
+            log.info("server.stopping", msg="Stopping ollama serve", pid=self._proc.pid)
+            self._signal_group(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self.wait(), timeout=grace)
+            except TimeoutError:
+                log.warning(
+                    "server.kill",
+                    msg=f"ollama serve did not stop within {grace:g}s; killing its process group",
+                    pid=self._proc.pid,
+                )
+        # Runners left by a serve that crashed or ignored SIGTERM are still in the group.
+        self.kill_now()
+        code = await self.wait()
+        reap_orphans()
+        return code
+
+
+def reap_orphans() -> None:
+    """As PID 1, collect zombies re-parented to us (runners orphaned by a killed serve).
+
+    Only zombies that are not our own children's live statuses are touched: asyncio waits on
+    its own children by pid, so we never call waitpid(-1).
+    """
+    if os.getpid() != 1:
+        return
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        state, ppid = fields[0], fields[1]
+        if state == "Z" and ppid == "1":
+            with contextlib.suppress(ChildProcessError, OSError):
+                os.waitpid(int(entry), os.WNOHANG)

@@ -1,0 +1,72 @@
+"""Desired vs observed -> actions. Pure: no I/O, no clock reads, no mutation."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+from ollama_preloader.ollama_api import LoadedModel
+from ollama_preloader.status import ModelStatus, State
+
+
+class ActionKind(StrEnum):
+    PULL = "pull"
+    LOAD = "load"  # not in /api/ps: first load, or put back after an eviction
+    REPIN = "repin"  # in /api/ps but no longer pinned: send the same load request again
+    MISSING = "missing"  # not on disk and the pull policy forbids pulling
+
+
+@dataclass(frozen=True)
+class Action:
+    kind: ActionKind
+    key: str
+    reason: str
+
+
+def find_loaded(status: ModelStatus, loaded: Sequence[LoadedModel]) -> LoadedModel | None:
+    """The runner serving this model. Prefer a pinned one: after a re-pull (§9.4) the same
+    name can be listed twice, once per digest."""
+    matches = [m for m in loaded if m.key == status.key]
+    if not matches:
+        return None
+    return max(matches, key=lambda m: m.expires_at.timestamp() if m.expires_at else 0.0)
+
+
+def plan(
+    models: Sequence[ModelStatus],
+    loaded: Sequence[LoadedModel],
+    *,
+    pull_policy: str,
+    now: datetime,
+    monotonic_now: float,
+) -> list[Action]:
+    """What to do this cycle, in priority order (the order of `models`)."""
+    actions: list[Action] = []
+    for status in models:
+        if status.state in (State.PULLING, State.LOADING):
+            continue
+        backing_off = status.retry_at > monotonic_now
+        entry = find_loaded(status, loaded)
+        spec = status.spec
+        if entry is not None:
+            if spec.pinned and not entry.is_pinned(now) and not backing_off:
+                actions.append(Action(ActionKind.REPIN, status.key, "unpinned"))
+            continue
+        if backing_off or status.present is None:
+            continue
+        if not spec.pinned and status.ever_loaded:
+            continue  # a finite keep_alive was asked for: it may expire
+        if not status.present:
+            if pull_policy == "never":
+                actions.append(Action(ActionKind.MISSING, status.key, "not on disk"))
+            else:
+                actions.append(Action(ActionKind.PULL, status.key, "not on disk"))
+            continue
+        if pull_policy == "always" and not status.pulled:
+            actions.append(Action(ActionKind.PULL, status.key, "pull policy always"))
+            continue
+        reason = "evicted" if status.ever_loaded else "preload"
+        actions.append(Action(ActionKind.LOAD, status.key, reason))
+    return actions

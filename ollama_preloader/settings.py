@@ -1,0 +1,158 @@
+"""Settings: every knob, read once from the environment and `.env`, frozen, passed down."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import AliasChoices, BeforeValidator, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from ollama_preloader.durations import parse_seconds_or_duration
+from ollama_preloader.errors import ConfigError
+from ollama_preloader.host import InvalidHost, OllamaHost, parse_ollama_host
+from ollama_preloader.modelspec import ModelSpec, SpecError, parse_model_list
+
+PullPolicy = Literal["if-missing", "always", "never"]
+ServerExitPolicy = Literal["restart", "exit"]
+LogFormat = Literal["auto", "console", "plain", "json"]
+LogLevel = Literal["debug", "info", "warning", "error"]
+
+
+def _seconds(value: Any) -> Any:
+    """Accept `5`, `2.5`, `5s`, `2m`: the same forms Ollama accepts for its durations."""
+    if isinstance(value, str):
+        try:
+            return parse_seconds_or_duration(value)
+        except ValueError:
+            raise ValueError(
+                f"{value!r} is not a duration (use seconds like 30 or a duration like 30s, 5m)"
+            ) from None
+    return value
+
+
+def _lower(value: Any) -> Any:
+    return value.strip().lower() if isinstance(value, str) else value
+
+
+Seconds = Annotated[float, BeforeValidator(_seconds), Field(gt=0)]
+
+
+class Settings(BaseSettings):
+    """All configuration. Ollama's own variables keep their meaning; ours use PRELOADER_."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="PRELOADER_",
+        env_file=".env",
+        extra="ignore",
+        frozen=True,
+    )
+
+    models: Annotated[tuple[ModelSpec, ...], NoDecode] = Field(
+        default=(), validation_alias=AliasChoices("OLLAMA_PRELOAD_MODELS")
+    )
+    ollama_host: Annotated[OllamaHost, NoDecode] = Field(
+        default_factory=lambda: parse_ollama_host(None),
+        validation_alias=AliasChoices("OLLAMA_HOST"),
+    )
+    watch_interval: Seconds = 1.0
+    pull_policy: Annotated[PullPolicy, BeforeValidator(_lower)] = "if-missing"
+    ready_timeout: Seconds = 300.0
+    shutdown_grace: Seconds = 20.0
+    on_server_exit: Annotated[ServerExitPolicy, BeforeValidator(_lower)] = "restart"
+    pull_attempts: Annotated[int, Field(ge=1, le=100)] = 5
+    pull_stall_timeout: Seconds = 300.0
+    retry_initial: Seconds = 1.0
+    retry_max: Seconds = 60.0
+    ollama_command: str = "ollama"
+    log_level: Annotated[LogLevel, BeforeValidator(_lower)] = "info"
+    log_format: Annotated[LogFormat, BeforeValidator(_lower)] = "auto"
+
+    # Warnings found while parsing (duplicates); logged once logging is configured.
+    parse_warnings: tuple[str, ...] = Field(default=(), exclude=True)
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _parse_models(cls, value: Any) -> Any:
+        if isinstance(value, str) or value is None:
+            parsed = parse_model_list(value)
+            return parsed.specs
+        return value
+
+    @field_validator("ollama_host", mode="before")
+    @classmethod
+    def _parse_host(cls, value: Any) -> Any:
+        if isinstance(value, str) or value is None:
+            return parse_ollama_host(value)
+        return value
+
+
+# Field name (or alias) -> the variable a user sets, for error messages.
+def _env_name(field: str) -> str:
+    if field.isupper():
+        return field
+    info = Settings.model_fields.get(field)
+    if info is not None and isinstance(info.validation_alias, AliasChoices):
+        first = info.validation_alias.choices[0]
+        return str(first)
+    return f"PRELOADER_{field.upper()}"
+
+
+def _one_line(exc: ValidationError) -> str:
+    err = exc.errors(include_url=False)[0]
+    field = str(err["loc"][0]) if err["loc"] else ""
+    message = str(err.get("msg", "invalid value"))
+    ctx = err.get("ctx") or {}
+    inner = ctx.get("error")
+    if isinstance(inner, SpecError | InvalidHost | ValueError) and str(inner):
+        message = str(inner)
+    elif message.startswith("Value error, "):
+        message = message.removeprefix("Value error, ")
+    given = err.get("input")
+    name = _env_name(field)
+    if isinstance(inner, SpecError):
+        return message  # already names OLLAMA_PRELOAD_MODELS and the entry
+    if isinstance(given, str):
+        return f"{name}={given!r}: {message}"
+    return f"{name}: {message}"
+
+
+def load_settings(env_file: Path | None = Path(".env")) -> Settings:
+    """Build Settings from the environment and `.env`; ConfigError with one line on bad input."""
+    try:
+        settings = Settings(_env_file=env_file)  # type: ignore[call-arg]
+    except ValidationError as exc:
+        raise ConfigError(_one_line(exc)) from None
+    if settings.retry_max < settings.retry_initial:
+        raise ConfigError(
+            "PRELOADER_RETRY_MAX must be at least PRELOADER_RETRY_INITIAL "
+            f"({settings.retry_max:g}s < {settings.retry_initial:g}s)"
+        )
+    raw = os.environ.get("OLLAMA_PRELOAD_MODELS")
+    if raw is None:
+        raw = read_dotenv(env_file).get("OLLAMA_PRELOAD_MODELS")
+    return settings.model_copy(update={"parse_warnings": parse_model_list(raw).warnings})
+
+
+def read_dotenv(path: Path | None) -> dict[str, str]:
+    """Variables from a `.env` file, if there is one (docker compose reads the same file)."""
+    if path is None or not path.is_file():
+        return {}
+    from dotenv import dotenv_values
+
+    return {k: v for k, v in dotenv_values(path).items() if v is not None}
+
+
+def server_environment(
+    environ: Mapping[str, str] | None = None, env_file: Path | None = Path(".env")
+) -> dict[str, str]:
+    """The environment for `ollama serve`: ours, plus OLLAMA_* set only in `.env`."""
+    source = dict(os.environ if environ is None else environ)
+    extra = {
+        k: v
+        for k, v in read_dotenv(env_file).items()
+        if k.startswith("OLLAMA_") and k not in source
+    }
+    return {**source, **extra}

@@ -1,0 +1,604 @@
+"""Owns the lifecycle: the `ollama serve` child, the reconcile loop, the pull worker, signals.
+
+Phases: startup (spawn, wait for `GET /`), main loop (observe -> plan -> act -> wait), shutdown
+(stop tasks, SIGTERM the child's group, SIGKILL after the grace period).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from tenacity import RetryCallState
+
+from ollama_preloader.durations import format_seconds
+from ollama_preloader.errors import (
+    ModelNotFound,
+    NotSupported,
+    OllamaAPIError,
+    OllamaUnavailable,
+    PreloaderError,
+    PullStreamError,
+    ServerError,
+    ServerExited,
+    exit_code_for_signal,
+)
+from ollama_preloader.logs import get_logger
+from ollama_preloader.modelspec import ModelKind
+from ollama_preloader.ollama_api import LoadedModel, OllamaAPI
+from ollama_preloader.process import OllamaServer
+from ollama_preloader.reconcile import Action, ActionKind, find_loaded, plan
+from ollama_preloader.retry import backoff_seconds, pull_retrying
+from ollama_preloader.settings import Settings
+from ollama_preloader.status import Board, ModelStatus, State
+
+log = get_logger()
+
+PROGRESS_EVERY = 5.0  # seconds between pull progress events off a TTY
+HEALTHY_RUN = 300.0  # a serve that ran this long resets the restart backoff
+RESTART_BACKOFF_MAX = 60.0
+NOT_FOUND_BACKOFF = 600.0  # a name the registry does not know will not appear soon
+
+
+class Supervisor:
+    """One supervisor run. `run()` returns the exit code or raises a PreloaderError."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        server_env: Mapping[str, str],
+        api: OllamaAPI | None = None,
+    ) -> None:
+        self.settings = settings
+        self.board = Board.for_specs(settings.models)
+        self.api = api or OllamaAPI(
+            settings.ollama_host.base_url, pull_stall_timeout=settings.pull_stall_timeout
+        )
+        self.server_env = dict(server_env)
+        self.server: OllamaServer | None = None
+        self.undeclared: list[LoadedModel] = []
+        self._stop = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._ready = asyncio.Event()
+        self._pulls: asyncio.PriorityQueue[tuple[int, str]] = asyncio.PriorityQueue()
+        self._queued: set[str] = set()
+        self._tags_dirty = True
+        self._fatal: PreloaderError | None = None
+        self._signals = 0
+
+    # ----- lifecycle -------------------------------------------------------------------------
+
+    async def run(self) -> int:
+        self._install_signal_handlers()
+        self._log_plan()
+        try:
+            await self._start_server(first=True)
+            if not self._stop.is_set():
+                await self._main_loop()
+        finally:
+            await self._shutdown()
+        if self._fatal is not None:
+            raise self._fatal
+        return 0
+
+    async def _main_loop(self) -> None:
+        async with asyncio.TaskGroup() as tg:
+            tasks = [
+                tg.create_task(self._guard(self._supervise_server)),
+                tg.create_task(self._guard(self._reconcile_loop)),
+                tg.create_task(self._guard(self._pull_worker)),
+            ]
+            await self._stop.wait()
+            for task in tasks:
+                task.cancel()
+
+    async def _guard(self, body: Callable[[], Awaitable[None]]) -> None:
+        """A task that fails unexpectedly stops the supervisor instead of dying silently."""
+        try:
+            await body()
+        except asyncio.CancelledError:
+            raise
+        except PreloaderError as exc:
+            self._fatal = self._fatal or exc
+            self._stop.set()
+        except Exception as exc:
+            log.exception("supervisor.crashed", msg=f"Internal error: {exc!r}")
+            self._fatal = self._fatal or PreloaderError(f"internal error: {exc!r}")
+            self._stop.set()
+
+    def _install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self._on_signal, signum)
+
+    def _on_signal(self, signum: int) -> None:
+        self._signals += 1
+        name = signal.Signals(signum).name
+        if self._signals == 1:
+            log.info(
+                "supervisor.stopping",
+                msg=f"Received {name}; stopping (send it again to kill at once)",
+                signal=name,
+            )
+            self._stop.set()
+            return
+        log.warning("supervisor.killed", msg=f"Received {name} again; killing now", signal=name)
+        if self.server is not None:
+            self.server.kill_now()
+        sys.stderr.flush()
+        os._exit(exit_code_for_signal(signum))
+
+    async def _shutdown(self) -> None:
+        if self.server is not None:
+            code = await self.server.stop(self.settings.shutdown_grace)
+            log.info("server.stopped", msg="ollama serve stopped", returncode=code)
+        await self.api.aclose()
+        log.info("supervisor.stopped", msg="Stopped")
+
+    # ----- the child -------------------------------------------------------------------------
+
+    async def _start_server(self, *, first: bool) -> None:
+        server = OllamaServer(self.settings.ollama_command, self.server_env)
+        self.server = server
+        await server.start()
+        started = time.monotonic()
+        ready = await self._wait_ready(server)
+        if not ready:
+            return
+        elapsed = time.monotonic() - started
+        version = "unknown"
+        with contextlib.suppress(OllamaAPIError):
+            version = await self.api.version()
+        self.board.server_up = True
+        self._ready.set()
+        self._tags_dirty = True
+        self._wake.set()
+        log.info(
+            "server.ready",
+            msg=f"Ollama {version} is ready at {self.api.base_url} ({elapsed:.2f}s)",
+            url=self.api.base_url,
+            version=version,
+            seconds=round(elapsed, 3),
+            restart=not first,
+        )
+
+    async def _wait_ready(self, server: OllamaServer) -> bool:
+        """Poll `GET /` until it answers 200; ServerError if the child exits or time runs out."""
+        deadline = time.monotonic() + self.settings.ready_timeout
+        exited = asyncio.create_task(server.wait())
+        stopping = asyncio.create_task(self._stop.wait())
+        try:
+            while True:
+                probe = asyncio.create_task(self.api.probe())
+                await asyncio.wait({probe, exited, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                if stopping.done():
+                    probe.cancel()
+                    return False
+                if exited.done():
+                    probe.cancel()
+                    raise ServerError(
+                        f"ollama serve exited with code {exited.result()} before it was ready: "
+                        f"{server.last_error_line()}"
+                    )
+                if probe.result():
+                    return True
+                if time.monotonic() > deadline:
+                    raise ServerError(
+                        f"ollama serve did not answer on {self.api.base_url} within "
+                        f"{self.settings.ready_timeout:g}s (PRELOADER_READY_TIMEOUT); "
+                        f"last output: {server.last_error_line()}"
+                    )
+                # A refused connection answers at once; poll often so readiness is seen quickly.
+                await asyncio.wait({exited, stopping}, timeout=0.05)
+        finally:
+            for task in (exited, stopping):
+                task.cancel()
+
+    async def _supervise_server(self) -> None:
+        failures = 0
+        while True:
+            server = self.server
+            assert server is not None
+            started = time.monotonic()
+            code = await server.wait()
+            if self._stop.is_set():
+                return
+            self._ready.clear()
+            self.board.server_up = False
+            log.error(
+                "server.exited",
+                msg=f"ollama serve exited unexpectedly with code {code}: "
+                f"{server.last_error_line()}",
+                returncode=code,
+            )
+            await server.stop(0)  # kill runners left in its group, holding GPU memory
+            if self.settings.on_server_exit == "exit":
+                raise ServerExited(
+                    f"ollama serve exited with code {code} and PRELOADER_ON_SERVER_EXIT=exit",
+                    code,
+                )
+            failures = 1 if time.monotonic() - started > HEALTHY_RUN else failures + 1
+            delay = min(RESTART_BACKOFF_MAX, 2.0 ** (failures - 1))
+            log.info(
+                "server.restarting",
+                msg=f"Restarting ollama serve in {delay:g}s",
+                delay=delay,
+                attempt=failures,
+            )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), timeout=delay)
+                return
+            self.board.server_restarts += 1
+            try:
+                await self._start_server(first=False)
+            except ServerError as exc:
+                log.error("server.restart_failed", msg=str(exc))
+            if self._stop.is_set():
+                return
+
+    # ----- reconcile ---------------------------------------------------------------------------
+
+    async def _reconcile_loop(self) -> None:
+        while True:
+            await self._ready.wait()
+            try:
+                await self._cycle()
+            except OllamaUnavailable as exc:
+                log.debug("watch.unavailable", msg=f"Ollama did not answer: {exc}")
+            except OllamaAPIError as exc:
+                log.warning("watch.error", msg=f"Could not read Ollama's state: {exc}")
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self.settings.watch_interval)
+
+    async def _cycle(self) -> None:
+        if self._tags_dirty:
+            present = {m.key for m in await self.api.tags()}
+            for status in self.board.models:
+                status.present = status.key in present
+            self._tags_dirty = False
+        loaded = await self.api.ps()
+        self._observe(loaded)
+        actions = plan(
+            self.board.models,
+            loaded,
+            pull_policy=self.settings.pull_policy,
+            now=datetime.now(UTC),
+            monotonic_now=time.monotonic(),
+        )
+        for action in actions:
+            if self._stop.is_set() or not self._ready.is_set():
+                return
+            await self._act(action)
+
+    def _observe(self, loaded: list[LoadedModel]) -> None:
+        now = datetime.now(UTC)
+        keys = set()
+        for status in self.board.models:
+            entry = find_loaded(status, loaded)
+            if entry is not None:
+                keys.add(entry.key)
+                status.size, status.size_vram = entry.size, entry.size_vram
+                status.context_length, status.expires_at = entry.context_length, entry.expires_at
+            else:
+                status.size = status.size_vram = status.context_length = status.expires_at = None
+            if status.state in (State.PULLING, State.LOADING):
+                continue
+            if entry is not None and status.state not in (State.PINNED, State.LOADED):
+                if status.spec.pinned and entry.is_pinned(now):
+                    # Already pinned before we asked (another run of ours, or a sidecar restart).
+                    status.state, status.reason = State.PINNED, None
+                    status.ever_loaded = True
+                    log.info(
+                        "model.pinned",
+                        msg=f"✓ {status.spec.display} is already loaded and pinned",
+                        model=status.spec.display,
+                        already=True,
+                    )
+            elif entry is None and status.state == State.PINNED:
+                status.state, status.reason = State.EVICTED, "evicted"
+                log.warning(
+                    "model.evicted",
+                    msg=f"{status.spec.display} was unloaded (evicted or stopped); "
+                    "loading it again",
+                    model=status.spec.display,
+                )
+        self.undeclared = [m for m in loaded if m.key not in keys]
+        self._note_all_ready()
+
+    def _note_all_ready(self) -> None:
+        if self.board.models and self.board.all_ready and self.board.all_pinned_after is None:
+            elapsed = time.monotonic() - self.board.started_at
+            self.board.all_pinned_after = elapsed
+            log.info(
+                "preload.complete",
+                msg=f"✓ Preloading complete: all {len(self.board.models)} models loaded "
+                f"and pinned in {elapsed:.1f}s",
+                models=len(self.board.models),
+                seconds=round(elapsed, 3),
+            )
+
+    async def _act(self, action: Action) -> None:
+        status = self.board.get(action.key)
+        assert status is not None
+        if action.kind == ActionKind.PULL:
+            if status.key not in self._queued:
+                self._queued.add(status.key)
+                status.state = State.PULLING
+                await self._pulls.put((status.spec.priority, status.key))
+        elif action.kind == ActionKind.MISSING:
+            status.fail(
+                "not on disk and PRELOADER_PULL_POLICY=never; run `ollama pull "
+                f"{status.spec.name}` or change the policy",
+                retry_in=max(30.0, self.settings.watch_interval),
+            )
+            self._tags_dirty = True
+            log.error(
+                "model.failed",
+                msg=f"{status.spec.display} is not on disk and the pull policy is never",
+                model=status.spec.display,
+                reason=status.reason,
+            )
+        else:
+            await self._load(status, action)
+
+    # ----- loading -----------------------------------------------------------------------------
+
+    async def _detect_kind(self, status: ModelStatus) -> ModelKind:
+        if status.kind is not None:
+            return status.kind
+        details = await self.api.show(status.spec.name)
+        status.kind = details.kind
+        log.info(
+            "model.kind",
+            msg=f"{status.spec.display} is a {status.kind.value} model",
+            model=status.spec.display,
+            kind=status.kind.value,
+            source="capabilities" if details.capabilities is not None else "pooling_type",
+        )
+        return status.kind
+
+    async def _send_load(self, status: ModelStatus, kind: ModelKind) -> None:
+        spec = status.spec
+        if kind == ModelKind.EMBEDDING:
+            await self.api.load_embedding(spec.name, spec.keep_alive_value, spec.options_dict())
+        else:
+            await self.api.load_completion(spec.name, spec.keep_alive_value, spec.options_dict())
+
+    async def _load(self, status: ModelStatus, action: Action) -> None:
+        spec = status.spec
+        previous = status.state
+        repin = action.kind == ActionKind.REPIN
+        try:
+            kind = await self._detect_kind(status)
+        except ModelNotFound:
+            status.present, self._tags_dirty = False, True
+            return
+        except OllamaUnavailable:
+            return
+        except OllamaAPIError as exc:
+            self._load_failed(status, f"could not inspect the model: {exc}")
+            return
+        status.state = State.LOADING
+        if repin:
+            log.warning(
+                "model.unpinned",
+                msg=f"{spec.display} is loaded but no longer pinned (a client changed its "
+                "keep_alive); pinning it again",
+                model=spec.display,
+                expires_at=status.expires_at.isoformat() if status.expires_at else None,
+            )
+        log.info(
+            "model.loading",
+            msg=f"Loading {spec.display} ({kind.value}, "
+            f"keep_alive {format_seconds(spec.keep_alive)})",
+            model=spec.display,
+            kind=kind.value,
+            reason=action.reason,
+            options=spec.options_dict() or None,
+        )
+        started = time.monotonic()
+        try:
+            try:
+                await self._send_load(status, kind)
+            except NotSupported:
+                if spec.kind is not None or kind == ModelKind.EMBEDDING:
+                    raise
+                # The server refused generate: it is an embedding model after all.
+                status.kind = kind = ModelKind.EMBEDDING
+                log.info(
+                    "model.kind",
+                    msg=f"{spec.display} does not support generate; "
+                    "loading it as an embedding model",
+                    model=spec.display,
+                    kind=kind.value,
+                    source="generate refused",
+                )
+                await self._send_load(status, kind)
+        except ModelNotFound:
+            # Deleted by hand since the last look: the next cycle pulls it (policy permitting).
+            status.state, status.present, self._tags_dirty = previous, False, True
+            log.warning(
+                "model.missing",
+                msg=f"{spec.display} is no longer on disk",
+                model=spec.display,
+            )
+            return
+        except OllamaUnavailable as exc:
+            status.state = previous
+            status.retry_at = time.monotonic() + self.settings.retry_initial
+            log.warning(
+                "model.load.retry", msg=f"Loading {spec.display}: {exc}", model=spec.display
+            )
+            return
+        except OllamaAPIError as exc:
+            status.state = previous
+            self._load_failed(status, f"load failed: {exc}")
+            return
+        elapsed = time.monotonic() - started
+        status.loads += 1
+        status.reloads += action.reason == "evicted"
+        status.repins += repin
+        status.state = State.PINNED if spec.pinned else State.LOADED
+        status.reason, status.failures, status.retry_at = None, 0, 0.0
+        status.load_seconds, status.ever_loaded = elapsed, True
+        verb = "Re-pinned" if repin else "Loaded and pinned" if spec.pinned else "Loaded"
+        log.info(
+            "model.pinned" if spec.pinned else "model.loaded",
+            msg=f"✓ {verb} {spec.display} ({kind.value}) in {elapsed:.2f}s",
+            model=spec.display,
+            kind=kind.value,
+            seconds=round(elapsed, 3),
+            reason=action.reason,
+        )
+        self._note_all_ready()
+
+    def _load_failed(self, status: ModelStatus, reason: str) -> None:
+        delay = backoff_seconds(
+            self.settings, status.failures + 1, floor=self.settings.watch_interval
+        )
+        status.fail(reason, retry_in=delay)
+        log.error(
+            "model.failed",
+            msg=f"{status.spec.display}: {reason}; retrying in {delay:.0f}s",
+            model=status.spec.display,
+            reason=reason,
+            retry_in=round(delay, 1),
+        )
+
+    # ----- pulling -----------------------------------------------------------------------------
+
+    async def _pull_worker(self) -> None:
+        """Pulls one model at a time, highest priority first, while loads go on."""
+        while True:
+            _, key = await self._pulls.get()
+            status = self.board.get(key)
+            assert status is not None
+            try:
+                await self._pull(status)
+            finally:
+                self._queued.discard(key)
+                self._wake.set()
+
+    async def _pull(self, status: ModelStatus) -> None:
+        spec = status.spec
+        status.state, status.reason = State.PULLING, None
+        status.pull_completed = status.pull_total = 0
+        log.info("model.pull.start", msg=f"Pulling {spec.display}", model=spec.display)
+        started = time.monotonic()
+
+        def on_retry(state: RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            wait = state.next_action.sleep if state.next_action else 0.0
+            log.warning(
+                "model.pull.retry",
+                msg=f"Pulling {spec.display} failed ({exc}); attempt {state.attempt_number + 1} "
+                f"of {self.settings.pull_attempts} in {wait:.1f}s",
+                model=spec.display,
+                attempt=state.attempt_number,
+                error=str(exc),
+                wait=round(wait, 2),
+            )
+
+        try:
+            async for attempt in pull_retrying(self.settings, on_retry):
+                with attempt:
+                    await self._pull_once(status)
+        except PullStreamError as exc:
+            if "file does not exist" in exc.message:
+                reason = (
+                    "not found in the registry (pull model manifest: file does not exist); "
+                    "check the name and tag"
+                )
+                self._pull_failed(status, reason, NOT_FOUND_BACKOFF)
+            else:
+                self._pull_failed(status, f"pull failed: {exc.message}", None)
+            return
+        except OllamaAPIError as exc:
+            self._pull_failed(status, f"pull failed: {exc}", None)
+            return
+        elapsed = time.monotonic() - started
+        status.present, status.pulled = True, True
+        status.state = State.EVICTED if status.ever_loaded else State.PENDING
+        status.failures = 0
+        log.info(
+            "model.pull.complete",
+            msg=f"✓ Pull complete: {spec.display} ({elapsed:.1f}s)",
+            model=spec.display,
+            seconds=round(elapsed, 3),
+            bytes=status.pull_total,
+        )
+
+    async def _pull_once(self, status: ModelStatus) -> None:
+        spec = status.spec
+        last_log = 0.0
+        layers: dict[str, tuple[int, int]] = {}
+        async for progress in self.api.pull(spec.name):
+            if progress.digest and progress.total:
+                layers[progress.digest] = (progress.completed, progress.total)
+                status.pull_completed = sum(c for c, _ in layers.values())
+                status.pull_total = sum(t for _, t in layers.values())
+            now = time.monotonic()
+            if progress.digest and now - last_log >= PROGRESS_EVERY:
+                last_log = now
+                percent = status.pull_percent
+                log.info(
+                    "model.pull.progress",
+                    msg=f"Pulling {spec.display}: {percent}%",
+                    model=spec.display,
+                    percent=percent,
+                    completed=status.pull_completed,
+                    total=status.pull_total,
+                )
+
+    def _pull_failed(self, status: ModelStatus, reason: str, retry_in: float | None) -> None:
+        delay = retry_in or backoff_seconds(
+            self.settings, status.failures + 1, floor=self.settings.retry_max
+        )
+        status.fail(reason, retry_in=delay)
+        self._tags_dirty = True
+        log.error(
+            "model.failed",
+            msg=f"{status.spec.display}: {reason}; retrying in {delay:.0f}s",
+            model=status.spec.display,
+            reason=reason,
+            retry_in=round(delay, 1),
+        )
+
+    # ----- reporting ---------------------------------------------------------------------------
+
+    def _log_plan(self) -> None:
+        for warning in self.settings.parse_warnings:
+            log.warning("config.warning", msg=warning)
+        models = self.board.models
+        if not models:
+            log.info(
+                "preload.plan",
+                msg="No models to preload (OLLAMA_PRELOAD_MODELS is empty); supervising "
+                "ollama serve only",
+                models=0,
+            )
+            return
+        names = ", ".join(m.spec.display for m in models)
+        log.info(
+            "preload.plan",
+            msg=f"Preloading {len(models)} models in priority order: {names}",
+            models=len(models),
+            pull_policy=self.settings.pull_policy,
+        )
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "server_up": self.board.server_up,
+            "ready": self.board.server_up and self.board.all_ready,
+            "models": [m.as_dict() for m in self.board.models],
+            "undeclared": [m.name for m in self.undeclared],
+        }
