@@ -1,0 +1,1 @@
+"""Shared test setup: `tests/` is on sys.path (pyproject), so `fake_ollama` imports directly."""
