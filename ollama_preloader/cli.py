@@ -70,7 +70,6 @@ def pull(env_file: EnvFile = Path(".env")) -> None:
     For a `RUN` step in a Dockerfile: exit 0 when every model is in the store, 4 naming the
     models that could not be pulled.
     """
-    from ollama_preloader.bake import Baker
     from ollama_preloader.logs import configure
     from ollama_preloader.settings import load_settings, server_environment
 
@@ -79,6 +78,9 @@ def pull(env_file: EnvFile = Path(".env")) -> None:
     except ConfigError as exc:
         raise _fail(str(exc), EXIT_CONFIG) from None
     configure(settings.log_level, settings.log_format)
+    # Only now: importing the `ollama` client reads OLLAMA_HOST and fails on a bad port.
+    from ollama_preloader.bake import Baker
+
     baker = Baker(settings, server_env=server_environment(env_file=env_file))
     try:
         result = asyncio.run(baker.run())
