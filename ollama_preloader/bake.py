@@ -90,17 +90,26 @@ class Baker:
         if not ready:
             return
         log.info("server.ready", msg=f"Ollama is ready at {api.base_url}", url=api.base_url)
+        server = self.server
         work = asyncio.create_task(self._pull_all(api))
         stopping = asyncio.create_task(self._stop.wait())
+        exited = asyncio.create_task(server.wait())
         try:
-            await asyncio.wait({work, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({work, stopping, exited}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            stopping.cancel()
+            for task in (stopping, exited):
+                task.cancel()
             if not work.done():
                 # A pull cut here resumes from its partial download next time.
                 work.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await work
+        if server.returncode is not None and not self._stop.is_set():
+            # Pulls against a dead server would only fail one by one: say why instead.
+            raise ServerError(
+                f"ollama serve exited with code {server.returncode} during the pulls: "
+                f"{server.last_error_line()}"
+            )
         if work.done() and not work.cancelled():
             work.result()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 from pathlib import Path
@@ -185,3 +186,29 @@ def test_sigterm_during_a_pull_stops_cleanly_and_keeps_the_partial_download(
     partial = list((Path(env["OLLAMA_MODELS"]) / "blobs").glob("*-partial"))
     assert partial, "the partial download was lost"
     assert not run.events("bake.complete")
+
+
+def test_server_dying_during_the_pulls_exits_3(launcher: Launcher) -> None:
+    """`ollama serve` killed mid-download: exit 3 with one line saying so, no retry storm."""
+    env = launcher.env(
+        FAKE_OLLAMA_CATALOG=write_catalog(
+            launcher.tmp / "catalog.json", {"llama3.2:latest": model(pull_seconds=60)}
+        ),
+        OLLAMA_PRELOAD_MODELS="llama3.2",
+        # The broken stream may be retried once before the exit is seen; not five times.
+        PRELOADER_RETRY_INITIAL="5",
+        PRELOADER_RETRY_MAX="10",
+    )
+    run = launcher.start(("pull",), env=env)
+    run.wait_event("model.pull.progress")
+    (pid,) = serve_pids(env)
+    os.kill(pid, signal.SIGKILL)
+    assert run.wait_exit() == 3
+    errors = [line for line in run.lines if line.startswith("ollama-preloader: error: ")]
+    assert len(errors) == 1, run.output()
+    assert errors[0].startswith(
+        "ollama-preloader: error: ollama serve exited with code -9 during the pulls: "
+    )
+    assert len(run.events("model.pull.start")) == 1
+    assert len(run.events("model.pull.retry")) <= 1
+    assert processes_in_group(pid) == []
