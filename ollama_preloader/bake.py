@@ -84,12 +84,24 @@ class Baker:
     async def _with_server(self, api: OllamaAPI) -> None:
         self.server = OllamaServer(self.settings.ollama_command, self.server_env)
         await self.server.start()
+        started = time.monotonic()
         ready = await self.server.wait_ready(
             api.probe, url=api.base_url, within=self.settings.ready_timeout, stopping=self._stop
         )
         if not ready:
             return
-        log.info("server.ready", msg=f"Ollama is ready at {api.base_url}", url=api.base_url)
+        elapsed = time.monotonic() - started
+        version = "unknown"
+        with contextlib.suppress(OllamaAPIError):
+            version = await api.version()
+        log.info(
+            "server.ready",
+            msg=f"Ollama {version} is ready at {api.base_url} ({elapsed:.2f}s)",
+            url=api.base_url,
+            version=version,
+            seconds=round(elapsed, 3),
+            restart=False,
+        )
         server = self.server
         work = asyncio.create_task(self._pull_all(api))
         stopping = asyncio.create_task(self._stop.wait())
