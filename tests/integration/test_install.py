@@ -9,8 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from catalog import write_catalog
-from conftest import FAKE_BIN, Launcher, Run
+from fake_catalogs import write_catalog
+from preloader_harness import FAKE_BIN, Launcher, Run
 from shipping import dockerfile
 
 REPO = Path(__file__).resolve().parents[2]

@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from catalog import model, write_catalog
-from conftest import Launcher, processes_in_group
+from fake_catalogs import model, write_catalog
 from fake_ollama.harness import read_jsonl, start_fake
+from preloader_harness import Launcher, processes_in_group
 
 LOADS = ("/api/generate", "/api/chat", "/api/embed", "/api/embeddings")
 
