@@ -67,6 +67,36 @@ def run(env_file: EnvFile = Path(".env")) -> None:
 
 
 @app.command()
+def watch(env_file: EnvFile = Path(".env")) -> None:
+    """Keep the declared models pinned on an Ollama you run yourself (at OLLAMA_HOST).
+
+    Sidecar mode, for the Linux systemd service, the desktop apps or a remote server: it waits
+    for the server whenever it is away and never starts, stops or signals it.
+    """
+    from ollama_preloader.logs import configure
+    from ollama_preloader.settings import load_settings
+
+    try:
+        settings = load_settings(env_file)
+    except ConfigError as exc:
+        raise _fail(str(exc), EXIT_CONFIG) from None
+    # Only now: importing the `ollama` client reads OLLAMA_HOST and fails on a bad port.
+    from ollama_preloader.sidecar import Sidecar, check_sidecar_settings
+
+    try:
+        check_sidecar_settings(settings)
+    except ConfigError as exc:
+        raise _fail(str(exc), EXIT_CONFIG) from None
+    configure(settings.log_level, settings.log_format)
+    sidecar = Sidecar(settings)
+    try:
+        code = asyncio.run(sidecar.run())
+    except PreloaderError as exc:
+        raise _fail(str(exc), exc.exit_code) from None
+    raise typer.Exit(code)
+
+
+@app.command()
 def pull(env_file: EnvFile = Path(".env")) -> None:
     """Pull the declared models with a temporary `ollama serve`, then stop it (no loads).
 

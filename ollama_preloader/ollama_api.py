@@ -7,6 +7,8 @@ httpx only for the readiness probe on `GET /`, which the client has no call for.
 from __future__ import annotations
 
 import json
+import socket
+import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -117,6 +119,26 @@ def _translate(exc: BaseException) -> OllamaAPIError:
     return OllamaAPIError(str(exc))
 
 
+def _connect_failure(exc: httpx.HTTPError, timeout: float | None) -> str:
+    """The cause of a failed connection, from the OS error under httpx's exception."""
+    if isinstance(exc, httpx.ConnectTimeout):
+        return f"no answer to a connection within {timeout or 0:g}s (host down, or a firewall)"
+    if isinstance(exc, httpx.TimeoutException):
+        return f"connected, but no answer within {timeout or 0:g}s"
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, ConnectionRefusedError):
+            return "connection refused (nothing listens on that port)"
+        if isinstance(cause, socket.gaierror):
+            return f"cannot resolve the host name ({cause.strerror})"
+        if isinstance(cause, ssl.SSLError):
+            return f"TLS failed ({cause.reason or cause})"
+        if isinstance(cause, OSError) and cause.errno is not None and cause.strerror:
+            return cause.strerror.lower()
+        cause = cause.__cause__ or cause.__context__
+    return f"connection failed ({exc or type(exc).__name__})"
+
+
 async def _call(make: Callable[[], Awaitable[T]]) -> T:
     try:
         return await make()
@@ -164,11 +186,26 @@ class OllamaAPI:
 
     async def probe(self) -> bool:
         """True when `GET /` answers 200: Ollama is serving requests, not just bound."""
+        return await self.unreachable_reason() is None
+
+    async def unreachable_reason(self) -> str | None:
+        """Why `GET /` does not answer 200, worded for the user to act on; None when it does."""
         try:
             response = await self._probe.get("/")
-        except httpx.HTTPError:
-            return False
-        return response.status_code == 200
+        except httpx.HTTPError as exc:
+            return _connect_failure(exc, self._probe.timeout.connect)
+        if response.status_code == 200:
+            return None
+        if response.status_code == 403:
+            # allowedHostsMiddleware: a loopback-bound Ollama refuses unknown Host headers.
+            return (
+                "HTTP 403: Ollama refused the host name (when it listens on loopback it only "
+                "accepts localhost, IP addresses and the machine's own names)"
+            )
+        return (
+            f"HTTP {response.status_code} on GET {response.request.url}: this is not Ollama, "
+            "or the path in OLLAMA_HOST is wrong"
+        )
 
     async def version(self) -> str:
         async def get() -> str:

@@ -2,6 +2,10 @@
 
 Phases: startup (spawn, wait for `GET /`), main loop (observe -> plan -> act -> wait), shutdown
 (stop tasks, SIGTERM the child's group, SIGKILL after the grace period).
+
+The server side is pluggable: `_start_server` (startup) and `_supervise_server` (a main-loop
+task) own `ollama serve` here; sidecar.py overrides just those two for a server it does not own.
+Everything else (reconcile, pulls, loads, signals, status) is shared.
 """
 
 from __future__ import annotations
@@ -150,7 +154,10 @@ class Supervisor:
         ready = await self._wait_ready(server)
         if not ready:
             return
-        elapsed = time.monotonic() - started
+        await self._server_ready(time.monotonic() - started, first=first)
+
+    async def _server_ready(self, elapsed: float, *, first: bool) -> None:
+        """Ollama answers: say which version, re-read the store, let the reconcile loop run."""
         version = "unknown"
         with contextlib.suppress(OllamaAPIError):
             version = await self.api.version()
