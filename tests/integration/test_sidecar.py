@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,6 +16,7 @@ import pytest
 from fake_catalogs import SMALL
 from fake_ollama.harness import FakeOllama, fake_env, free_port, start_fake
 from preloader_harness import FAKE_BIN, Launcher, Run
+from shipping import systemd
 
 MODELS = "llama3.2,nomic-embed-text"
 DECLARED = ["llama3.2:latest", "nomic-embed-text:latest"]
@@ -237,3 +240,30 @@ def test_bad_sidecar_configuration_exits_2(
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("ollama-preloader: error: ")
     assert fragment in lines[0]
+
+
+def test_the_units_command_runs_as_systemd_would(launcher: Launcher, fake: FakeOllama) -> None:
+    """ExecStart with the EnvironmentFile example, systemd's PATH and cwd /: models pinned."""
+    assigned, _ = systemd.environment_file()
+    argv = systemd.exec_start()
+    argv[0] = str(Path(sys.executable).parent / Path(argv[0]).name)  # the installed command
+    # Only what systemd gives a service, with OLLAMA_HOST moved to the fake's port.
+    env = {"PATH": systemd.SERVICE_PATH, "LANG": "C.UTF-8", **assigned, "OLLAMA_HOST": fake.host}
+    proc = subprocess.Popen(
+        argv,
+        env=env,
+        cwd="/",
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        encoding="utf-8",
+        errors="replace",
+    )
+    run = Run(proc=proc, env=env, workdir=Path("/"))
+    run.start_reader()
+    launcher.runs.append(run)
+    # Plain lines, as journald would store them (not a terminal, no PRELOADER_LOG_FORMAT).
+    run.wait_for(lambda: any(" preload.complete " in line for line in run.lines), "preloaded")
+    assert pinned_on(fake) == DECLARED
+    assert run.stop(signal.SIGTERM) == 0  # systemd's KillSignal: a clean stop
