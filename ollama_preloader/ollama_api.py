@@ -119,12 +119,13 @@ def _translate(exc: BaseException) -> OllamaAPIError:
     return OllamaAPIError(str(exc))
 
 
-def _connect_failure(exc: httpx.HTTPError, timeout: float | None) -> str:
-    """The cause of a failed connection, from the OS error under httpx's exception."""
+def _connect_failure(exc: httpx.HTTPError, timeout: float) -> str:
+    """The cause of a failed request, from the OS error under httpx's exception."""
     if isinstance(exc, httpx.ConnectTimeout):
-        return f"no answer to a connection within {timeout or 0:g}s (host down, or a firewall)"
+        return f"no answer to a connection within {timeout:g}s (host down, or a firewall)"
     if isinstance(exc, httpx.TimeoutException):
-        return f"connected, but no answer within {timeout or 0:g}s"
+        # The port is open but HTTP hangs: Ollama is still discovering GPUs, or is stuck.
+        return f"connected, but no answer within {timeout:g}s"
     cause: BaseException | None = exc
     while cause is not None:
         if isinstance(cause, ConnectionRefusedError):
@@ -166,6 +167,7 @@ class OllamaAPI:
         pull_stall_timeout: float = 300.0,
     ) -> None:
         self.base_url = base_url
+        self._probe_timeout = probe_timeout
         self._probe = httpx.AsyncClient(base_url=base_url, timeout=probe_timeout)
         # Listing and show must not hang the watch loop; a hung server shows up as a timeout.
         self._quick = ollama.AsyncClient(host=base_url, timeout=httpx.Timeout(call_timeout))
@@ -193,18 +195,24 @@ class OllamaAPI:
         try:
             response = await self._probe.get("/")
         except httpx.HTTPError as exc:
-            return _connect_failure(exc, self._probe.timeout.connect)
-        if response.status_code == 200:
+            return _connect_failure(exc, self._probe_timeout)
+        status = response.status_code
+        if status == 200:
             return None
-        if response.status_code == 403:
+        if status == 403:
             # allowedHostsMiddleware: a loopback-bound Ollama refuses unknown Host headers.
             return (
                 "HTTP 403: Ollama refused the host name (when it listens on loopback it only "
                 "accepts localhost, IP addresses and the machine's own names)"
             )
+        if status >= 500:
+            return (
+                f"HTTP {status} on GET {response.request.url}: a proxy in front of Ollama "
+                "could not reach it, or Ollama failed"
+            )
         return (
-            f"HTTP {response.status_code} on GET {response.request.url}: this is not Ollama, "
-            "or the path in OLLAMA_HOST is wrong"
+            f"HTTP {status} on GET {response.request.url}: this is not Ollama, or the path in "
+            "OLLAMA_HOST is wrong"
         )
 
     async def version(self) -> str:

@@ -106,15 +106,18 @@ class Sidecar(Supervisor):
         return None
 
     async def _watch_reachable(self) -> bool:
-        """Return True as soon as a probe of `GET /` fails (the server stopped or went away),
+        """Return True when `GET /` fails twice in a row (the server stopped or went away),
         False when stopping."""
         while not await self._pause(self.settings.watch_interval):
             reason = await self.api.unreachable_reason()
             if reason is not None:
+                # Ask once more: one lost answer on a busy or remote link is not an outage.
+                reason = await self.api.unreachable_reason()
+            if reason is not None:
                 log.warning(
                     "server.lost",
                     msg=f"Ollama at {self.api.base_url} stopped answering ({reason}); waiting "
-                    "for it to come back, then every model is loaded again",
+                    "for it to come back, then loading again every model it lost",
                     url=self.api.base_url,
                     error=reason,
                 )

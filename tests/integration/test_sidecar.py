@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from fake_catalogs import SMALL
 from fake_ollama.harness import FakeOllama, fake_env, free_port, start_fake
-from preloader_harness import FAKE_BIN, Launcher, Run
+from preloader_harness import FAKE_BIN, WAIT, Launcher, Run
 from shipping import systemd
 
 MODELS = "llama3.2,nomic-embed-text"
@@ -79,8 +79,12 @@ def test_sidecar_brings_every_model_back_after_a_restart(
     pulls = len(fake.requests("/api/pull"))
 
     fake.restart()  # SIGTERM and start again, as `systemctl restart ollama` does
-    fake.wait_for(lambda: loads_since_last_start(fake) == DECLARED, what="both models reloaded")
-    fake.wait_for(lambda: pinned_on(fake) == DECLARED, what="both models pinned again")
+    fake.wait_for(
+        lambda: loads_since_last_start(fake) == DECLARED, timeout=WAIT, what="both models reloaded"
+    )
+    fake.wait_for(
+        lambda: pinned_on(fake) == DECLARED, timeout=WAIT, what="both models pinned again"
+    )
 
     assert run.proc.poll() is None, "the sidecar exited"
     noticed = run.count_events("server.ready", restart=True) + run.count_events(
@@ -117,7 +121,9 @@ def test_sidecar_waits_while_the_server_is_down(launcher: Launcher, fake: FakeOl
 
     fake.start()
     run.wait_event("server.ready", restart=True)
-    fake.wait_for(lambda: pinned_on(fake) == DECLARED, what="both models pinned again")
+    fake.wait_for(
+        lambda: pinned_on(fake) == DECLARED, timeout=WAIT, what="both models pinned again"
+    )
     assert run.stop() == 0
 
 
@@ -163,11 +169,13 @@ def test_restart_between_two_looks_is_noticed(launcher: Launcher, fake: FakeOlla
         fake.restart()
     finally:
         os.kill(run.proc.pid, signal.SIGCONT)
-    fake.wait_for(lambda: pinned_on(fake) == DECLARED, what="both models pinned again")
-    # Noticed once: as every model leaving /api/ps at once, or (if a request was in flight
-    # when the sidecar froze) as the server going away.
+    fake.wait_for(
+        lambda: pinned_on(fake) == DECLARED, timeout=WAIT, what="both models pinned again"
+    )
     run.wait_for(lambda: run.count_events("model.pinned") >= 4, "both pinned twice")
-    assert run.count_events("server.models_lost") + run.count_events("server.lost") == 1
+    # Normally seen as every model leaving /api/ps at once; had a probe been in flight when
+    # the sidecar froze (or timed out twice on a loaded machine), as the server going away.
+    assert run.count_events("server.models_lost") + run.count_events("server.lost") >= 1
     assert run.stop() == 0
 
 

@@ -79,7 +79,11 @@ async def test_unreachable_reason_names_the_cause(exc: httpx.HTTPError, reason: 
 
 @pytest.mark.parametrize(
     ("status", "fragment"),
-    [(403, "refused the host name"), (404, "HTTP 404 on GET http://gpu-box:11434/ollama/")],
+    [
+        (403, "refused the host name"),
+        (404, "HTTP 404 on GET http://gpu-box:11434/ollama/: this is not Ollama"),
+        (502, "a proxy in front of Ollama could not reach it"),
+    ],
 )
 async def test_unreachable_reason_for_wrong_answers(status: int, fragment: str) -> None:
     """Something answers, but not Ollama's 200: the host check, or a wrong path."""
