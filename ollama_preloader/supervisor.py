@@ -73,6 +73,7 @@ class Supervisor:
         self._pulls: asyncio.PriorityQueue[tuple[int, str]] = asyncio.PriorityQueue()
         self._queued: set[str] = set()
         self._tags_dirty = True
+        self._tags_read_at = 0.0
         self._fatal: PreloaderError | None = None
         self._signals = 0
         # Model file of each runner /api/ps lists, by (name, digest): resolves shared runners.
@@ -246,7 +247,10 @@ class Supervisor:
                 await asyncio.wait_for(self._wake.wait(), timeout=self.settings.watch_interval)
 
     async def _cycle(self) -> None:
+        if time.monotonic() - self._tags_read_at > self.settings.refresh_interval:
+            self._tags_dirty = True  # notice re-pulls and deletions made by hand, now and then
         if self._tags_dirty:
+            self._tags_read_at = time.monotonic()
             on_disk = {m.key: m for m in await self.api.tags()}
             for status in self.board.models:
                 local = on_disk.get(status.key)
@@ -726,6 +730,13 @@ class Supervisor:
         for status in over:
             # Ollama fixes the limit for the life of the process: no retry would succeed.
             status.fail(message, retry_in=float("inf"))
+            log.error(
+                "model.failed",
+                msg=f"{status.spec.display} is not loaded: over OLLAMA_MAX_LOADED_MODELS={limit}",
+                model=status.spec.display,
+                reason=message,
+                retry_in=None,
+            )
 
     def snapshot(self) -> dict[str, Any]:
         return {
