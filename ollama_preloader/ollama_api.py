@@ -60,6 +60,7 @@ class LoadedModel:
     size_vram: int
     expires_at: datetime | None
     context_length: int | None
+    blob: str | None = None  # filled in by the supervisor from /api/show when it matters
 
     @property
     def key(self) -> str:
@@ -79,6 +80,7 @@ class ModelDetails:
     capabilities: tuple[str, ...] | None
     has_pooling: bool
     context_length: int | None
+    blob: str | None = None  # the model file named by the Modelfile's FROM line
 
     @property
     def kind(self) -> ModelKind:
@@ -96,6 +98,14 @@ class PullProgress:
     digest: str | None
     total: int
     completed: int
+
+
+def _from_line(modelfile: str) -> str | None:
+    """The model file path in `FROM /.../blobs/sha256-...`: names that share it share a runner."""
+    for line in modelfile.splitlines():
+        if line.startswith("FROM ") and "sha256" in line:
+            return line[5:].strip()
+    return None
 
 
 def _translate(exc: BaseException) -> OllamaAPIError:
@@ -256,7 +266,12 @@ class OllamaAPI:
             capabilities=tuple(result.capabilities) if result.capabilities is not None else None,
             has_pooling=f"{arch}.pooling_type" in info,
             context_length=int(ctx) if isinstance(ctx, int) else None,
+            blob=_from_line(result.modelfile or ""),
         )
+
+    async def unload(self, name: str) -> None:
+        """keep_alive 0 with no prompt: Ollama's fast unload path; it returns before the unload."""
+        await _call(lambda: self._quick.generate(model=name, keep_alive=0))
 
     async def pull(self, name: str) -> AsyncIterator[PullProgress]:
         """Stream pull progress; PullStreamError on an error line, OllamaUnavailable on a stall."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import shutil
 import signal
 import sys
@@ -18,14 +19,30 @@ from ollama_preloader.logs import get_logger
 
 log = get_logger()
 TAIL_LINES = 40
+# gin's access lines for the supervisor's own polling: one a second would drown Ollama's log.
+_POLL_LINE = re.compile(rb'^\[GIN\].*\| (GET|HEAD) +"(/|/api/ps)"\s*$')
+
+
+def explain(line: str) -> str:
+    """Add the fix to the startup errors people meet most."""
+    if "address already in use" in line:
+        return (
+            f"{line} (another program is using that port: stop it, or set OLLAMA_HOST "
+            "to a free address)"
+        )
+    lowered = line.lower()
+    if "mkdir" in lowered or "permission denied" in lowered or "read-only file system" in lowered:
+        return f"{line} (check that OLLAMA_MODELS names a directory this user can write)"
+    return line
 
 
 class OllamaServer:
     """One run of `ollama serve`. Create a new one to restart."""
 
-    def __init__(self, command: str, env: Mapping[str, str]) -> None:
+    def __init__(self, command: str, env: Mapping[str, str], *, quiet_polls: bool = True) -> None:
         self.command = command
         self.env = dict(env)
+        self.quiet_polls = quiet_polls
         self._proc: asyncio.subprocess.Process | None = None
         self._tail: deque[str] = deque(maxlen=TAIL_LINES)
         self._relays: list[asyncio.Task[None]] = []
@@ -73,19 +90,26 @@ class OllamaServer:
         )
 
     async def _relay(self, reader: asyncio.StreamReader, out: BinaryIO) -> None:
-        """Copy output as it comes, so Ollama never blocks on a full pipe; keep a tail."""
+        """Copy output line by line as it comes, so Ollama never blocks on a full pipe; keep
+        a tail for error messages; leave out the access lines of our own polling."""
         pending = b""
         while chunk := await reader.read(65536):
-            with contextlib.suppress(OSError, ValueError):
-                out.write(chunk)
-                out.flush()
             pending += chunk
             *lines, pending = pending.split(b"\n")
-            for line in lines:
+            if len(pending) > 65536:  # no newline in sight: pass it on as it is
+                lines.append(pending)
+                pending = b""
+            kept = [line for line in lines if not (self.quiet_polls and _POLL_LINE.match(line))]
+            if kept:
+                with contextlib.suppress(OSError, ValueError):
+                    out.write(b"\n".join(kept) + b"\n")
+                    out.flush()
+            for line in kept:
                 self._tail.append(line.decode(errors="replace").rstrip("\r"))
-            if len(pending) > 65536:
-                pending = pending[-65536:]
         if pending:
+            with contextlib.suppress(OSError, ValueError):
+                out.write(pending)
+                out.flush()
             self._tail.append(pending.decode(errors="replace"))
 
     def tail(self) -> list[str]:
@@ -126,7 +150,7 @@ class OllamaServer:
                     attempt.cancel()
                     raise ServerError(
                         f"ollama serve exited with code {exited.result()} before it was ready: "
-                        f"{self.last_error_line()}"
+                        f"{explain(self.last_error_line())}"
                     )
                 if attempt.result():
                     return True

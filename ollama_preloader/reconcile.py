@@ -15,6 +15,8 @@ class ActionKind(StrEnum):
     PULL = "pull"
     LOAD = "load"  # not in /api/ps: first load, or put back after an eviction
     REPIN = "repin"  # in /api/ps but no longer pinned: send the same load request again
+    REFRESH = "refresh"  # pinned for a while: the same request again makes Ollama health-check
+    # the runner and reload it if it crashed (ollama-behaviour.md §9.5)
     MISSING = "missing"  # not on disk and the pull policy forbids pulling
 
 
@@ -27,8 +29,11 @@ class Action:
 
 def find_loaded(status: ModelStatus, loaded: Sequence[LoadedModel]) -> LoadedModel | None:
     """The runner serving this model. Prefer a pinned one: after a re-pull (§9.4) the same
-    name can be listed twice, once per digest."""
+    name can be listed twice, once per digest. A name that shares its model file with another
+    (§9.3) is served by the runner listed under the name that loaded it."""
     matches = [m for m in loaded if m.key == status.key]
+    if not matches and status.blob:
+        matches = [m for m in loaded if m.blob == status.blob]
     if not matches:
         return None
     return max(matches, key=lambda m: m.expires_at.timestamp() if m.expires_at else 0.0)
@@ -41,6 +46,7 @@ def plan(
     pull_policy: str,
     now: datetime,
     monotonic_now: float,
+    refresh_interval: float = float("inf"),
 ) -> list[Action]:
     """What to do this cycle, in priority order (the order of `models`)."""
     actions: list[Action] = []
@@ -51,8 +57,15 @@ def plan(
         entry = find_loaded(status, loaded)
         spec = status.spec
         if entry is not None:
-            if spec.pinned and not entry.is_pinned(now) and not backing_off:
+            if backing_off or not spec.pinned:
+                continue
+            if not entry.is_pinned(now):
                 actions.append(Action(ActionKind.REPIN, status.key, "unpinned"))
+            elif (
+                status.state == State.PINNED
+                and monotonic_now - status.last_load_at >= refresh_interval
+            ):
+                actions.append(Action(ActionKind.REFRESH, status.key, "refresh"))
             continue
         if backing_off or status.present is None:
             continue

@@ -33,6 +33,14 @@ def _seconds(value: Any) -> Any:
     return value
 
 
+def _optional_count(value: Any) -> Any:
+    """OLLAMA_MAX_LOADED_MODELS as Ollama reads it: 0, empty or unparsable means automatic."""
+    if isinstance(value, str):
+        text = value.strip().strip("\"'")
+        return int(text) if text.isdigit() and int(text) > 0 else None
+    return value
+
+
 def _lower(value: Any) -> Any:
     return value.strip().lower() if isinstance(value, str) else value
 
@@ -57,7 +65,13 @@ class Settings(BaseSettings):
         default_factory=lambda: parse_ollama_host(None),
         validation_alias=AliasChoices("OLLAMA_HOST"),
     )
+    ollama_max_loaded_models: Annotated[int | None, BeforeValidator(_optional_count)] = Field(
+        default=None, validation_alias=AliasChoices("OLLAMA_MAX_LOADED_MODELS")
+    )
     watch_interval: Seconds = 1.0
+    api_timeout: Seconds = 10.0
+    refresh_interval: Seconds = 300.0
+    capacity_backoff: Seconds = 900.0
     pull_policy: Annotated[PullPolicy, BeforeValidator(_lower)] = "if-missing"
     ready_timeout: Seconds = 300.0
     shutdown_grace: Seconds = 20.0
@@ -67,6 +81,7 @@ class Settings(BaseSettings):
     retry_initial: Seconds = 1.0
     retry_max: Seconds = 60.0
     ollama_command: str = "ollama"
+    log_polls: bool = False
     log_level: Annotated[LogLevel, BeforeValidator(_lower)] = "info"
     log_format: Annotated[LogFormat, BeforeValidator(_lower)] = "auto"
 

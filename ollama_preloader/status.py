@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -44,6 +45,14 @@ class ModelStatus:
     load_seconds: float | None = None
     loaded_context: int | None = None  # context_length right after our load
     ever_loaded: bool = False
+    last_load_at: float = 0.0  # monotonic; the periodic refresh counts from here
+    refreshes: int = 0
+    reload_times: deque[float] = field(default_factory=lambda: deque(maxlen=16))
+    capacity_loaded: int | None = None  # runners loaded when it gave way; fewer = room freed
+    blob: str | None = None  # model file (FROM line of /api/show): names can share a runner
+    shared_with: str | None = None  # the name whose runner serves this model, if not its own
+    digest: str | None = None  # manifest digest on disk (/api/tags)
+    warned: set[str] = field(default_factory=set)  # one-off warnings already logged
     # From the last /api/ps that listed it.
     size: int | None = None
     size_vram: int | None = None
@@ -85,6 +94,8 @@ class ModelStatus:
             "reloads": self.reloads,
             "repins": self.repins,
             "load_seconds": self.load_seconds,
+            "refreshes": self.refreshes,
+            "shared_with": self.shared_with,
         }
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import signal
 import sys
@@ -20,6 +21,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from ollama_preloader import capacity
 from ollama_preloader.durations import format_seconds
 from ollama_preloader.errors import (
     ModelNotFound,
@@ -27,6 +29,7 @@ from ollama_preloader.errors import (
     OllamaAPIError,
     OllamaUnavailable,
     PreloaderError,
+    ServerBusy,
     ServerError,
     ServerExited,
     exit_code_for_signal,
@@ -39,7 +42,7 @@ from ollama_preloader.pulling import failure_reason, is_not_found, pull_model
 from ollama_preloader.reconcile import Action, ActionKind, find_loaded, plan
 from ollama_preloader.retry import backoff_seconds
 from ollama_preloader.settings import Settings
-from ollama_preloader.status import Board, ModelStatus, State
+from ollama_preloader.status import READY_STATES, Board, ModelStatus, State
 
 log = get_logger()
 
@@ -61,7 +64,9 @@ class Supervisor:
         self.settings = settings
         self.board = Board.for_specs(settings.models)
         self.api = api or OllamaAPI(
-            settings.ollama_host.base_url, pull_stall_timeout=settings.pull_stall_timeout
+            settings.ollama_host.base_url,
+            call_timeout=settings.api_timeout,
+            pull_stall_timeout=settings.pull_stall_timeout,
         )
         self.server_env = dict(server_env)
         self.server: OllamaServer | None = None
@@ -72,14 +77,18 @@ class Supervisor:
         self._pulls: asyncio.PriorityQueue[tuple[int, str]] = asyncio.PriorityQueue()
         self._queued: set[str] = set()
         self._tags_dirty = True
+        self._tags_read_at = 0.0
         self._fatal: PreloaderError | None = None
         self._signals = 0
+        # Model file of each runner /api/ps lists, by (name, digest): resolves shared runners.
+        self._blobs: dict[tuple[str, str], str | None] = {}
 
     # ----- lifecycle -------------------------------------------------------------------------
 
     async def run(self) -> int:
         self._install_signal_handlers()
         self._log_plan()
+        self._apply_explicit_limit()
         try:
             await self._start_server(first=True)
             if not self._stop.is_set():
@@ -147,7 +156,11 @@ class Supervisor:
     # ----- the child -------------------------------------------------------------------------
 
     async def _start_server(self, *, first: bool) -> None:
-        server = OllamaServer(self.settings.ollama_command, self.server_env)
+        server = OllamaServer(
+            self.settings.ollama_command,
+            self.server_env,
+            quiet_polls=not self.settings.log_polls,
+        )
         self.server = server
         await server.start()
         started = time.monotonic()
@@ -241,12 +254,17 @@ class Supervisor:
                 await asyncio.wait_for(self._wake.wait(), timeout=self.settings.watch_interval)
 
     async def _cycle(self) -> None:
+        if time.monotonic() - self._tags_read_at > self.settings.refresh_interval:
+            self._tags_dirty = True  # notice re-pulls and deletions made by hand, now and then
         if self._tags_dirty:
-            present = {m.key for m in await self.api.tags()}
+            self._tags_read_at = time.monotonic()
+            on_disk = {m.key: m for m in await self.api.tags()}
             for status in self.board.models:
-                status.present = status.key in present
+                local = on_disk.get(status.key)
+                status.present = local is not None
+                status.digest = local.digest if local else None
             self._tags_dirty = False
-        loaded = await self.api.ps()
+        loaded = await self._with_blobs(await self.api.ps())
         self._observe(loaded)
         actions = plan(
             self.board.models,
@@ -254,30 +272,102 @@ class Supervisor:
             pull_policy=self.settings.pull_policy,
             now=datetime.now(UTC),
             monotonic_now=time.monotonic(),
+            refresh_interval=self.settings.refresh_interval,
         )
         for action in actions:
             if self._stop.is_set() or not self._ready.is_set():
                 return
             await self._act(action)
 
+    async def _with_blobs(self, loaded: list[LoadedModel]) -> list[LoadedModel]:
+        """Fill in each runner's model file, but only when a declared model is not listed under
+        its own name: then it may be served by a runner loaded under another name (§9.3)."""
+        names = {m.key for m in loaded}
+        if not any(s.blob and s.key not in names for s in self.board.models):
+            return loaded
+        out = []
+        for entry in loaded:
+            cache_key = (entry.key, entry.digest)
+            if cache_key not in self._blobs:
+                try:
+                    self._blobs[cache_key] = (await self.api.show(entry.name)).blob
+                except OllamaAPIError:
+                    out.append(entry)  # not cached: try again next cycle
+                    continue
+            out.append(dataclasses.replace(entry, blob=self._blobs[cache_key]))
+        return out
+
+    def _warn_once(
+        self, status: ModelStatus, key: str, event: str, msg: str, **fields: Any
+    ) -> None:
+        if key not in status.warned:
+            status.warned.add(key)
+            log.warning(event, msg=msg, model=status.spec.display, **fields)
+
+    def _observe_runner(
+        self, status: ModelStatus, entry: LoadedModel, loaded: list[LoadedModel]
+    ) -> None:
+        """One-off warnings about how a declared model is being served."""
+        spec = status.spec
+        if entry.key != status.key:
+            status.shared_with = entry.name
+            self._warn_once(
+                status,
+                f"shared:{entry.key}",
+                "model.shared_runner",
+                f"{spec.display} shares its model file with {entry.name} and is served by its "
+                "runner; it counts as pinned while that runner is",
+                shared_with=entry.name,
+            )
+            other = self.board.get(entry.key)
+            if other is not None and other.spec.options != spec.options:
+                self._warn_once(
+                    status,
+                    f"shared-options:{entry.key}",
+                    "model.shared_options",
+                    f"{spec.display} and {other.spec.display} share a model file but have "
+                    "different options, so requests for one reload the other; give them the "
+                    "same options",
+                    shared_with=other.spec.display,
+                )
+        else:
+            status.shared_with = None
+        digests = {m.digest for m in loaded if m.key == status.key}
+        if status.digest and (len(digests) > 1 or entry.digest != status.digest):
+            # A re-pull brought a new file; the old runner stays until it is evicted (§9.4).
+            self._warn_once(
+                status,
+                f"stale:{status.digest}",
+                "model.stale_runner",
+                f"{spec.display} is pinned with an older download ({entry.digest[:12]}); the "
+                f"new one ({status.digest[:12]}) is used after ollama serve restarts or the "
+                "old runner is unloaded (`ollama stop` the model)",
+                loaded_digest=entry.digest[:12],
+                disk_digest=status.digest[:12],
+            )
+
     def _observe(self, loaded: list[LoadedModel]) -> None:
         now = datetime.now(UTC)
+        mono = time.monotonic()
         keys = set()
         for status in self.board.models:
             entry = find_loaded(status, loaded)
             if entry is not None:
                 keys.add(entry.key)
+                self._observe_runner(status, entry, loaded)
                 status.size, status.size_vram = entry.size, entry.size_vram
                 status.context_length, status.expires_at = entry.context_length, entry.expires_at
             else:
                 status.size = status.size_vram = status.context_length = status.expires_at = None
             if status.state in (State.PULLING, State.LOADING):
                 continue
+            if status.retry_at > mono:
+                continue  # gave way (capacity) or failed: leave it alone until its retry
             if entry is not None and status.state not in (State.PINNED, State.LOADED):
                 if status.spec.pinned and entry.is_pinned(now):
                     # Already pinned before we asked (another run of ours, or a sidecar restart).
                     status.state, status.reason = State.PINNED, None
-                    status.ever_loaded = True
+                    status.ever_loaded, status.last_load_at = True, mono
                     log.info(
                         "model.pinned",
                         msg=f"✓ {status.spec.display} is already loaded and pinned",
@@ -293,7 +383,24 @@ class Supervisor:
                     model=status.spec.display,
                 )
         self.undeclared = [m for m in loaded if m.key not in keys]
+        self._note_capacity_freed(len(loaded))
         self._note_all_ready()
+
+    def _note_capacity_freed(self, runners: int) -> None:
+        """A model that gave way is retried early once fewer runners are loaded than when it
+        gave way, and every model before it in the list is resident."""
+        for status in self.board.models:
+            if status.capacity_loaded is None or runners >= status.capacity_loaded:
+                continue
+            before = [m for m in self.board.models if m.spec.priority < status.spec.priority]
+            if all(m.state in READY_STATES for m in before):
+                status.capacity_loaded, status.retry_at = None, 0.0
+                log.info(
+                    "capacity.freed",
+                    msg=f"Fewer models are loaded now; trying {status.spec.display} again",
+                    model=status.spec.display,
+                    runners=runners,
+                )
 
     def _note_all_ready(self) -> None:
         if self.board.models and self.board.all_ready and self.board.all_pinned_after is None:
@@ -337,7 +444,7 @@ class Supervisor:
         if status.kind is not None:
             return status.kind
         details = await self.api.show(status.spec.name)
-        status.kind = details.kind
+        status.kind, status.blob = details.kind, details.blob
         log.info(
             "model.kind",
             msg=f"{status.spec.display} is a {status.kind.value} model",
@@ -354,10 +461,29 @@ class Supervisor:
         else:
             await self.api.load_completion(spec.name, spec.keep_alive_value, spec.options_dict())
 
+    async def _send_load_detecting(self, status: ModelStatus, kind: ModelKind) -> ModelKind:
+        spec = status.spec
+        try:
+            await self._send_load(status, kind)
+        except NotSupported:
+            if spec.kind is not None or kind == ModelKind.EMBEDDING:
+                raise
+            # The server refused generate: it is an embedding model after all.
+            status.kind = kind = ModelKind.EMBEDDING
+            log.info(
+                "model.kind",
+                msg=f"{spec.display} does not support generate; loading it as an embedding model",
+                model=spec.display,
+                kind=kind.value,
+                source="generate refused",
+            )
+            await self._send_load(status, kind)
+        return kind
+
     async def _load(self, status: ModelStatus, action: Action) -> None:
         spec = status.spec
         previous = status.state
-        repin = action.kind == ActionKind.REPIN
+        refresh = action.kind == ActionKind.REFRESH
         try:
             kind = await self._detect_kind(status)
         except ModelNotFound:
@@ -368,70 +494,78 @@ class Supervisor:
         except OllamaAPIError as exc:
             self._load_failed(status, f"could not inspect the model: {exc}")
             return
-        status.state = State.LOADING
-        if repin:
-            log.warning(
-                "model.unpinned",
-                msg=f"{spec.display} is loaded but no longer pinned (a client changed its "
-                "keep_alive); pinning it again",
+        if refresh:
+            log.debug("model.refresh", msg=f"Refreshing {spec.display}", model=spec.display)
+        else:
+            if action.kind == ActionKind.REPIN:
+                log.warning(
+                    "model.unpinned",
+                    msg=f"{spec.display} is loaded but no longer pinned (a client changed its "
+                    "keep_alive); pinning it again",
+                    model=spec.display,
+                    expires_at=status.expires_at.isoformat() if status.expires_at else None,
+                )
+            status.state = State.LOADING
+            log.info(
+                "model.loading",
+                msg=f"Loading {spec.display} ({kind.value}, "
+                f"keep_alive {format_seconds(spec.keep_alive)})",
                 model=spec.display,
-                expires_at=status.expires_at.isoformat() if status.expires_at else None,
+                kind=kind.value,
+                reason=action.reason,
+                options=spec.options_dict() or None,
             )
-        log.info(
-            "model.loading",
-            msg=f"Loading {spec.display} ({kind.value}, "
-            f"keep_alive {format_seconds(spec.keep_alive)})",
-            model=spec.display,
-            kind=kind.value,
-            reason=action.reason,
-            options=spec.options_dict() or None,
-        )
         started = time.monotonic()
         try:
-            try:
-                await self._send_load(status, kind)
-            except NotSupported:
-                if spec.kind is not None or kind == ModelKind.EMBEDDING:
-                    raise
-                # The server refused generate: it is an embedding model after all.
-                status.kind = kind = ModelKind.EMBEDDING
-                log.info(
-                    "model.kind",
-                    msg=f"{spec.display} does not support generate; "
-                    "loading it as an embedding model",
-                    model=spec.display,
-                    kind=kind.value,
-                    source="generate refused",
-                )
-                await self._send_load(status, kind)
+            kind = await self._send_load_detecting(status, kind)
         except ModelNotFound:
             # Deleted by hand since the last look: the next cycle pulls it (policy permitting).
             status.state, status.present, self._tags_dirty = previous, False, True
             log.warning(
-                "model.missing",
-                msg=f"{spec.display} is no longer on disk",
-                model=spec.display,
+                "model.missing", msg=f"{spec.display} is no longer on disk", model=spec.display
             )
             return
-        except OllamaUnavailable as exc:
+        except (OllamaUnavailable, ServerBusy) as exc:
+            # Transient: Ollama is restarting or its queue is full. Try again soon.
             status.state = previous
-            status.retry_at = time.monotonic() + self.settings.retry_initial
+            status.failures += 1
+            delay = backoff_seconds(
+                self.settings, status.failures, floor=self.settings.watch_interval
+            )
+            status.retry_at = time.monotonic() + delay
             log.warning(
-                "model.load.retry", msg=f"Loading {spec.display}: {exc}", model=spec.display
+                "model.load.retry",
+                msg=f"Loading {spec.display}: {exc}; trying again in {delay:.1f}s",
+                model=spec.display,
+                error=str(exc),
+                wait=round(delay, 2),
             )
             return
         except OllamaAPIError as exc:
             status.state = previous
-            self._load_failed(status, f"load failed: {exc}")
+            await self._load_error(status, exc)
             return
         elapsed = time.monotonic() - started
+        now = time.monotonic()
+        status.last_load_at = now
+        status.reason, status.failures, status.retry_at = None, 0, 0.0
+        status.state = State.PINNED if spec.pinned else State.LOADED
+        if refresh:
+            status.refreshes += 1
+            log.debug(
+                "model.refreshed",
+                msg=f"{spec.display} answered its refresh",
+                model=spec.display,
+                seconds=round(elapsed, 3),
+            )
+            return
         status.loads += 1
         status.reloads += action.reason == "evicted"
-        status.repins += repin
-        status.state = State.PINNED if spec.pinned else State.LOADED
-        status.reason, status.failures, status.retry_at = None, 0, 0.0
+        status.repins += action.kind == ActionKind.REPIN
         status.load_seconds, status.ever_loaded = elapsed, True
-        verb = "Re-pinned" if repin else "Loaded and pinned" if spec.pinned else "Loaded"
+        verb = "Re-pinned" if action.kind == ActionKind.REPIN else "Loaded"
+        if spec.pinned and action.kind != ActionKind.REPIN:
+            verb = "Loaded and pinned"
         log.info(
             "model.pinned" if spec.pinned else "model.loaded",
             msg=f"✓ {verb} {spec.display} ({kind.value}) in {elapsed:.2f}s",
@@ -440,7 +574,81 @@ class Supervisor:
             seconds=round(elapsed, 3),
             reason=action.reason,
         )
+        if action.reason in ("evicted", "unpinned"):
+            status.reload_times.append(now)
+            if capacity.is_thrashing(status.reload_times, now):
+                status.reload_times.clear()
+                self._give_way(status, capacity.thrash_message(status), runners=None)
+                return
+        await self._check_evictions(status)
         self._note_all_ready()
+
+    async def _evicted_by(self, status: ModelStatus) -> tuple[list[ModelStatus], int] | None:
+        """Declared pinned models that vanished while `status` loaded, and the runner count."""
+        try:
+            loaded = await self._with_blobs(await self.api.ps())
+        except OllamaAPIError:
+            return None
+        gone = [
+            m
+            for m in self.board.models
+            if m is not status
+            and m.spec.pinned
+            and m.state in READY_STATES
+            and find_loaded(m, loaded) is None
+        ]
+        return gone, len(loaded)
+
+    async def _check_evictions(self, status: ModelStatus) -> None:
+        """Did this load push a declared model out? Then one of them gives way, by priority."""
+        found = await self._evicted_by(status)
+        if found is None:
+            return
+        gone, runners = found
+        verdict = capacity.judge_eviction(status, gone)
+        if verdict is None:
+            return
+        log.error(
+            "capacity.conflict",
+            msg=verdict.message,
+            losers=[m.spec.display for m in verdict.losers],
+            keep=[m.spec.display for m in verdict.keep],
+        )
+        if status in verdict.losers:
+            with contextlib.suppress(OllamaAPIError):
+                await self.api.unload(status.spec.name)  # free the slot for the kept models
+            runners -= 1
+        runners += sum(1 for m in verdict.keep if m is not status)
+        for loser in verdict.losers:
+            self._give_way(loser, verdict.message, runners=runners)
+        for kept in verdict.keep:
+            if kept is not status:
+                kept.state, kept.reason = State.EVICTED, "evicted"
+
+    async def _load_error(self, status: ModelStatus, exc: OllamaAPIError) -> None:
+        """A load Ollama refused. One that ran out of memory, or cleared others, is capacity."""
+        found = await self._evicted_by(status)
+        gone, runners = found if found is not None else ([], 0)
+        if capacity.is_out_of_memory(str(exc)) or gone:
+            for other in gone:
+                other.state, other.reason = State.EVICTED, "evicted"
+            self._give_way(status, capacity.oom_message(status, gone, str(exc)), runners=runners)
+            return
+        self._load_failed(status, f"load failed: {exc}")
+
+    def _give_way(self, status: ModelStatus, reason: str, *, runners: int | None) -> None:
+        """Mark a model `failed` for capacity: long backoff, or earlier when room frees up."""
+        status.failures += 1
+        delay = self.settings.capacity_backoff * min(8, 2 ** (status.failures - 1))
+        status.fail(reason, retry_in=delay)
+        status.capacity_loaded = runners
+        log.error(
+            "model.failed",
+            msg=f"{status.spec.display} gives way: {reason}; retrying in {format_seconds(delay)}",
+            model=status.spec.display,
+            reason=reason,
+            retry_in=round(delay, 1),
+        )
 
     def _load_failed(self, status: ModelStatus, reason: str) -> None:
         delay = backoff_seconds(
@@ -515,6 +723,27 @@ class Supervisor:
             models=len(models),
             pull_policy=self.settings.pull_policy,
         )
+
+    def _apply_explicit_limit(self) -> None:
+        """With an explicit OLLAMA_MAX_LOADED_MODELS below the pinned list, loading the rest
+        would only evict the first ones: they give way before anything is loaded."""
+        limit = self.settings.ollama_max_loaded_models
+        over = capacity.over_explicit_limit(self.board.models, limit)
+        if not over or limit is None:
+            return
+        fits = [m for m in self.board.models if m.spec.pinned and m not in over]
+        message = capacity.limit_message(limit, fits, over)
+        log.warning("capacity.warning", msg=message, limit=limit, declared=len(fits) + len(over))
+        for status in over:
+            # Ollama fixes the limit for the life of the process: no retry would succeed.
+            status.fail(message, retry_in=float("inf"))
+            log.error(
+                "model.failed",
+                msg=f"{status.spec.display} is not loaded: over OLLAMA_MAX_LOADED_MODELS={limit}",
+                model=status.spec.display,
+                reason=message,
+                retry_in=None,
+            )
 
     def snapshot(self) -> dict[str, Any]:
         return {

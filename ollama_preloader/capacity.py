@@ -1,0 +1,96 @@
+"""Capacity guard: who stays resident when declared models cannot all be loaded. Pure logic.
+
+Ollama evicts even pinned models when its count limit or memory runs out (ollama-behaviour.md
+§7.2, §7.3). Reloading the evicted model at once evicts another: ping-pong. The rule here is
+simple and predictable: list order is priority, the less important model of a conflicting pair
+gives way, and it is retried only after a long backoff or when capacity is freed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ollama_preloader.status import ModelStatus
+
+FIX = "raise OLLAMA_MAX_LOADED_MODELS, use smaller or quantised tags, or trim OLLAMA_PRELOAD_MODELS"
+THRASH_LOADS = 5  # reloads of one model ...
+THRASH_WINDOW = 600.0  # ... within this many seconds is a reload storm
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The outcome of one conflict: `losers` give way (failed: capacity), with one message."""
+
+    losers: tuple[ModelStatus, ...]
+    keep: tuple[ModelStatus, ...]
+    message: str
+
+
+def over_explicit_limit(models: Sequence[ModelStatus], limit: int | None) -> list[ModelStatus]:
+    """Pinned models past an explicit OLLAMA_MAX_LOADED_MODELS: they cannot all be resident."""
+    if not limit:
+        return []
+    pinned = [m for m in models if m.spec.pinned]
+    return pinned[limit:]
+
+
+def limit_message(limit: int, fits: Sequence[ModelStatus], over: Sequence[ModelStatus]) -> str:
+    kept = ", ".join(m.spec.display for m in fits) or "none"
+    left = ", ".join(m.spec.display for m in over)
+    return (
+        f"capacity: OLLAMA_MAX_LOADED_MODELS={limit} allows {limit} loaded models and "
+        f"{len(fits) + len(over)} are declared; keeping {kept}; not loading {left}; fix: {FIX}"
+    )
+
+
+def judge_eviction(loaded: ModelStatus, evicted: Sequence[ModelStatus]) -> Verdict | None:
+    """Loading `loaded` pushed `evicted` (declared, pinned) out. Who gives way?
+
+    The model with the higher list position (lower priority) loses: if `loaded` is less
+    important than any model it evicted, it gives way (and is unloaded to free the slot);
+    otherwise the evicted models that are less important than it give way.
+    """
+    if not evicted:
+        return None
+    more_important = [m for m in evicted if m.spec.priority < loaded.spec.priority]
+    if more_important:
+        losers: tuple[ModelStatus, ...] = (loaded,)
+        keep = tuple(sorted(evicted, key=lambda m: m.spec.priority))
+    else:
+        losers = tuple(sorted(evicted, key=lambda m: m.spec.priority))
+        keep = (loaded,)
+    names = ", ".join(m.spec.display for m in evicted)
+    message = (
+        f"capacity: loading {loaded.spec.display} evicted {names}; they cannot all be loaded "
+        f"together, keeping {', '.join(m.spec.display for m in keep)} (earlier in the list); "
+        f"fix: {FIX}"
+    )
+    return Verdict(losers=losers, keep=keep, message=message)
+
+
+def oom_message(loaded: ModelStatus, evicted: Sequence[ModelStatus], error: str) -> str:
+    names = ", ".join(m.spec.display for m in evicted) or "no other model"
+    return (
+        f"capacity: {loaded.spec.display} ran out of memory while loading and Ollama unloaded "
+        f"{names} ({error}); fix: {FIX}"
+    )
+
+
+def is_thrashing(reload_times: Sequence[float], now: float) -> bool:
+    """Too many reloads of one model in the window: something keeps pushing it out."""
+    recent = [t for t in reload_times if now - t <= THRASH_WINDOW]
+    return len(recent) >= THRASH_LOADS
+
+
+def thrash_message(status: ModelStatus) -> str:
+    return (
+        f"capacity: {status.spec.display} was evicted or reloaded {THRASH_LOADS} times in "
+        f"{THRASH_WINDOW / 60:.0f} minutes; another model or a client with different options "
+        f"(num_ctx) keeps pushing it out; fix: {FIX}, or align client options"
+    )
+
+
+def is_out_of_memory(error: str) -> bool:
+    text = error.lower()
+    return "out of memory" in text or "out-of-memory" in text or "oom" in text.split()
