@@ -110,7 +110,8 @@ def test_reload_storm_backs_off(launcher: Launcher) -> None:
     for i in range(5):
         run.http("POST", "/api/generate", {"model": "llama3.2", "keep_alive": "5m"})
         run.wait_for(
-            lambda i=i: run.count_events("model.pinned", reason="unpinned") > i, f"repin {i + 1}"
+            lambda n=i + 1: run.count_events("model.pinned", reason="unpinned") >= n,  # type: ignore[misc]
+            f"repin {i + 1}",
         )
     failed = run.wait_event("model.failed", model="llama3.2:latest")
     assert "5 times in 10 minutes" in failed["reason"]
