@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import time
 
-from ollama_preloader.errors import ConfigError
+from ollama_preloader.errors import ConfigError, OllamaUnavailable
 from ollama_preloader.logs import get_logger
 from ollama_preloader.ollama_api import LoadedModel, OllamaAPI
 from ollama_preloader.retry import backoff_seconds
@@ -48,6 +48,7 @@ class Sidecar(Supervisor):
         # No environment to pass on: there is no child.
         super().__init__(settings, server_env={}, api=api)
         self._seen_away = False  # a probe saw the server go away; its return says so already
+        self._suspect = asyncio.Event()  # /api/ps went unanswered: is the server still there?
 
     async def _start_server(self, *, first: bool) -> None:
         """Nothing to start; the server is awaited by `_supervise_server`, inside the main loop,
@@ -106,29 +107,49 @@ class Sidecar(Supervisor):
         return None
 
     async def _watch_reachable(self) -> bool:
-        """Return True when `GET /` fails twice in a row (the server stopped or went away),
-        False when stopping."""
-        while not await self._pause(self.settings.watch_interval):
-            reason = await self.api.unreachable_reason()
-            if reason is not None:
-                # Ask once more: one lost answer on a busy or remote link is not an outage.
+        """Return True once the server is gone, False when stopping.
+
+        No probe while /api/ps answers: Ollama logs every request, and the reconcile loop
+        already reads it every watch interval. Only when that read fails is `GET /` asked, twice
+        (one lost answer on a busy or remote link is not an outage).
+        """
+        stop = asyncio.create_task(self._stop.wait())
+        try:
+            while True:
+                suspect = asyncio.create_task(self._suspect.wait())
+                await asyncio.wait({stop, suspect}, return_when=asyncio.FIRST_COMPLETED)
+                suspect.cancel()
+                if self._stop.is_set():
+                    return False
+                self._suspect.clear()
                 reason = await self.api.unreachable_reason()
-            if reason is not None:
-                log.warning(
-                    "server.lost",
-                    msg=f"Ollama at {self.api.base_url} stopped answering ({reason}); waiting "
-                    "for it to come back, then loading again every model it lost",
-                    url=self.api.base_url,
-                    error=reason,
-                )
-                return True
-        return False
+                if reason is not None:
+                    reason = await self.api.unreachable_reason()
+                if reason is not None:
+                    log.warning(
+                        "server.lost",
+                        msg=f"Ollama at {self.api.base_url} stopped answering ({reason}); "
+                        "waiting for it to come back, then loading again every model it lost",
+                        url=self.api.base_url,
+                        error=reason,
+                    )
+                    return True
+        finally:
+            stop.cancel()
 
     async def _pause(self, seconds: float) -> bool:
         """Wait between probes; True when the supervisor is stopping."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stop.wait(), timeout=seconds)
         return self._stop.is_set()
+
+    async def _cycle(self) -> None:
+        """The shared cycle; a read that gets no answer makes `_watch_reachable` look."""
+        try:
+            await super()._cycle()
+        except OllamaUnavailable:
+            self._suspect.set()
+            raise
 
     def _observe(self, loaded: list[LoadedModel]) -> None:
         # Ollama restarted between two looks (or cleared every runner, e.g. after an
