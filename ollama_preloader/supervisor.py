@@ -34,6 +34,7 @@ from ollama_preloader.logs import get_logger
 from ollama_preloader.modelspec import ModelKind
 from ollama_preloader.ollama_api import LoadedModel, OllamaAPI
 from ollama_preloader.process import OllamaServer
+from ollama_preloader.profiles import apply_profile
 from ollama_preloader.reconcile import Action, ActionKind, find_loaded, plan
 from ollama_preloader.retry import backoff_seconds, pull_retrying
 from ollama_preloader.settings import Settings
@@ -62,7 +63,9 @@ class Supervisor:
         self.api = api or OllamaAPI(
             settings.ollama_host.base_url, pull_stall_timeout=settings.pull_stall_timeout
         )
-        self.server_env = dict(server_env)
+        # Profiles act only through the child's environment, never through request options.
+        self.profile = apply_profile(server_env, settings.profile, settings.quantization)
+        self.server_env = self.profile.env
         self.server: OllamaServer | None = None
         self.undeclared: list[LoadedModel] = []
         self._stop = asyncio.Event()
@@ -578,6 +581,14 @@ class Supervisor:
     def _log_plan(self) -> None:
         for warning in self.settings.parse_warnings:
             log.warning("config.warning", msg=warning)
+        log.info(
+            "server.profile",
+            msg=self.profile.describe(),
+            profile=self.profile.profile,
+            quantization=self.profile.quantization,
+            env=self.profile.effective,
+            kept=list(self.profile.kept),
+        )
         models = self.board.models
         if not models:
             log.info(
