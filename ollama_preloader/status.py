@@ -42,6 +42,7 @@ class ModelStatus:
     reloads: int = 0  # loads after an eviction
     repins: int = 0
     load_seconds: float | None = None
+    warmup_seconds: float | None = None  # the last successful warm-up (PRELOADER_WARMUP)
     loaded_context: int | None = None  # context_length right after our load
     ever_loaded: bool = False
     # From the last /api/ps that listed it.
@@ -85,6 +86,7 @@ class ModelStatus:
             "reloads": self.reloads,
             "repins": self.repins,
             "load_seconds": self.load_seconds,
+            "warmup_seconds": self.warmup_seconds,
         }
 
 

@@ -462,7 +462,44 @@ class Supervisor:
             seconds=round(elapsed, 3),
             reason=action.reason,
         )
+        # A re-pin leaves the runner as it was (warm); a load starts a cold one.
+        if self.settings.warmup and not repin:
+            await self._warm_up(status, kind)
         self._note_all_ready()
+
+    async def _warm_up(self, status: ModelStatus, kind: ModelKind) -> None:
+        """One tiny request so the first real one does not pay first-token costs.
+
+        It sends the load's keep_alive and options unchanged (a different runner option would
+        reload the model); a failure is only reported: the model stays pinned.
+        """
+        spec = status.spec
+        started = time.monotonic()
+        try:
+            if kind == ModelKind.EMBEDDING:
+                await self.api.warm_embedding(spec.name, spec.keep_alive_value, spec.options_dict())
+            else:
+                await self.api.warm_completion(
+                    spec.name, spec.keep_alive_value, spec.options_dict()
+                )
+        except OllamaAPIError as exc:
+            log.warning(
+                "model.warmup_failed",
+                msg=f"Warm-up of {spec.display} failed ({exc}); it stays loaded",
+                model=spec.display,
+                kind=kind.value,
+                error=str(exc),
+            )
+            return
+        elapsed = time.monotonic() - started
+        status.warmup_seconds = elapsed
+        log.info(
+            "model.warmup",
+            msg=f"✓ Warmed up {spec.display} ({kind.value}) in {elapsed:.2f}s",
+            model=spec.display,
+            kind=kind.value,
+            seconds=round(elapsed, 3),
+        )
 
     def _load_failed(self, status: ModelStatus, reason: str) -> None:
         delay = backoff_seconds(
