@@ -17,6 +17,8 @@ from ollama_preloader.logs import get_logger
 
 log = get_logger()
 TAIL_LINES = 40
+# Ollama logs one line per device it will use, before it serves requests (discover/types.go).
+COMPUTE_MARKER = 'msg="inference compute"'
 
 
 class OllamaServer:
@@ -27,6 +29,8 @@ class OllamaServer:
         self.env = dict(env)
         self._proc: asyncio.subprocess.Process | None = None
         self._tail: deque[str] = deque(maxlen=TAIL_LINES)
+        # Kept apart from the tail, which later output would push them out of.
+        self._compute: list[str] = []
         self._relays: list[asyncio.Task[None]] = []
 
     @property
@@ -81,7 +85,10 @@ class OllamaServer:
             pending += chunk
             *lines, pending = pending.split(b"\n")
             for line in lines:
-                self._tail.append(line.decode(errors="replace").rstrip("\r"))
+                text = line.decode(errors="replace").rstrip("\r")
+                self._tail.append(text)
+                if COMPUTE_MARKER in text and len(self._compute) < 64:
+                    self._compute.append(text)
             if len(pending) > 65536:
                 pending = pending[-65536:]
         if pending:
@@ -89,6 +96,10 @@ class OllamaServer:
 
     def tail(self) -> list[str]:
         return list(self._tail)
+
+    def compute_lines(self) -> list[str]:
+        """Ollama's `inference compute` lines: the devices and memory it found at start."""
+        return list(self._compute)
 
     def last_error_line(self) -> str:
         """The line that best explains an early exit: Ollama prints `Error: ...` last."""

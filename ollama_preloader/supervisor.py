@@ -32,10 +32,17 @@ from ollama_preloader.errors import (
 )
 from ollama_preloader.logs import get_logger
 from ollama_preloader.modelspec import ModelKind
-from ollama_preloader.ollama_api import LoadedModel, OllamaAPI
+from ollama_preloader.ollama_api import LoadedModel, LocalModel, OllamaAPI
 from ollama_preloader.process import OllamaServer
 from ollama_preloader.profiles import apply_profile
 from ollama_preloader.reconcile import Action, ActionKind, find_loaded, plan
+from ollama_preloader.resources import (
+    ModelSize,
+    assess,
+    describe_figures,
+    gather_figures,
+    held_by_runners,
+)
 from ollama_preloader.retry import backoff_seconds, pull_retrying
 from ollama_preloader.settings import Settings
 from ollama_preloader.status import Board, ModelStatus, State
@@ -76,6 +83,8 @@ class Supervisor:
         self._tags_dirty = True
         self._fatal: PreloaderError | None = None
         self._signals = 0
+        self._sizes_checked: tuple[ModelSize, ...] | None = None
+        self._resources_warned: tuple[str, tuple[str, ...]] | None = None
 
     # ----- lifecycle -------------------------------------------------------------------------
 
@@ -263,13 +272,17 @@ class Supervisor:
                 await asyncio.wait_for(self._wake.wait(), timeout=self.settings.watch_interval)
 
     async def _cycle(self) -> None:
+        tags: list[LocalModel] | None = None
         if self._tags_dirty:
-            present = {m.key for m in await self.api.tags()}
+            tags = await self.api.tags()
+            present = {m.key for m in tags}
             for status in self.board.models:
                 status.present = status.key in present
             self._tags_dirty = False
         loaded = await self.api.ps()
         self._observe(loaded)
+        if tags is not None:
+            await self._check_resources(tags, loaded)
         actions = plan(
             self.board.models,
             loaded,
@@ -316,6 +329,61 @@ class Supervisor:
                 )
         self.undeclared = [m for m in loaded if m.key not in keys]
         self._note_all_ready()
+
+    async def _check_resources(self, tags: list[LocalModel], loaded: list[LoadedModel]) -> None:
+        """Warn, before loading, when the pinned models clearly cannot all fit; an estimate.
+
+        Sizes come from /api/tags, so a model is counted once it is pulled: this runs again
+        whenever the sizes known change. It never stops anything.
+        """
+        on_disk = {m.key: m for m in tags}
+        sizes = tuple(
+            ModelSize(
+                s.spec.display,
+                on_disk[s.key].size if s.key in on_disk else None,
+                on_disk[s.key].digest if s.key in on_disk else "",
+            )
+            for s in self.board.models
+            if s.spec.pinned  # a finite keep_alive lets the model go again
+        )
+        if not sizes or sizes == self._sizes_checked:
+            return
+        self._sizes_checked = sizes
+        compute = self.server.compute_lines() if self.server is not None else []
+        figures = await gather_figures(self.server_env, compute)
+        held_system, held_gpu = held_by_runners(
+            [(m.size, m.size_vram) for m in loaded], has_gpus=bool(figures.gpus)
+        )
+        findings = assess(sizes, figures, held_system=held_system, held_gpu=held_gpu)
+        log.debug(
+            "resources.checked",
+            msg=f"Memory for the models: {describe_figures(figures)}",
+            models=sum(1 for m in sizes if m.size is not None),
+            needed=sum(m.size or 0 for m in sizes),
+            fits=not findings,
+        )
+        for finding in findings:
+            key = (finding.scope, finding.over)
+            if key == self._resources_warned:
+                continue
+            self._resources_warned = key
+            system, gpus = figures.system, figures.gpus
+            log.warning(
+                "resources.warning",
+                msg=finding.message,
+                estimate=True,
+                scope=finding.scope,
+                models=list(finding.models),
+                over=list(finding.over),
+                unknown=list(finding.unknown),
+                needed=finding.needed,
+                available=finding.available,
+                system_total=system.total if system else None,
+                system_available=system.available if system else None,
+                gpu_total=sum(g.total for g in gpus) if gpus else None,
+                gpu_free=sum(g.free for g in gpus) if gpus else None,
+                gpu_source=figures.gpu_source,
+            )
 
     def _note_all_ready(self) -> None:
         if self.board.models and self.board.all_ready and self.board.all_pinned_after is None:
