@@ -296,8 +296,11 @@ def cuda_hidden(env: Mapping[str, str]) -> bool:
 
 # slog's text handler: key=value, or key="value with \"escapes\"".
 _SLOG_PAIR = re.compile(r'(\w+)=("(?:[^"\\]|\\.)*"|\S*)')
-_HUMAN_BYTES = re.compile(r"^([\d.]+)\s*(B|KiB|MiB|GiB|TiB)$")
-_UNITS = {"B": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3, "TiB": 1024**4}
+# Ollama prints these with format.HumanBytes2 (GiB); accept decimal units (GB) as well.
+_HUMAN_BYTES = re.compile(r"^([\d.]+)\s*([KMGT]i?B|B)$")
+_UNITS = {"B": 1} | {
+    f"{p}{i}B": (1024 if i else 1000) ** (n + 1) for n, p in enumerate("KMGT") for i in ("", "i")
+}
 
 
 def _human_bytes(text: str) -> int | None:

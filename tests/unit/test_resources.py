@@ -183,6 +183,9 @@ def test_parse_inference_compute() -> None:
     assert card.total == int(23.6 * 1024**3)
     assert card.free == int(22.9 * 1024**3)
     assert parse_inference_compute(['msg="Listening on 127.0.0.1:11434"']) is None
+    decimal = parse_inference_compute([GPU_LINE.replace("GiB", "GB")])
+    assert decimal is not None
+    assert decimal.gpus[0].total == int(23.6 * GB)
 
 
 def fake_nvidia_smi(directory: Path, body: str) -> str:
