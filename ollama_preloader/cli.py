@@ -42,12 +42,15 @@ def run(env_file: EnvFile = Path(".env")) -> None:
     """Start `ollama serve`, pull and pin the declared models, keep them pinned until stopped."""
     from ollama_preloader.logs import configure
     from ollama_preloader.settings import load_settings, server_environment
-    from ollama_preloader.supervisor import Supervisor
 
     try:
         settings = load_settings(env_file)
     except ConfigError as exc:
         raise _fail(str(exc), EXIT_CONFIG) from None
+    # Only now: importing `ollama` builds a default client from OLLAMA_HOST and would crash
+    # on a value that settings has just refused with a clear message.
+    from ollama_preloader.supervisor import Supervisor
+
     configure(settings.log_level, settings.log_format)
     supervisor = Supervisor(settings, server_env=server_environment(env_file=env_file))
     try:

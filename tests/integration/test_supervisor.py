@@ -8,8 +8,8 @@ import signal
 from pathlib import Path
 
 import pytest
-from catalog import write_catalog
-from conftest import Launcher, processes_in_group
+from fake_catalogs import write_catalog
+from preloader_harness import Launcher, processes_in_group
 
 
 def catalog_env(launcher: Launcher, **env: str) -> dict[str, str]:
@@ -226,9 +226,7 @@ BAD_CONFIG = [
 
 
 @pytest.mark.parametrize(("env", "fragment"), BAD_CONFIG)
-def test_bad_configuration_exits_2(
-    launcher: Launcher, env: dict[str, str], fragment: str
-) -> None:
+def test_bad_configuration_exits_2(launcher: Launcher, env: dict[str, str], fragment: str) -> None:
     """Bad input: exit 2, one line on stderr naming the problem, and no `ollama serve` started."""
     full = launcher.env(**env)
     result = launcher.run_once(env=full)
@@ -248,7 +246,9 @@ def test_grep_from_the_guide_tells_the_story(launcher: Launcher) -> None:
     run = launcher.start(env=env)
     run.wait_for(lambda: any("preload.complete" in line for line in run.lines), "completion")
     assert run.stop() == 0
-    story = [line for line in run.lines if re.search(r"(Preloading|Loading|loaded|complete|✓)", line)]
+    story = [
+        line for line in run.lines if re.search(r"(Preloading|Loading|loaded|complete|✓)", line)
+    ]
     text = "\n".join(story)
     assert "Preloading 2 models" in text
     assert "Loading llama3.2:latest" in text
@@ -260,7 +260,9 @@ def test_grep_from_the_guide_tells_the_story(launcher: Launcher) -> None:
 
 def test_embedding_detected_without_capabilities(launcher: Launcher) -> None:
     """Older servers: no capabilities, so pooling_type marks the embedding model."""
-    env = catalog_env(launcher, OLLAMA_PRELOAD_MODELS="all-minilm", FAKE_OLLAMA_PRESENT="all-minilm")
+    env = catalog_env(
+        launcher, OLLAMA_PRELOAD_MODELS="all-minilm", FAKE_OLLAMA_PRESENT="all-minilm"
+    )
     Path(env["FAKE_OLLAMA_FAULTS"]).write_text('{"no_capabilities": true}')
     run = launcher.start(env=env)
     run.wait_all_pinned()
@@ -271,7 +273,9 @@ def test_embedding_detected_without_capabilities(launcher: Launcher) -> None:
 
 def test_embed_endpoint_missing_falls_back_to_legacy(launcher: Launcher) -> None:
     """A server without /api/embed is loaded through /api/embeddings with an empty prompt."""
-    env = catalog_env(launcher, OLLAMA_PRELOAD_MODELS="all-minilm", FAKE_OLLAMA_PRESENT="all-minilm")
+    env = catalog_env(
+        launcher, OLLAMA_PRELOAD_MODELS="all-minilm", FAKE_OLLAMA_PRESENT="all-minilm"
+    )
     Path(env["FAKE_OLLAMA_FAULTS"]).write_text('{"no_embed_endpoint": true}')
     run = launcher.start(env=env)
     run.wait_all_pinned()

@@ -21,7 +21,7 @@ def test_seed_configuration() -> None:
 
 def test_whitespace_quotes_and_empty() -> None:
     """Whitespace and quotes are trimmed like Ollama's envconfig; empty means no models."""
-    parsed = parse_model_list(' " llama3.2 , \'devstral\' " ')
+    parsed = parse_model_list(" \" llama3.2 , 'devstral' \" ")
     assert [s.name for s in parsed.specs] == ["llama3.2", "devstral"]
     assert parse_model_list("").specs == ()
     assert parse_model_list(None).specs == ()

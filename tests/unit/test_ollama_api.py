@@ -107,7 +107,11 @@ async def test_embedding_falls_back_to_legacy_endpoint() -> None:
     [
         (404, {"error": "model 'x' not found"}, ModelNotFound),
         (400, {"error": '"x" does not support generate'}, NotSupported),
-        (503, {"error": "server busy, please try again.  maximum pending requests exceeded"}, ServerBusy),
+        (
+            503,
+            {"error": "server busy, please try again.  maximum pending requests exceeded"},
+            ServerBusy,
+        ),
     ],
 )
 async def test_error_statuses_map_to_types(status: int, body: dict[str, str], error: type) -> None:
@@ -141,10 +145,14 @@ async def test_pull_stream_error_line() -> None:
     ]
     text = "\n".join(json.dumps(line) for line in lines) + "\n"
     api = make_api(lambda _r: httpx.Response(200, text=text))
-    seen = []
-    with pytest.raises(PullStreamError) as info:
+    seen: list[int] = []
+
+    async def consume() -> None:
         async for progress in api.pull("m"):
             seen.append(progress.completed)
+
+    with pytest.raises(PullStreamError) as info:
+        await consume()
     assert seen == [0, 50]
     assert info.value.transient
     await api.aclose()

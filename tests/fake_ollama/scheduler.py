@@ -1,0 +1,714 @@
+"""The model scheduler (§7): runners as real child processes, keep_alive, eviction, reloads."""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .envconfig import Settings
+from .eventlog import Logger
+from .faults import Faults
+from .gotime import MAX_INT64, SECOND, duration_string, rfc3339nano
+from .store import LocalModel
+
+BUSY_MESSAGE = "server busy, please try again.  maximum pending requests exceeded"
+OOM_MESSAGE = "llama-server reported out-of-memory during startup: cudaMalloc failed: out of memory"
+DEFAULT_LOAD_FAIL = "llama-server process has terminated: exit status 2"
+CTX_TIERS = (262144, 32768, 4096)
+
+_INT_OPTS = {
+    "num_keep",
+    "seed",
+    "num_predict",
+    "top_k",
+    "repeat_last_n",
+    "mirostat",
+    "num_ctx",
+    "num_batch",
+    "num_gpu",
+    "main_gpu",
+    "num_thread",
+    "draft_num_predict",
+}
+_FLOAT_OPTS = {
+    "min_p",
+    "typical_p",
+    "repeat_penalty",
+    "temperature",
+    "presence_penalty",
+    "frequency_penalty",
+    "top_p",
+    "mirostat_tau",
+    "mirostat_eta",
+    "tfs_z",
+}
+_BOOL_OPTS = {
+    "numa",
+    "use_mmap",
+    "use_mlock",
+    "low_vram",
+    "f16_kv",
+    "vocab_only",
+    "penalize_newline",
+}
+RUNNER_FIELDS = ("num_ctx", "num_batch", "num_gpu", "main_gpu", "use_mmap", "num_thread")
+
+
+class SchedError(Exception):
+    """An error that becomes an HTTP response: status and `error` text."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def _check_option(key: str, val: object) -> Any:
+    if key in _INT_OPTS:
+        if isinstance(val, bool) or not isinstance(val, (int, float)):
+            raise SchedError(500, f'option "{key}" must be of type integer')
+        return int(val)
+    if key in _FLOAT_OPTS:
+        if isinstance(val, bool) or not isinstance(val, (int, float)):
+            raise SchedError(500, f'option "{key}" must be of type float')
+        return float(val)
+    if key in _BOOL_OPTS:
+        if not isinstance(val, bool):
+            raise SchedError(500, f'option "{key}" must be of type boolean')
+        return val
+    if key == "stop":
+        if not isinstance(val, list) or not all(isinstance(v, str) for v in val):
+            raise SchedError(500, f'option "{key}" must be of type array of strings')
+        return val
+    return val
+
+
+def merge_options(model_params: dict[str, Any], request: dict[str, Any] | None) -> dict[str, Any]:
+    """Modelfile PARAMETERs then request options, type-checked like api.Options.FromMap."""
+    merged: dict[str, Any] = {}
+    for src in (model_params, request or {}):
+        for k, v in src.items():
+            if v is None:
+                continue
+            merged[k] = _check_option(k, v)
+    return merged
+
+
+@dataclass(frozen=True)
+class RunnerOptions:
+    """api.Runner options compared by needsReload (None = automatic/default)."""
+
+    num_ctx: int | None = None
+    num_batch: int | None = None
+    num_gpu: int | None = None
+    main_gpu: int | None = None
+    use_mmap: bool | None = None
+    num_thread: int | None = None
+
+    @classmethod
+    def from_options(cls, opts: dict[str, Any], training_ctx: int) -> RunnerOptions:
+        """Extract and normalise (num_ctx clamped to the training context)."""
+        num_ctx = opts.get("num_ctx")
+        if num_ctx is not None:
+            num_ctx = min(int(num_ctx), training_ctx) if int(num_ctx) > 0 else None
+        num_batch = opts.get("num_batch")
+        if num_batch is not None and int(num_batch) <= 0:
+            num_batch = None
+        return cls(
+            num_ctx=num_ctx,
+            num_batch=num_batch,
+            num_gpu=opts.get("num_gpu"),
+            main_gpu=opts.get("main_gpu"),
+            use_mmap=opts.get("use_mmap"),
+            num_thread=opts.get("num_thread"),
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-friendly view."""
+        return {f: getattr(self, f) for f in RUNNER_FIELDS}
+
+
+@dataclass
+class LoadRequest:
+    """A request that needs a runner."""
+
+    model: LocalModel
+    request_name: str
+    opts: RunnerOptions
+    options: dict[str, Any]
+    keep_alive: int | None
+    is_gone: Callable[[], bool] = lambda: False
+    done: threading.Event = field(default_factory=threading.Event)
+    runner: Runner | None = None
+    error: SchedError | None = None
+    loaded_ns: int = 0
+
+    @property
+    def key(self) -> str:
+        """Runner key: the model blob path."""
+        return str(self.model.model_path)
+
+    def succeed(self, runner: Runner) -> None:
+        """Hand the runner to the waiting handler."""
+        self.runner = runner
+        self.done.set()
+
+    def fail(self, err: SchedError) -> None:
+        """Hand an error to the waiting handler."""
+        self.error = err
+        self.done.set()
+
+
+@dataclass
+class Runner:
+    """A loaded model (one fake llama-server process)."""
+
+    key: str
+    model: LocalModel
+    opts: RunnerOptions
+    options: dict[str, Any]
+    context_length: int
+    parallel: int
+    session_duration: int
+    proc: subprocess.Popen[bytes]
+    size: int
+    size_vram: int
+    token_seconds: float
+    unload_seconds: float
+    refcount: int = 0
+    expires_at_ns: int | None = None
+    deadline: float | None = None  # monotonic time of the keep_alive timer
+    unloading: bool = False
+    loaded_at: float = field(default_factory=time.time)
+    slots: threading.Semaphore = field(default_factory=lambda: threading.Semaphore(1))
+
+    @property
+    def display(self) -> str:
+        """Name that loaded the runner (DisplayShortest)."""
+        return self.model.display
+
+    @property
+    def pid(self) -> int:
+        """Runner process id."""
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        """The runner process has not exited (a /health ping)."""
+        return self.proc.poll() is None
+
+    def expires_ns(self, now_ns: int) -> int:
+        """expires_at as /api/ps reports it."""
+        if self.expires_at_ns is not None:
+            return self.expires_at_ns
+        d = self.session_duration
+        return now_ns + d if d > 0 else now_ns
+
+    def ps_entry(self, now_ns: int) -> dict[str, Any]:
+        """One /api/ps model object."""
+        return {
+            "name": self.display,
+            "model": self.display,
+            "size": self.size,
+            "digest": self.model.digest,
+            "details": self.model.details(),
+            "expires_at": rfc3339nano(self.expires_ns(now_ns)),
+            "size_vram": self.size_vram,
+            "context_length": self.context_length,
+        }
+
+
+def _uint64(d: int) -> int:
+    return d & ((1 << 64) - 1)
+
+
+class Scheduler:
+    """Single-threaded load queue plus keep_alive timers, mirroring server/sched.go."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        logger: Logger,
+        faults: Faults,
+        runtime_for: Callable[[LocalModel], dict[str, Any]],
+    ) -> None:
+        self.settings = settings
+        self.log = logger
+        self.faults = faults
+        self.runtime_for = runtime_for
+        self.cond = threading.Condition()
+        self.loaded: dict[str, Runner] = {}
+        self.pending: queue.Queue[LoadRequest | None] = queue.Queue(
+            maxsize=max(1, settings.max_queue)
+        )
+        self.max_runners: int | None = None
+        self.unload_seq = 0
+        self.load_counts: collections.Counter[str] = collections.Counter()
+        self.procs: set[subprocess.Popen[bytes]] = set()
+        self.stopping = False
+        self._threads = [
+            threading.Thread(target=self._process_loop, name="sched-pending", daemon=True),
+            threading.Thread(target=self._timer_loop, name="sched-timers", daemon=True),
+        ]
+
+    def start(self) -> None:
+        """Start the scheduler threads."""
+        for t in self._threads:
+            t.start()
+
+    # ------------------------------------------------------------ public API
+    def get_runner(self, req: LoadRequest) -> Runner:
+        """Block until a runner serves req (refcount taken) or raise SchedError."""
+        with self.cond:
+            r = self.loaded.get(req.key)
+            if r is not None and not r.unloading and self._needs_reload(r, req) is None:
+                self._use(r, req)
+                return r
+        try:
+            self.pending.put_nowait(req)
+        except queue.Full:
+            raise SchedError(503, BUSY_MESSAGE) from None
+        req.done.wait()
+        if req.error is not None:
+            raise req.error
+        assert req.runner is not None
+        return req.runner
+
+    def release(self, r: Runner) -> None:
+        """A request using r finished: re-arm the keep_alive timer or unload."""
+        with self.cond:
+            r.refcount -= 1
+            if r.refcount > 0:
+                return
+            r.refcount = 0
+            if r.unloading:
+                return
+            if r.session_duration <= 0:
+                self.log.slog_debug(
+                    "sched.go:388", "runner with zero duration has gone idle, expiring to unload"
+                )
+                self._start_unload(r, "keep_alive")
+                return
+            r.deadline = time.monotonic() + r.session_duration / SECOND
+            r.expires_at_ns = time.time_ns() + r.session_duration
+            self.cond.notify_all()
+
+    def expire_runner(self, model: LocalModel) -> bool:
+        """keep_alive:0 unload fast path (expireRunner); True if a runner was loaded."""
+        with self.cond:
+            r = self.loaded.get(str(model.model_path))
+            if r is None:
+                return False
+            if r.unloading:
+                return True
+            r.expires_at_ns = time.time_ns()
+            r.deadline = None
+            r.session_duration = 0
+            if r.refcount <= 0:
+                self._start_unload(r, "keep_alive_0")
+            return True
+
+    def evict(self, name: str, reason: str = "control") -> bool:
+        """Scheduler-style eviction of the runner listed under name."""
+        with self.cond:
+            r = self._find_by_name(name)
+            if r is None:
+                return False
+            self.log.event("evict", r.display, reason=reason, pid=r.pid)
+            self._evict(r, reason)
+            return True
+
+    def crash_runner(self, name: str) -> int | None:
+        """Kill a runner process but leave it listed (§9.5); returns the pid."""
+        with self.cond:
+            r = self._find_by_name(name)
+            if r is None:
+                return None
+            pid = r.pid
+            _kill(r.proc)
+        self.log.event("runner_crash", r.display, pid=pid)
+        self.log.slog_warn("server.go:1480", "llama-server process exited", pid=pid)
+        return pid
+
+    def runtime_oom(self) -> None:
+        """expireRunnersForRuntimeOOM: every runner unloads once idle."""
+        with self.cond:
+            for r in list(self.loaded.values()):
+                r.session_duration = 0
+                r.deadline = None
+                if r.refcount <= 0:
+                    self._start_unload(r, "runtime_oom")
+
+    def ps(self) -> list[dict[str, Any]]:
+        """/api/ps models, sorted by expires_at, latest first."""
+        now = time.time_ns()
+        with self.cond:
+            runners = list(self.loaded.values())
+            runners.sort(key=lambda r: r.expires_ns(now), reverse=True)
+            return [r.ps_entry(now) for r in runners]
+
+    def state(self) -> list[dict[str, Any]]:
+        """Detailed runner state for /_fake/state."""
+        now = time.time_ns()
+        out = []
+        with self.cond:
+            for r in self.loaded.values():
+                out.append(
+                    {
+                        "model": r.display,
+                        "key": r.key,
+                        "digest": r.model.digest,
+                        "pid": r.pid,
+                        "alive": r.alive(),
+                        "refcount": r.refcount,
+                        "keep_alive_ns": r.session_duration,
+                        "keep_alive": "forever"
+                        if r.session_duration >= MAX_INT64
+                        else duration_string(r.session_duration),
+                        "pinned": r.session_duration >= MAX_INT64,
+                        "expires_at": rfc3339nano(r.expires_ns(now)),
+                        "options": r.opts.as_dict(),
+                        "request_options": r.options,
+                        "context_length": r.context_length,
+                        "parallel": r.parallel,
+                        "size": r.size,
+                        "size_vram": r.size_vram,
+                        "unloading": r.unloading,
+                        "loaded_at": r.loaded_at,
+                    }
+                )
+        return out
+
+    def shutdown(self) -> None:
+        """Stop threads and SIGKILL every runner process (also ones still loading)."""
+        with self.cond:
+            self.stopping = True
+            procs = list(self.procs)
+            self.cond.notify_all()
+        with contextlib.suppress(queue.Full):
+            self.pending.put_nowait(None)
+        for p in procs:
+            _kill(p)
+
+    # ------------------------------------------------------------- internals
+    def _find_by_name(self, name: str) -> Runner | None:
+        from .names import normalize
+
+        want = normalize(name)
+        for r in self.loaded.values():
+            if normalize(r.display) == want or r.key == name:
+                return r
+        return None
+
+    def _needs_reload(self, r: Runner, req: LoadRequest) -> str | None:
+        if not r.alive():
+            return "runner_died"
+        new = req.opts
+        for f in RUNNER_FIELDS:
+            if f == "num_gpu" and new.num_gpu is not None and new.num_gpu < 0:
+                continue
+            if getattr(r.opts, f) != getattr(new, f):
+                return "options"
+        return None
+
+    def _use(self, r: Runner, req: LoadRequest) -> None:
+        r.refcount += 1
+        r.deadline = None
+        if req.keep_alive is not None:
+            r.session_duration = req.keep_alive
+        req.runner = r
+
+    def _evict(self, r: Runner, reason: str) -> None:
+        """Expire without touching expires_at; unload once idle (caller holds cond)."""
+        r.deadline = None
+        r.session_duration = 0
+        if r.refcount <= 0:
+            self._start_unload(r, reason)
+
+    def _start_unload(self, r: Runner, reason: str) -> None:
+        if r.unloading:
+            return
+        r.unloading = True
+        r.deadline = None
+        threading.Thread(target=self._do_unload, args=(r, reason), daemon=True).start()
+
+    def _do_unload(self, r: Runner, reason: str) -> None:
+        _kill(r.proc)
+        self.log.slog_debug("sched.go:430", "runner released", model=r.display, reason=reason)
+        if r.unload_seconds > 0:
+            time.sleep(r.unload_seconds)
+        with self.cond:
+            self.procs.discard(r.proc)
+            if self.loaded.get(r.key) is r:
+                del self.loaded[r.key]
+            self.unload_seq += 1
+            self.cond.notify_all()
+        self.log.event("unload", r.display, reason=reason, pid=r.pid)
+
+    def _find_victim(self) -> Runner:
+        runners = sorted(self.loaded.values(), key=lambda r: (_uint64(r.session_duration), r.key))
+        for r in runners:
+            if r.refcount <= 0:
+                return r
+        return runners[0]
+
+    def _wait_unload_since(self, seq: int) -> None:
+        while self.unload_seq == seq and not self.stopping:
+            self.cond.wait(0.1)
+
+    def _timer_loop(self) -> None:
+        with self.cond:
+            while not self.stopping:
+                now = time.monotonic()
+                nxt: float | None = None
+                for r in list(self.loaded.values()):
+                    if r.unloading or r.refcount > 0 or r.deadline is None:
+                        continue
+                    if r.deadline <= now:
+                        r.deadline = None
+                        self.log.event("expire", r.display, pid=r.pid)
+                        self._start_unload(r, "expired")
+                    elif nxt is None or r.deadline < nxt:
+                        nxt = r.deadline
+                self.cond.wait(1.0 if nxt is None else max(0.001, min(1.0, nxt - now)))
+
+    def _process_loop(self) -> None:
+        while True:
+            req = self.pending.get()
+            if req is None or self.stopping:
+                if req is not None:
+                    req.fail(SchedError(500, "server shutting down"))
+                return
+            try:
+                self._process(req)
+            except Exception as e:  # keep the scheduler alive whatever happens
+                self.log.slog_warn("sched.go:240", "fake scheduler error", error=repr(e))
+                if not req.done.is_set():
+                    req.fail(SchedError(500, str(e)))
+
+    def _process(self, req: LoadRequest) -> None:
+        s = self.settings
+        while True:
+            if req.is_gone():
+                req.fail(SchedError(499, "request canceled"))
+                return
+            with self.cond:
+                if self.stopping:
+                    req.fail(SchedError(500, "server shutting down"))
+                    return
+                if self.max_runners is None:
+                    self.max_runners = s.max_loaded_models or 3
+                r = self.loaded.get(req.key)
+                if r is not None:
+                    seq = self.unload_seq
+                    if r.unloading:
+                        self._wait_unload_since(seq)
+                        continue
+                    reason = self._needs_reload(r, req)
+                    if reason is None:
+                        self._use(r, req)
+                        req.succeed(r)
+                        return
+                    self.log.event("reload", r.display, reason=reason, pid=r.pid)
+                    self._evict(r, "reload")
+                    self._wait_unload_since(seq)
+                    continue
+                victim: Runner | None = None
+                why = ""
+                if self.max_runners > 0 and len(self.loaded) >= self.max_runners:
+                    victim, why = self._find_victim(), "max_loaded_models"
+                elif s.gpu and self.loaded:
+                    need = int(self.runtime_for(req.model).get("vram", req.model.size))
+                    free = s.vram - sum(x.size_vram for x in self.loaded.values())
+                    if need <= s.vram and need > 0.8 * free:
+                        victim, why = self._find_victim(), "vram"
+                if victim is not None:
+                    seq = self.unload_seq
+                    self.log.event("evict", victim.display, reason=why, for_model=req.model.display)
+                    self._evict(victim, why)
+                    self._wait_unload_since(seq)
+                    continue
+            self._load(req)
+            return
+
+    def _load(self, req: LoadRequest) -> None:
+        s = self.settings
+        rt = self.runtime_for(req.model)
+        training = req.model.context_length
+        auto = req.opts.num_ctx is None
+        ctx = req.opts.num_ctx if req.opts.num_ctx is not None else min(s.default_num_ctx, training)
+        retried = False
+        while True:
+            result = self._attempt(req, ctx, rt)
+            if isinstance(result, Runner):
+                req.succeed(result)
+                return
+            kind, err = result
+            if kind == "oom" and not retried:
+                lower = next((t for t in CTX_TIERS if t < ctx), None) if auto else None
+                with self.cond:
+                    others = list(self.loaded.values())
+                if lower is None and not others:
+                    req.fail(err)
+                    return
+                self.log.event(
+                    "oom", req.model.display, evicting=[o.display for o in others], retry=True
+                )
+                if lower is not None:
+                    ctx = min(lower, training)
+                with self.cond:
+                    for o in others:
+                        self.log.event(
+                            "evict", o.display, reason="oom", for_model=req.model.display
+                        )
+                        self._evict(o, "oom")
+                    while self.loaded and not self.stopping:
+                        self.cond.wait(0.1)
+                retried = True
+                continue
+            if kind == "oom":
+                self.log.event("oom", req.model.display, evicting=[], retry=False)
+            req.fail(err)
+            return
+
+    def _attempt(
+        self, req: LoadRequest, ctx: int, rt: dict[str, Any]
+    ) -> Runner | tuple[str, SchedError]:
+        s = self.settings
+        model = req.model
+        parallel = 1 if model.is_embedding else max(1, s.num_parallel)
+        need = int(rt.get("vram", model.size))
+        argv = [
+            sys.executable,
+            "-c",
+            "import time; time.sleep(10**9)",
+            "fake-llama-server",
+            "--model",
+            str(model.model_path),
+            "--ctx-size",
+            str(ctx * parallel),
+            "--parallel",
+            str(parallel),
+            "--port",
+            "0",
+        ]
+        if model.is_embedding:
+            argv.append("--embedding")
+        # Same process group as `ollama serve` (no new session), like the real server (§7.5).
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            close_fds=True,
+        )
+        with self.cond:
+            self.procs.add(proc)
+            if self.stopping:
+                _kill(proc)
+                return "error", SchedError(500, "server shutting down")
+        self.log.slog_info(
+            "server.go:400", "starting llama server", cmd=" ".join(argv[3:]), pid=proc.pid
+        )
+        fail = self.faults.take("load_fail", model.display, model=True)
+        oom = self.faults.take("load_oom", model.display, model=True) is not None or (
+            s.gpu and need > s.vram
+        )
+        load_s = s.scaled(float(rt.get("load_seconds", 0.1)))
+        fail_at = load_s * 0.5 if (fail is not None or oom) else None
+        timeout_ns = s.load_timeout()
+        timeout = None if timeout_ns is None else timeout_ns / SECOND
+        start = time.monotonic()
+        error: tuple[str, SchedError] | None = None
+        while True:
+            el = time.monotonic() - start
+            if self.stopping:
+                error = ("error", SchedError(500, "server shutting down"))
+                break
+            if req.is_gone():
+                self.log.slog_info(
+                    "server.go:1300",
+                    "client connection closed before llama-server finished loading, aborting load",
+                )
+                self.log.event("load_aborted", model.display, pid=proc.pid)
+                error = ("canceled", SchedError(499, "request canceled"))
+                break
+            if fail_at is not None and el >= fail_at:
+                if oom:
+                    error = ("oom", SchedError(500, OOM_MESSAGE))
+                else:
+                    assert fail is not None
+                    status = int(fail.get("status", 500))
+                    error = (
+                        "error",
+                        SchedError(status, str(fail.get("message", DEFAULT_LOAD_FAIL))),
+                    )
+                break
+            if timeout is not None and el >= timeout:
+                error = ("error", SchedError(500, "timed out waiting for llama-server to start"))
+                break
+            if el >= load_s:
+                break
+            time.sleep(max(0.0, min(0.02, load_s - el)))
+        if error is not None:
+            _kill(proc)
+            with self.cond:
+                self.procs.discard(proc)
+            if error[0] != "canceled":
+                self.log.event("load_failed", model.display, error=error[1].message)
+            return error
+        self.log.slog_info(
+            "server.go:1400",
+            f"llama runner started in {time.monotonic() - start:.2f} seconds",
+        )
+        ka = req.keep_alive if req.keep_alive is not None else s.keep_alive()
+        runner = Runner(
+            key=req.key,
+            model=model,
+            opts=req.opts,
+            options=req.options,
+            context_length=ctx,
+            parallel=parallel,
+            session_duration=ka,
+            proc=proc,
+            size=need,
+            size_vram=need if s.gpu else 0,
+            token_seconds=s.scaled(float(rt.get("token_seconds", 0.002))),
+            unload_seconds=s.scaled(float(rt.get("unload_seconds", 0.05))),
+            refcount=1,
+            slots=threading.Semaphore(parallel),
+        )
+        req.loaded_ns = int((time.monotonic() - start) * SECOND)
+        with self.cond:
+            self.loaded[req.key] = runner
+            self.load_counts[model.display] += 1
+            self.cond.notify_all()
+        self.log.event(
+            "load",
+            model.display,
+            pid=proc.pid,
+            keep_alive_ns=ka,
+            context_length=ctx,
+            options=req.opts.as_dict(),
+            request_name=req.request_name,
+        )
+        return runner
+
+
+def _kill(p: subprocess.Popen[bytes]) -> None:
+    """SIGKILL and reap (no error if already gone)."""
+    try:
+        if p.poll() is None:
+            os.kill(p.pid, signal.SIGKILL)
+        p.wait(timeout=5)
+    except (ProcessLookupError, subprocess.TimeoutExpired, ChildProcessError):
+        pass

@@ -1,0 +1,283 @@
+"""Run the real `ollama-preloader` CLI as a subprocess against the fake `ollama` on PATH."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+TESTS = Path(__file__).resolve().parent
+FAKE_BIN = TESTS / "fake_bin"
+WAIT = 60.0  # an upper bound for waits, never an assertion about speed
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def preloader_command() -> list[str]:
+    exe = shutil.which("ollama-preloader", path=str(Path(sys.executable).parent))
+    return [exe] if exe else [sys.executable, "-m", "ollama_preloader"]
+
+
+@dataclass
+class Run:
+    """One supervisor process and the fake Ollama it started."""
+
+    proc: subprocess.Popen[str]
+    env: dict[str, str]
+    workdir: Path
+    lines: list[str] = field(default_factory=list)
+    _reader: threading.Thread | None = None
+
+    @property
+    def base_url(self) -> str:
+        return "http://" + self.env["OLLAMA_HOST"]
+
+    @property
+    def faults_file(self) -> Path:
+        return Path(self.env["FAKE_OLLAMA_FAULTS"])
+
+    def start_reader(self) -> None:
+        def read() -> None:
+            assert self.proc.stdout is not None
+            for line in self.proc.stdout:
+                self.lines.append(line.rstrip("\n"))
+
+        self._reader = threading.Thread(target=read, daemon=True)
+        self._reader.start()
+
+    # --- what the supervisor said ---------------------------------------------------------
+    def events(self, name: str | None = None) -> list[dict[str, Any]]:
+        out = []
+        for line in list(self.lines):
+            if not line.startswith("{"):
+                continue
+            try:
+                event = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(event, dict) and "event" in event and name in (None, event["event"]):
+                out.append(event)
+        return out
+
+    def wait_for(self, predicate: Callable[[], Any], what: str, timeout: float = WAIT) -> Any:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            result = predicate()
+            if result:
+                return result
+            if self.proc.poll() is not None and self._reader is not None:
+                self._reader.join(timeout=5)
+                result = predicate()
+                if result:
+                    return result
+                raise AssertionError(
+                    f"supervisor exited ({self.proc.returncode}) while waiting for {what}:\n"
+                    + self.output()
+                )
+            time.sleep(0.05)
+        raise AssertionError(f"timed out waiting for {what}:\n" + self.output())
+
+    def wait_event(self, name: str, timeout: float = WAIT, **fields: Any) -> dict[str, Any]:
+        def find() -> dict[str, Any] | None:
+            for e in self.events(name):
+                if all(e.get(k) == v for k, v in fields.items()):
+                    return e
+            return None
+
+        result: dict[str, Any] = self.wait_for(find, f"event {name} {fields}", timeout)
+        return result
+
+    def count_events(self, name: str, **fields: Any) -> int:
+        return sum(all(e.get(k) == v for k, v in fields.items()) for e in self.events(name))
+
+    def wait_all_pinned(self) -> dict[str, Any]:
+        return self.wait_event("preload.complete")
+
+    def output(self) -> str:
+        return "\n".join(self.lines[-200:])
+
+    # --- what the fake server saw and says ------------------------------------------------
+    def requests(self, path: str | None = None) -> list[dict[str, Any]]:
+        log = Path(self.env["FAKE_OLLAMA_LOG"])
+        if not log.exists():
+            return []
+        out = []
+        for line in log.read_text().splitlines():
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if "path" in entry and path in (None, entry["path"]):
+                out.append(entry)
+        return out
+
+    def fake_events(self, event: str) -> list[dict[str, Any]]:
+        log = Path(self.env["FAKE_OLLAMA_LOG"])
+        if not log.exists():
+            return []
+        out = []
+        for line in log.read_text().splitlines():
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if entry.get("event") == event:
+                out.append(entry)
+        return out
+
+    def http(self, method: str, path: str, body: Any = None, timeout: float = 30) -> Any:
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.base_url + path, data=data, method=method)
+        req.add_header("Content-Type", "application/json")
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            text = resp.read().decode()
+        return json.loads(text) if text.strip() else None
+
+    def ps(self) -> list[dict[str, Any]]:
+        models: list[dict[str, Any]] = self.http("GET", "/api/ps")["models"]
+        return models
+
+    def ollama(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(FAKE_BIN / "ollama"), *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=WAIT,
+            check=False,
+        )
+
+    def set_faults(self, faults: dict[str, Any]) -> None:
+        tmp = self.faults_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(faults))
+        tmp.replace(self.faults_file)
+
+    # --- stopping --------------------------------------------------------------------------
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = WAIT) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        code = self.proc.wait(timeout=timeout)
+        if self._reader is not None:
+            self._reader.join(timeout=5)
+        return code
+
+    def wait_exit(self, timeout: float = WAIT) -> int:
+        code = self.proc.wait(timeout=timeout)
+        if self._reader is not None:
+            self._reader.join(timeout=5)
+        return code
+
+
+@dataclass
+class Launcher:
+    tmp: Path
+    runs: list[Run] = field(default_factory=list)
+
+    def env(self, **overrides: str) -> dict[str, str]:
+        port = free_port()
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("OLLAMA_", "PRELOADER_", "FAKE_OLLAMA_"))
+        }
+        env.update(
+            PATH=f"{FAKE_BIN}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}"
+            + os.environ.get("PATH", ""),
+            HOME=str(self.tmp / "home"),
+            OLLAMA_HOST=f"127.0.0.1:{port}",
+            OLLAMA_MODELS=str(self.tmp / "models"),
+            FAKE_OLLAMA_LOG=str(self.tmp / "fake-requests.jsonl"),
+            FAKE_OLLAMA_FAULTS=str(self.tmp / "faults.json"),
+            PRELOADER_LOG_FORMAT="json",
+            PRELOADER_LOG_LEVEL="debug",
+            PRELOADER_WATCH_INTERVAL="0.2",
+            PRELOADER_RETRY_INITIAL="0.05",
+            PRELOADER_RETRY_MAX="0.2",
+            PRELOADER_SHUTDOWN_GRACE="10",
+            PRELOADER_READY_TIMEOUT="30",
+            PYTHONUNBUFFERED="1",
+        )
+        env.update(overrides)
+        return env
+
+    def start(
+        self, args: tuple[str, ...] = ("run",), env: dict[str, str] | None = None, **overrides: str
+    ) -> Run:
+        full = env if env is not None else self.env(**overrides)
+        (self.tmp / "home").mkdir(exist_ok=True)
+        workdir = self.tmp / "work"
+        workdir.mkdir(exist_ok=True)
+        proc = subprocess.Popen(
+            [*preloader_command(), *args],
+            env=full,
+            cwd=workdir,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            encoding="utf-8",
+            errors="replace",
+        )
+        run = Run(proc=proc, env=full, workdir=workdir)
+        run.start_reader()
+        self.runs.append(run)
+        return run
+
+    def run_once(
+        self, args: tuple[str, ...] = ("run",), env: dict[str, str] | None = None, **overrides: str
+    ) -> subprocess.CompletedProcess[str]:
+        """Run to completion (for commands that exit by themselves)."""
+        full = env if env is not None else self.env(**overrides)
+        (self.tmp / "home").mkdir(exist_ok=True)
+        workdir = self.tmp / "work"
+        workdir.mkdir(exist_ok=True)
+        return subprocess.run(
+            [*preloader_command(), *args],
+            env=full,
+            cwd=workdir,
+            capture_output=True,
+            text=True,
+            timeout=WAIT,
+            check=False,
+        )
+
+    def cleanup(self) -> None:
+        for run in self.runs:
+            if run.proc.poll() is None:
+                run.proc.send_signal(signal.SIGTERM)
+                try:
+                    run.proc.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    run.proc.kill()
+                    run.proc.wait()
+
+
+def processes_in_group(pgid: int) -> list[int]:
+    """Live (non-zombie) processes whose process group is `pgid`."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            found.append(int(entry))
+    return found
