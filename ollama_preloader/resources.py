@@ -69,28 +69,38 @@ class Finding:
     needed: int
     available: int
     figures: MemoryFigures = field(compare=False)
+    held: int = 0  # part of `available` that loaded models hold now
 
     @property
     def message(self) -> str:
         sizes = ", ".join(f"{n} {gb(s)}" for n, s in zip(self.models, self.sizes, strict=True))
         need = f"at least {gb(self.needed)} ({sizes}; file sizes, the KV cache comes on top)"
         where = describe_figures(self.figures)
+        if self.held:
+            where += f"; plus {gb(self.held)} that loaded models hold"
         if self.scope == "total":
             text = (
                 f"Estimate: the declared models cannot all stay loaded: they need {need}, and "
                 f"Ollama can use about {gb(self.available)} ({where}). "
-                f"{_join(self.over)} will not fit after the models before them; expect "
-                "evictions and reloads. Declare fewer or smaller models, or a smaller quantization"
+                f"{self._who_does_not_fit()}; expect evictions and reloads. Declare fewer or "
+                "smaller models"
             )
         else:
             text = (
                 f"Estimate: the declared models do not all fit in GPU memory: they need {need}, "
-                f"and the GPUs have about {gb(self.available)} ({where}). Ollama will run "
-                f"{_join(self.over)} partly or wholly on the CPU, which is much slower"
+                f"and the GPUs have about {gb(self.available)} ({where}). "
+                f"{self._who_does_not_fit()} there: Ollama will run part of the models on the "
+                "CPU, which is much slower"
             )
         if self.unknown:
             text += f" (not counted until pulled: {', '.join(self.unknown)})"
         return text
+
+    def _who_does_not_fit(self) -> str:
+        fitting = self.models[: len(self.models) - len(self.over)]
+        if not fitting:
+            return f"Even {self.over[0]} alone does not fit"
+        return f"{_join(self.over)} will not fit next to {_join(fitting)}"
 
 
 def _join(names: Sequence[str]) -> str:
@@ -160,6 +170,7 @@ def assess(
                     needed,
                     capacity,
                     figures,
+                    held_system + held_gpu,
                 )
             ]
     if gpu_free is not None and needed > gpu_free:
@@ -173,6 +184,7 @@ def assess(
                 needed,
                 gpu_free,
                 figures,
+                held_gpu,
             )
         ]
     return []

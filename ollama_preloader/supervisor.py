@@ -378,6 +378,7 @@ class Supervisor:
                 unknown=list(finding.unknown),
                 needed=finding.needed,
                 available=finding.available,
+                held=finding.held,
                 system_total=system.total if system else None,
                 system_available=system.available if system else None,
                 gpu_total=sum(g.total for g in gpus) if gpus else None,
@@ -635,6 +636,7 @@ class Supervisor:
             return
         elapsed = time.monotonic() - started
         status.present, status.pulled = True, True
+        self._tags_dirty = True  # the new model's size, for the memory check
         status.state = State.EVICTED if status.ever_loaded else State.PENDING
         status.failures = 0
         log.info(

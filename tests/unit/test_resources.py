@@ -81,6 +81,9 @@ def test_memory_held_by_runners_counts_as_available() -> None:
     assert assess(MODELS, figures)
     held, _ = held_by_runners([(int(19 * GB), 0), (int(15 * GB), 0)], has_gpus=False)
     assert assess(MODELS, figures, held_system=held) == []
+    [partly] = assess(MODELS, figures, held_system=10 * GB)
+    assert partly.available == 15 * GB
+    assert "plus 10.0 GB that loaded models hold" in partly.message
 
 
 def test_unpulled_models_are_listed_not_counted() -> None:
