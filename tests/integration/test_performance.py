@@ -45,6 +45,13 @@ def child_env(run: Run) -> dict[str, str]:
     return env
 
 
+def settle(run: Run, cycles: int = 2) -> None:
+    """Wait for a few more watch cycles: the fake logs a request after answering it, so this
+    makes sure earlier requests are in its log, and gives later ones the chance to appear."""
+    seen = len(run.requests("/api/ps"))
+    run.wait_for(lambda: len(run.requests("/api/ps")) >= seen + cycles, "more watch cycles")
+
+
 def generate_bodies(run: Run, name: str) -> list[dict[str, Any]]:
     return [r["body"] for r in run.requests("/api/generate") if r["body"]["model"] == name]
 
@@ -81,6 +88,7 @@ def test_profile_reaches_ollama_serve_and_not_requests(
     assert {k: got[k] for k in PROFILE_VARIABLES if k in got} == expected
     event = run.wait_event("server.profile")
     assert (event["profile"], event["env"], event["kept"]) == (profile, expected, [])
+    settle(run)
     # The preloads carry no options at all: a profile acts through the server only.
     loads = [*generate_bodies(run, "llama3.2"), *embed_bodies(run, "all-minilm")]
     assert len(loads) == 2
@@ -150,6 +158,7 @@ def test_warmup_sends_one_small_request_per_model(launcher: Launcher) -> None:
     run = launcher.start(env=env)
     run.wait_all_pinned()
     run.wait_for(lambda: run.count_events("model.warmup") >= 2, "two warm-ups")
+    settle(run)
 
     load, warm = generate_bodies(run, "llama3.2")
     assert not load.get("prompt")
@@ -176,6 +185,7 @@ def test_warmup_sends_one_small_request_per_model(launcher: Launcher) -> None:
     run.wait_for(
         lambda: run.count_events("model.warmup", model="llama3.2:latest") >= 2, "warm-up again"
     )
+    settle(run)
     assert len(generate_bodies(run, "llama3.2")) == 4
     assert run.stop() == 0
 
@@ -198,8 +208,7 @@ def test_failed_warmup_leaves_the_model_pinned(launcher: Launcher) -> None:
     assert "error creating completion request: EOF" in failed["error"]
     run.wait_event("model.warmup_failed", model="nomic-embed-text:latest")
     # Let the watch loop look a few more times before judging that nothing changed.
-    seen = len(run.requests("/api/ps"))
-    run.wait_for(lambda: len(run.requests("/api/ps")) >= seen + 3, "three more watch cycles")
+    settle(run, cycles=3)
     assert run.count_events("model.warmup") == 0
     for event in ("model.failed", "model.evicted", "model.unpinned"):
         assert run.count_events(event) == 0, run.output()
@@ -222,6 +231,7 @@ def test_no_warmup_by_default(launcher: Launcher) -> None:
     run = launcher.start(env=env)
     run.wait_all_pinned()
     run.wait_for(lambda: run.count_events("model.pinned") >= 2, "both pinned")
+    settle(run)
     assert len(generate_bodies(run, "llama3.2")) == 1
     assert len(embed_bodies(run, "nomic-embed-text")) == 1
     assert run.count_events("model.warmup") == 0
