@@ -13,7 +13,13 @@ from typing import Annotated
 import typer
 
 from ollama_preloader import __version__
-from ollama_preloader.errors import EXIT_CONFIG, ConfigError, PreloaderError
+from ollama_preloader.errors import (
+    EXIT_CONFIG,
+    EXIT_PULL_FAILED,
+    ConfigError,
+    PreloaderError,
+    exit_code_for_signal,
+)
 
 app = typer.Typer(
     add_completion=False,
@@ -58,6 +64,41 @@ def run(env_file: EnvFile = Path(".env")) -> None:
     except PreloaderError as exc:
         raise _fail(str(exc), exc.exit_code) from None
     raise typer.Exit(code)
+
+
+@app.command()
+def pull(env_file: EnvFile = Path(".env")) -> None:
+    """Pull the declared models with a temporary `ollama serve`, then stop it (no loads).
+
+    For a `RUN` step in a Dockerfile: exit 0 when every model is in the store, 4 naming the
+    models that could not be pulled.
+    """
+    from ollama_preloader.logs import configure
+    from ollama_preloader.settings import load_settings, server_environment
+
+    try:
+        settings = load_settings(env_file)
+    except ConfigError as exc:
+        raise _fail(str(exc), EXIT_CONFIG) from None
+    configure(settings.log_level, settings.log_format)
+    # Only now: importing the `ollama` client reads OLLAMA_HOST and fails on a bad port.
+    from ollama_preloader.bake import Baker
+
+    baker = Baker(settings, server_env=server_environment(env_file=env_file))
+    try:
+        result = asyncio.run(baker.run())
+    except PreloaderError as exc:
+        raise _fail(str(exc), exc.exit_code) from None
+    if result.interrupted_by is not None:
+        raise typer.Exit(exit_code_for_signal(result.interrupted_by))
+    if result.failed:
+        failures = "; ".join(f"{name} ({reason})" for name, reason in result.failed)
+        raise _fail(
+            f"{len(result.failed)} of {len(settings.models)} models could not be pulled: "
+            f"{failures}",
+            EXIT_PULL_FAILED,
+        )
+    raise typer.Exit(0)
 
 
 def _version(value: bool) -> None:

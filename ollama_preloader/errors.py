@@ -14,7 +14,8 @@
             └── ServerBusy         503 queue full
 
 Stopping by signal exits 0 after a clean stop, or 128+N when a second signal N forces it.
-Only cli.py turns these into exit codes.
+`ollama-preloader pull` (build-time baking) exits 4 when a declared model could not be pulled,
+and 128+N when signal N interrupted it. Only cli.py turns these into exit codes.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ EXIT_OK = 0
 EXIT_INTERNAL = 1
 EXIT_CONFIG = 2
 EXIT_SERVER = 3
+EXIT_PULL_FAILED = 4  # `pull`: at least one declared model is not on disk afterwards
 
 
 def exit_code_for_signal(signum: int) -> int:

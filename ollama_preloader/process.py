@@ -8,9 +8,10 @@ import os
 import shutil
 import signal
 import sys
+import time
 from collections import deque
-from collections.abc import Mapping
-from typing import BinaryIO
+from collections.abc import Callable, Coroutine, Mapping
+from typing import Any, BinaryIO
 
 from ollama_preloader.errors import ServerError
 from ollama_preloader.logs import get_logger
@@ -108,6 +109,48 @@ class OllamaServer:
             if line.startswith("Error:") or "level=ERROR" in line:
                 return line
         return lines[-1] if lines else "(no output)"
+
+    async def wait_ready(
+        self,
+        probe: Callable[[], Coroutine[Any, Any, bool]],
+        *,
+        url: str,
+        within: float,
+        stopping: asyncio.Event,
+    ) -> bool:
+        """Poll `probe` until it says ready (True), or `stopping` is set (False).
+
+        ServerError when the child exits first or `within` seconds run out: the port opens before
+        Ollama serves requests, so only an answered request means ready.
+        """
+        deadline = time.monotonic() + within
+        exited = asyncio.create_task(self.wait())
+        stop = asyncio.create_task(stopping.wait())
+        try:
+            while True:
+                attempt = asyncio.create_task(probe())
+                await asyncio.wait({attempt, exited, stop}, return_when=asyncio.FIRST_COMPLETED)
+                if stop.done():
+                    attempt.cancel()
+                    return False
+                if exited.done():
+                    attempt.cancel()
+                    raise ServerError(
+                        f"ollama serve exited with code {exited.result()} before it was ready: "
+                        f"{self.last_error_line()}"
+                    )
+                if attempt.result():
+                    return True
+                if time.monotonic() > deadline:
+                    raise ServerError(
+                        f"ollama serve did not answer on {url} within {within:g}s "
+                        f"(PRELOADER_READY_TIMEOUT); last output: {self.last_error_line()}"
+                    )
+                # A refused connection answers at once; poll often so readiness is seen quickly.
+                await asyncio.wait({exited, stop}, timeout=0.05)
+        finally:
+            for task in (exited, stop):
+                task.cancel()
 
     async def wait(self) -> int:
         assert self._proc is not None

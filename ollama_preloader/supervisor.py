@@ -16,8 +16,6 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from tenacity import RetryCallState
-
 from ollama_preloader.durations import format_seconds
 from ollama_preloader.errors import (
     ModelNotFound,
@@ -25,7 +23,6 @@ from ollama_preloader.errors import (
     OllamaAPIError,
     OllamaUnavailable,
     PreloaderError,
-    PullStreamError,
     ServerError,
     ServerExited,
     exit_code_for_signal,
@@ -35,6 +32,7 @@ from ollama_preloader.modelspec import ModelKind
 from ollama_preloader.ollama_api import LoadedModel, LocalModel, OllamaAPI
 from ollama_preloader.process import OllamaServer
 from ollama_preloader.profiles import apply_profile
+from ollama_preloader.pulling import failure_reason, is_not_found, pull_model
 from ollama_preloader.reconcile import Action, ActionKind, find_loaded, plan
 from ollama_preloader.resources import (
     ModelSize,
@@ -43,13 +41,12 @@ from ollama_preloader.resources import (
     gather_figures,
     held_by_runners,
 )
-from ollama_preloader.retry import backoff_seconds, pull_retrying
+from ollama_preloader.retry import backoff_seconds
 from ollama_preloader.settings import Settings
 from ollama_preloader.status import Board, ModelStatus, State
 
 log = get_logger()
 
-PROGRESS_EVERY = 5.0  # seconds between pull progress events off a TTY
 HEALTHY_RUN = 300.0  # a serve that ran this long resets the restart backoff
 RESTART_BACKOFF_MAX = 60.0
 NOT_FOUND_BACKOFF = 600.0  # a name the registry does not know will not appear soon
@@ -184,35 +181,12 @@ class Supervisor:
 
     async def _wait_ready(self, server: OllamaServer) -> bool:
         """Poll `GET /` until it answers 200; ServerError if the child exits or time runs out."""
-        deadline = time.monotonic() + self.settings.ready_timeout
-        exited = asyncio.create_task(server.wait())
-        stopping = asyncio.create_task(self._stop.wait())
-        try:
-            while True:
-                probe = asyncio.create_task(self.api.probe())
-                await asyncio.wait({probe, exited, stopping}, return_when=asyncio.FIRST_COMPLETED)
-                if stopping.done():
-                    probe.cancel()
-                    return False
-                if exited.done():
-                    probe.cancel()
-                    raise ServerError(
-                        f"ollama serve exited with code {exited.result()} before it was ready: "
-                        f"{server.last_error_line()}"
-                    )
-                if probe.result():
-                    return True
-                if time.monotonic() > deadline:
-                    raise ServerError(
-                        f"ollama serve did not answer on {self.api.base_url} within "
-                        f"{self.settings.ready_timeout:g}s (PRELOADER_READY_TIMEOUT); "
-                        f"last output: {server.last_error_line()}"
-                    )
-                # A refused connection answers at once; poll often so readiness is seen quickly.
-                await asyncio.wait({exited, stopping}, timeout=0.05)
-        finally:
-            for task in (exited, stopping):
-                task.cancel()
+        return await server.wait_ready(
+            self.api.probe,
+            url=self.api.base_url,
+            within=self.settings.ready_timeout,
+            stopping=self._stop,
+        )
 
     async def _supervise_server(self) -> None:
         failures = 0
@@ -598,76 +572,16 @@ class Supervisor:
                 self._wake.set()
 
     async def _pull(self, status: ModelStatus) -> None:
-        spec = status.spec
-        status.state, status.reason = State.PULLING, None
-        status.pull_completed = status.pull_total = 0
-        log.info("model.pull.start", msg=f"Pulling {spec.display}", model=spec.display)
-        started = time.monotonic()
-
-        def on_retry(state: RetryCallState) -> None:
-            exc = state.outcome.exception() if state.outcome else None
-            wait = state.next_action.sleep if state.next_action else 0.0
-            log.warning(
-                "model.pull.retry",
-                msg=f"Pulling {spec.display} failed ({exc}); attempt {state.attempt_number + 1} "
-                f"of {self.settings.pull_attempts} in {wait:.1f}s",
-                model=spec.display,
-                attempt=state.attempt_number,
-                error=str(exc),
-                wait=round(wait, 2),
-            )
-
         try:
-            async for attempt in pull_retrying(self.settings, on_retry):
-                with attempt:
-                    await self._pull_once(status)
-        except PullStreamError as exc:
-            if "file does not exist" in exc.message:
-                reason = (
-                    "not found in the registry (pull model manifest: file does not exist); "
-                    "check the name and tag"
-                )
-                self._pull_failed(status, reason, NOT_FOUND_BACKOFF)
-            else:
-                self._pull_failed(status, f"pull failed: {exc.message}", None)
-            return
+            await pull_model(self.api, self.settings, status)
         except OllamaAPIError as exc:
-            self._pull_failed(status, f"pull failed: {exc}", None)
+            self._pull_failed(
+                status, failure_reason(exc), NOT_FOUND_BACKOFF if is_not_found(exc) else None
+            )
             return
-        elapsed = time.monotonic() - started
-        status.present, status.pulled = True, True
         self._tags_dirty = True  # the new model's size, for the memory check
         status.state = State.EVICTED if status.ever_loaded else State.PENDING
         status.failures = 0
-        log.info(
-            "model.pull.complete",
-            msg=f"✓ Pull complete: {spec.display} ({elapsed:.1f}s)",
-            model=spec.display,
-            seconds=round(elapsed, 3),
-            bytes=status.pull_total,
-        )
-
-    async def _pull_once(self, status: ModelStatus) -> None:
-        spec = status.spec
-        last_log = 0.0
-        layers: dict[str, tuple[int, int]] = {}
-        async for progress in self.api.pull(spec.name):
-            if progress.digest and progress.total:
-                layers[progress.digest] = (progress.completed, progress.total)
-                status.pull_completed = sum(c for c, _ in layers.values())
-                status.pull_total = sum(t for _, t in layers.values())
-            now = time.monotonic()
-            if progress.digest and now - last_log >= PROGRESS_EVERY:
-                last_log = now
-                percent = status.pull_percent
-                log.info(
-                    "model.pull.progress",
-                    msg=f"Pulling {spec.display}: {percent}%",
-                    model=spec.display,
-                    percent=percent,
-                    completed=status.pull_completed,
-                    total=status.pull_total,
-                )
 
     def _pull_failed(self, status: ModelStatus, reason: str, retry_in: float | None) -> None:
         delay = retry_in or backoff_seconds(

@@ -1,0 +1,103 @@
+"""Pulling one model: progress events, retries with backoff, and the reason a pull failed.
+
+Shared by the supervisor's pull worker and the `pull` command (build-time baking), so both
+retry, report progress and word failures the same way.
+"""
+
+from __future__ import annotations
+
+import time
+
+from tenacity import RetryCallState
+
+from ollama_preloader.errors import OllamaAPIError, PullStreamError
+from ollama_preloader.logs import get_logger
+from ollama_preloader.ollama_api import OllamaAPI
+from ollama_preloader.retry import pull_retrying
+from ollama_preloader.settings import Settings
+from ollama_preloader.status import ModelStatus, State
+
+log = get_logger()
+
+PROGRESS_EVERY = 5.0  # seconds between pull progress events off a TTY
+
+
+def is_not_found(exc: OllamaAPIError) -> bool:
+    """The registry does not know the name: retrying soon will not help."""
+    return isinstance(exc, PullStreamError) and "file does not exist" in exc.message
+
+
+def failure_reason(exc: OllamaAPIError) -> str:
+    """The `failed` reason a user reads for a pull that gave up."""
+    if is_not_found(exc):
+        return (
+            "not found in the registry (pull model manifest: file does not exist); "
+            "check the name and tag"
+        )
+    if isinstance(exc, PullStreamError):
+        return f"pull failed: {exc.message}"
+    return f"pull failed: {exc}"
+
+
+async def pull_model(api: OllamaAPI, settings: Settings, status: ModelStatus) -> float:
+    """Pull one model with retries (PRELOADER_PULL_ATTEMPTS); return the seconds it took.
+
+    Logs start, progress, each retry and completion, and keeps the progress on `status`.
+    Raises the last OllamaAPIError when every attempt failed; the caller decides what a
+    failure means (the supervisor retries later, the `pull` command reports it).
+    """
+    spec = status.spec
+    status.state, status.reason = State.PULLING, None
+    status.pull_completed = status.pull_total = 0
+    log.info("model.pull.start", msg=f"Pulling {spec.display}", model=spec.display)
+    started = time.monotonic()
+
+    def on_retry(state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        wait = state.next_action.sleep if state.next_action else 0.0
+        log.warning(
+            "model.pull.retry",
+            msg=f"Pulling {spec.display} failed ({exc}); attempt {state.attempt_number + 1} "
+            f"of {settings.pull_attempts} in {wait:.1f}s",
+            model=spec.display,
+            attempt=state.attempt_number,
+            error=str(exc),
+            wait=round(wait, 2),
+        )
+
+    async for attempt in pull_retrying(settings, on_retry):
+        with attempt:
+            await _pull_once(api, status)
+    elapsed = time.monotonic() - started
+    status.present, status.pulled = True, True
+    log.info(
+        "model.pull.complete",
+        msg=f"✓ Pull complete: {spec.display} ({elapsed:.1f}s)",
+        model=spec.display,
+        seconds=round(elapsed, 3),
+        bytes=status.pull_total,
+    )
+    return elapsed
+
+
+async def _pull_once(api: OllamaAPI, status: ModelStatus) -> None:
+    spec = status.spec
+    last_log = 0.0
+    layers: dict[str, tuple[int, int]] = {}
+    async for progress in api.pull(spec.name):
+        if progress.digest and progress.total:
+            layers[progress.digest] = (progress.completed, progress.total)
+            status.pull_completed = sum(c for c, _ in layers.values())
+            status.pull_total = sum(t for _, t in layers.values())
+        now = time.monotonic()
+        if progress.digest and now - last_log >= PROGRESS_EVERY:
+            last_log = now
+            percent = status.pull_percent
+            log.info(
+                "model.pull.progress",
+                msg=f"Pulling {spec.display}: {percent}%",
+                model=spec.display,
+                percent=percent,
+                completed=status.pull_completed,
+                total=status.pull_total,
+            )

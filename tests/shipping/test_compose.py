@@ -1,0 +1,76 @@
+"""docker-compose.yml validates against the compose specification and keeps its promises."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from shipping import dockerfile
+from shipping.checkers import REPO, run_tool
+
+from ollama_preloader.durations import parse_go_duration
+from ollama_preloader.settings import Settings
+
+COMPOSE = REPO / "docker-compose.yml"
+
+
+def service() -> dict[str, Any]:
+    data = yaml.safe_load(COMPOSE.read_text())
+    assert list(data["services"]) == ["ollama"]
+    ollama: dict[str, Any] = data["services"]["ollama"]
+    return ollama
+
+
+def test_validates_against_the_compose_spec() -> None:
+    """check-jsonschema with the vendored compose-spec schema accepts the file."""
+    result = run_tool("check-jsonschema", "--builtin-schema", "vendor.compose-spec", COMPOSE)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_schema_check_can_fail(tmp_path: Path) -> None:
+    """A misspelt key is rejected, so the check above means something."""
+    bad = tmp_path / "compose.yml"
+    bad.write_text(COMPOSE.read_text().replace("restart:", "restrat:"))
+    result = run_tool("check-jsonschema", "--builtin-schema", "vendor.compose-spec", bad)
+    assert result.returncode != 0
+    assert "restrat" in result.stdout
+
+
+def test_one_service_with_env_file_volume_port_and_restart() -> None:
+    """Built here, configured by .env, the store on a named volume, port 11434, restarted."""
+    svc = service()
+    assert svc["build"]["context"] == "."
+    assert [e["path"] for e in svc["env_file"]] == [".env"]
+    assert "ollama:/root/.ollama" in svc["volumes"]
+    assert "11434:11434" in svc["ports"]
+    assert svc["restart"] == "unless-stopped"
+
+
+def test_gpu_reservation() -> None:
+    """All NVIDIA GPUs are reserved (the README says how to drop this on CPU-only hosts)."""
+    devices = service()["deploy"]["resources"]["reservations"]["devices"]
+    assert devices == [{"driver": "nvidia", "count": "all", "capabilities": ["gpu"]}]
+
+
+def test_healthcheck_matches_the_image() -> None:
+    """Same command as the Dockerfile's HEALTHCHECK, with a start period as long."""
+    check = service()["healthcheck"]
+    assert check["test"] == ["CMD", "ollama-preloader", "health"]
+    image = next(i for i in dockerfile.parse(REPO / "Dockerfile") if i.keyword == "HEALTHCHECK")
+    assert check["start_period"] == image.flags()["start-period"]
+    assert check["interval"] == image.flags()["interval"]
+
+
+def test_stop_grace_covers_the_supervisors_shutdown() -> None:
+    """Docker waits longer than PRELOADER_SHUTDOWN_GRACE, so the supervisor stops Ollama itself."""
+    grace = parse_go_duration(service()["stop_grace_period"])
+    default = Settings.model_fields["shutdown_grace"].default
+    assert grace >= default + 5
+
+
+def test_commented_example_waits_for_healthy() -> None:
+    """The second, commented service shows depends_on with condition: service_healthy."""
+    text = COMPOSE.read_text()
+    assert "#   depends_on:" in text
+    assert "#       condition: service_healthy" in text
