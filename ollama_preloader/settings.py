@@ -14,6 +14,7 @@ from ollama_preloader.durations import parse_seconds_or_duration
 from ollama_preloader.errors import ConfigError
 from ollama_preloader.host import InvalidHost, OllamaHost, parse_ollama_host
 from ollama_preloader.modelspec import ModelSpec, SpecError, parse_model_list
+from ollama_preloader.profiles import PROFILE_ALIASES, Profile, Quantization
 
 PullPolicy = Literal["if-missing", "always", "never"]
 ServerExitPolicy = Literal["restart", "exit"]
@@ -43,6 +44,17 @@ def _optional_count(value: Any) -> Any:
 
 def _lower(value: Any) -> Any:
     return value.strip().lower() if isinstance(value, str) else value
+
+
+def _profile(value: Any) -> Any:
+    value = _lower(value)
+    return PROFILE_ALIASES.get(value, value) if isinstance(value, str) else value
+
+
+def _lower_or_unset(value: Any) -> Any:
+    """An empty value means "not set", as for Ollama's own variables."""
+    value = _lower(value)
+    return None if value == "" else value
 
 
 Seconds = Annotated[float, BeforeValidator(_seconds), Field(gt=0)]
@@ -84,6 +96,9 @@ class Settings(BaseSettings):
     log_polls: bool = False
     log_level: Annotated[LogLevel, BeforeValidator(_lower)] = "info"
     log_format: Annotated[LogFormat, BeforeValidator(_lower)] = "auto"
+    profile: Annotated[Profile, BeforeValidator(_profile)] = "auto"
+    quantization: Annotated[Quantization | None, BeforeValidator(_lower_or_unset)] = None
+    warmup: bool = False
 
     # Warnings found while parsing (duplicates); logged once logging is configured.
     parse_warnings: tuple[str, ...] = Field(default=(), exclude=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -107,12 +108,13 @@ def test_reload_storm_backs_off(launcher: Launcher) -> None:
     """A client that keeps un-pinning a model: after five repins the supervisor stops fighting."""
     run = start(launcher, "llama3.2", FAKE_OLLAMA_PRESENT="llama3.2")
     run.wait_all_pinned()
-    for i in range(5):
+
+    def repinned(times: int) -> bool:
+        return run.count_events("model.pinned", reason="unpinned") >= times
+
+    for i in range(1, 6):
         run.http("POST", "/api/generate", {"model": "llama3.2", "keep_alive": "5m"})
-        run.wait_for(
-            lambda n=i + 1: run.count_events("model.pinned", reason="unpinned") >= n,  # type: ignore[misc]
-            f"repin {i + 1}",
-        )
+        run.wait_for(functools.partial(repinned, i), f"repin {i}")
     failed = run.wait_event("model.failed", model="llama3.2:latest")
     assert "5 times in 10 minutes" in failed["reason"]
     run.http("POST", "/api/generate", {"model": "llama3.2", "keep_alive": "5m"})
