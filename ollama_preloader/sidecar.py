@@ -13,7 +13,7 @@ import time
 
 from ollama_preloader.errors import ConfigError, OllamaUnavailable
 from ollama_preloader.logs import get_logger
-from ollama_preloader.ollama_api import LoadedModel, OllamaAPI
+from ollama_preloader.ollama_api import LoadedModel, LocalModel, OllamaAPI
 from ollama_preloader.retry import backoff_seconds
 from ollama_preloader.settings import Settings
 from ollama_preloader.status import READY_STATES
@@ -38,6 +38,19 @@ def check_sidecar_settings(settings: Settings) -> None:
         raise ConfigError(
             "OLLAMA_HOST='ollama.com' is Ollama's cloud, where models cannot be pinned; set it "
             "to the address of your Ollama server"
+        )
+    # Profiles work through the environment of the `ollama serve` that `run` starts.
+    if settings.profile != "auto":
+        raise ConfigError(
+            f"PRELOADER_PROFILE={settings.profile!r} sets variables of an `ollama serve` that "
+            "`watch` does not start; set them on your Ollama server instead (see the README's "
+            "profile table), and remove PRELOADER_PROFILE"
+        )
+    if settings.quantization is not None:
+        raise ConfigError(
+            f"PRELOADER_QUANTIZATION={settings.quantization!r} sets OLLAMA_KV_CACHE_TYPE of an "
+            "`ollama serve` that `watch` does not start; set that on your Ollama server "
+            "instead, and remove PRELOADER_QUANTIZATION"
         )
 
 
@@ -142,6 +155,11 @@ class Sidecar(Supervisor):
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stop.wait(), timeout=seconds)
         return self._stop.is_set()
+
+    async def _check_resources(self, tags: list[LocalModel], loaded: list[LoadedModel]) -> None:
+        # The memory figures are this machine's: they say nothing about a server elsewhere.
+        if self.settings.ollama_host.is_loopback:
+            await super()._check_resources(tags, loaded)
 
     async def _cycle(self) -> None:
         """The shared cycle; a read that gets no answer makes `_watch_reachable` look."""

@@ -243,6 +243,7 @@ BAD_CONFIG = [
     ({"OLLAMA_PRELOAD_MODELS": ""}, "OLLAMA_PRELOAD_MODELS is empty"),
     ({"OLLAMA_HOST": "ollama.com"}, "Ollama's cloud"),
     ({"OLLAMA_HOST": "gpu-box:99999"}, "OLLAMA_HOST='gpu-box:99999': invalid port"),
+    ({"PRELOADER_PROFILE": "gpu"}, "PRELOADER_PROFILE='gpu' sets variables of an `ollama serve`"),
 ]
 
 

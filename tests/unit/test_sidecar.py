@@ -12,7 +12,8 @@ from structlog.testing import capture_logs
 
 from ollama_preloader.errors import ConfigError
 from ollama_preloader.host import parse_ollama_host
-from ollama_preloader.ollama_api import LoadedModel, OllamaAPI
+from ollama_preloader.ollama_api import LoadedModel, LocalModel, OllamaAPI
+from ollama_preloader.resources import MemoryFigures
 from ollama_preloader.settings import Settings
 from ollama_preloader.sidecar import Sidecar, check_sidecar_settings
 from ollama_preloader.status import State
@@ -122,7 +123,32 @@ def test_sidecar_refuses_settings_it_cannot_work_with() -> None:
         check_sidecar_settings(settings(""))
     with pytest.raises(ConfigError, match=r"OLLAMA_HOST='ollama\.com'"):
         check_sidecar_settings(settings("llama3.2", host="ollama.com"))
+    with pytest.raises(ConfigError, match="PRELOADER_PROFILE='gpu'"):
+        check_sidecar_settings(settings("llama3.2").model_copy(update={"profile": "gpu"}))
+    with pytest.raises(ConfigError, match="PRELOADER_QUANTIZATION='q8_0'"):
+        check_sidecar_settings(settings("llama3.2").model_copy(update={"quantization": "q8_0"}))
     check_sidecar_settings(settings("llama3.2", host="https://gpu-box.example:8443/ollama"))
+
+
+@pytest.mark.parametrize(
+    ("host", "checked"),
+    [("127.0.0.1:11434", True), ("0.0.0.0:11434", True), ("http://10.0.0.5:11434", False)],
+)
+async def test_memory_check_only_for_a_server_on_this_machine(
+    monkeypatch: pytest.MonkeyPatch, host: str, checked: bool
+) -> None:
+    """This machine's memory says nothing about a remote server: the estimate is skipped."""
+    calls: list[object] = []
+
+    async def figures(env: object, compute: object) -> MemoryFigures:
+        calls.append(env)
+        return MemoryFigures(system=None)
+
+    monkeypatch.setattr("ollama_preloader.supervisor.gather_figures", figures)
+    sidecar = Sidecar(settings("llama3.2", host=host))
+    await sidecar._check_resources([LocalModel("llama3.2:latest", "d" * 64, 2 * 10**9)], [])
+    assert bool(calls) is checked
+    await sidecar.api.aclose()
 
 
 def pinned(name: str) -> LoadedModel:
