@@ -12,6 +12,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from ollama_preloader.durations import parse_seconds_or_duration
 from ollama_preloader.errors import ConfigError
+from ollama_preloader.healthcheck import DEFAULT_HOST, DEFAULT_PORT, parse_health_port
 from ollama_preloader.host import InvalidHost, OllamaHost, parse_ollama_host
 from ollama_preloader.modelspec import ModelSpec, SpecError, parse_model_list
 
@@ -39,6 +40,11 @@ def _optional_count(value: Any) -> Any:
         text = value.strip().strip("\"'")
         return int(text) if text.isdigit() and int(text) > 0 else None
     return value
+
+
+def _health_port(value: Any) -> Any:
+    """`off` turns the health endpoints off (None); otherwise a TCP port."""
+    return parse_health_port(value) if isinstance(value, str) else value
 
 
 def _lower(value: Any) -> Any:
@@ -84,6 +90,8 @@ class Settings(BaseSettings):
     log_polls: bool = False
     log_level: Annotated[LogLevel, BeforeValidator(_lower)] = "info"
     log_format: Annotated[LogFormat, BeforeValidator(_lower)] = "auto"
+    health_port: Annotated[int | None, BeforeValidator(_health_port)] = DEFAULT_PORT
+    health_host: str = DEFAULT_HOST
 
     # Warnings found while parsing (duplicates); logged once logging is configured.
     parse_warnings: tuple[str, ...] = Field(default=(), exclude=True)
