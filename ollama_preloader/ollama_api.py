@@ -31,6 +31,13 @@ from ollama_preloader.names import name_key
 
 T = TypeVar("T")
 
+# Warm-up inputs: a few tokens, so the request costs next to nothing beyond the first token.
+WARMUP_PROMPT = "Hello"
+WARMUP_INPUT = "warm-up"
+# A warm-up on a loaded runner takes seconds even on a CPU; this only stops a hung server from
+# holding the reconcile loop forever.
+WARMUP_TIMEOUT = 300.0
+
 # A pinned runner expires ~292 years ahead; `ollama ps` says Forever past 20. 100 is safe both ways.
 PINNED_HORIZON = timedelta(days=365 * 100)
 
@@ -165,11 +172,15 @@ class OllamaAPI:
             host=base_url,
             timeout=httpx.Timeout(connect=10.0, read=pull_stall_timeout, write=30.0, pool=None),
         )
+        self._warm = ollama.AsyncClient(
+            host=base_url,
+            timeout=httpx.Timeout(connect=10.0, read=WARMUP_TIMEOUT, write=30.0, pool=None),
+        )
         self._stall = pull_stall_timeout
 
     async def aclose(self) -> None:
         await self._probe.aclose()
-        for client in (self._quick, self._load, self._pull):
+        for client in (self._quick, self._load, self._pull, self._warm):
             await client.close()  # type: ignore[no-untyped-call]
 
     async def probe(self) -> bool:
@@ -286,5 +297,42 @@ class OllamaAPI:
             await _call(
                 lambda: self._load.embeddings(
                     model=name, prompt="", keep_alive=keep_alive, options=opts
+                )
+            )
+
+    async def warm_completion(
+        self, name: str, keep_alive: float, options: Mapping[str, Any]
+    ) -> None:
+        """One short generation of a single token, so the first real request is not the first.
+
+        `options` must be the ones the load sent: a different runner option would reload the
+        model (ollama-behaviour.md §7.4). `num_predict` is not a runner option.
+        """
+        await _call(
+            lambda: self._warm.generate(
+                model=name,
+                prompt=WARMUP_PROMPT,
+                keep_alive=keep_alive,
+                options={**options, "num_predict": 1},
+            )
+        )
+
+    async def warm_embedding(
+        self, name: str, keep_alive: float, options: Mapping[str, Any]
+    ) -> None:
+        """One short input through /api/embed (legacy /api/embeddings on servers without it)."""
+        opts = dict(options) or None
+        try:
+            await _call(
+                lambda: self._warm.embed(
+                    model=name, input=WARMUP_INPUT, keep_alive=keep_alive, options=opts
+                )
+            )
+        except ModelNotFound as exc:
+            if "page not found" not in exc.message:
+                raise
+            await _call(
+                lambda: self._warm.embeddings(
+                    model=name, prompt=WARMUP_INPUT, keep_alive=keep_alive, options=opts
                 )
             )

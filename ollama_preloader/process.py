@@ -37,6 +37,10 @@ def explain(line: str) -> str:
     return line
 
 
+# Ollama logs one line per device it will use, before it serves requests (discover/types.go).
+COMPUTE_MARKER = 'msg="inference compute"'
+
+
 class OllamaServer:
     """One run of `ollama serve`. Create a new one to restart."""
 
@@ -46,6 +50,8 @@ class OllamaServer:
         self.quiet_polls = quiet_polls
         self._proc: asyncio.subprocess.Process | None = None
         self._tail: deque[str] = deque(maxlen=TAIL_LINES)
+        # Kept apart from the tail, which later output would push them out of.
+        self._compute: list[str] = []
         self._relays: list[asyncio.Task[None]] = []
 
     @property
@@ -105,7 +111,10 @@ class OllamaServer:
                 with contextlib.suppress(OSError, ValueError):
                     terminal.relay(out, b"\n".join(kept) + b"\n")
             for line in kept:
-                self._tail.append(line.decode(errors="replace").rstrip("\r"))
+                text = line.decode(errors="replace").rstrip("\r")
+                self._tail.append(text)
+                if COMPUTE_MARKER in text and len(self._compute) < 64:
+                    self._compute.append(text)
         if pending:
             with contextlib.suppress(OSError, ValueError):
                 terminal.relay(out, pending)
@@ -113,6 +122,10 @@ class OllamaServer:
 
     def tail(self) -> list[str]:
         return list(self._tail)
+
+    def compute_lines(self) -> list[str]:
+        """Ollama's `inference compute` lines: the devices and memory it found at start."""
+        return list(self._compute)
 
     def last_error_line(self) -> str:
         """The line that best explains an early exit: Ollama prints `Error: ...` last."""

@@ -15,6 +15,7 @@ from ollama_preloader.errors import ConfigError
 from ollama_preloader.healthcheck import DEFAULT_HOST, DEFAULT_PORT, parse_health_port
 from ollama_preloader.host import InvalidHost, OllamaHost, parse_ollama_host
 from ollama_preloader.modelspec import ModelSpec, SpecError, parse_model_list
+from ollama_preloader.profiles import PROFILE_ALIASES, Profile, Quantization
 
 PullPolicy = Literal["if-missing", "always", "never"]
 ServerExitPolicy = Literal["restart", "exit"]
@@ -49,6 +50,17 @@ def _health_port(value: Any) -> Any:
 
 def _lower(value: Any) -> Any:
     return value.strip().lower() if isinstance(value, str) else value
+
+
+def _profile(value: Any) -> Any:
+    value = _lower(value)
+    return PROFILE_ALIASES.get(value, value) if isinstance(value, str) else value
+
+
+def _lower_or_unset(value: Any) -> Any:
+    """An empty value means "not set", as for Ollama's own variables."""
+    value = _lower(value)
+    return None if value == "" else value
 
 
 Seconds = Annotated[float, BeforeValidator(_seconds), Field(gt=0)]
@@ -90,6 +102,9 @@ class Settings(BaseSettings):
     log_polls: bool = False
     log_level: Annotated[LogLevel, BeforeValidator(_lower)] = "info"
     log_format: Annotated[LogFormat, BeforeValidator(_lower)] = "auto"
+    profile: Annotated[Profile, BeforeValidator(_profile)] = "auto"
+    quantization: Annotated[Quantization | None, BeforeValidator(_lower_or_unset)] = None
+    warmup: bool = False
     health_port: Annotated[int | None, BeforeValidator(_health_port)] = DEFAULT_PORT
     health_host: str = DEFAULT_HOST
 

@@ -78,6 +78,7 @@ class ModelStatus:
     reloads: int = 0  # loads after an eviction
     repins: int = 0
     load_seconds: float | None = None
+    warmup_seconds: float | None = None  # the last successful warm-up (PRELOADER_WARMUP)
     loaded_context: int | None = None  # context_length right after our load
     ever_loaded: bool = False
     last_load_at: float = 0.0  # monotonic; the periodic refresh counts from here
@@ -148,6 +149,7 @@ class ModelStatus:
             "load_seconds": self.load_seconds,
             "refreshes": self.refreshes,
             "shared_with": self.shared_with,
+            "warmup_seconds": self.warmup_seconds,
             "state_text": self.state_text,
             "pull_completed": self.pull_completed,
             "pull_total": self.pull_total,

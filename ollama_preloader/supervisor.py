@@ -34,10 +34,18 @@ from ollama_preloader.errors import (
 from ollama_preloader.health import HealthServer
 from ollama_preloader.logs import get_logger
 from ollama_preloader.modelspec import ModelKind
-from ollama_preloader.ollama_api import LoadedModel, OllamaAPI
+from ollama_preloader.ollama_api import LoadedModel, LocalModel, OllamaAPI
 from ollama_preloader.process import OllamaServer
+from ollama_preloader.profiles import apply_profile
 from ollama_preloader.pulling import failure_reason, is_not_found, pull_model
 from ollama_preloader.reconcile import Action, ActionKind, find_loaded, plan
+from ollama_preloader.resources import (
+    ModelSize,
+    assess,
+    describe_figures,
+    gather_figures,
+    held_by_runners,
+)
 from ollama_preloader.retry import backoff_seconds
 from ollama_preloader.settings import Settings
 from ollama_preloader.status import READY_STATES, Board, ModelStatus, State
@@ -67,7 +75,9 @@ class Supervisor:
             call_timeout=settings.api_timeout,
             pull_stall_timeout=settings.pull_stall_timeout,
         )
-        self.server_env = dict(server_env)
+        # Profiles act only through the child's environment, never through request options.
+        self.profile = apply_profile(server_env, settings.profile, settings.quantization)
+        self.server_env = self.profile.env
         self.server: OllamaServer | None = None
         self.undeclared: list[LoadedModel] = []
         self._stop = asyncio.Event()
@@ -76,10 +86,13 @@ class Supervisor:
         self._pulls: asyncio.PriorityQueue[tuple[int, str]] = asyncio.PriorityQueue()
         self._queued: set[str] = set()
         self._tags_dirty = True
+        self._tags_read_at = 0.0
         self._fatal: PreloaderError | None = None
         self._signals = 0
         # Model file of each runner /api/ps lists, by (name, digest): resolves shared runners.
         self._blobs: dict[tuple[str, str], str | None] = {}
+        self._sizes_checked: tuple[ModelSize, ...] | None = None
+        self._resources_warned: tuple[str, tuple[str, ...]] | None = None
         self.health: HealthServer | None = None
         if settings.health_port is not None:
             self.health = HealthServer(
@@ -273,8 +286,13 @@ class Supervisor:
                 await asyncio.wait_for(self._wake.wait(), timeout=self.settings.watch_interval)
 
     async def _cycle(self) -> None:
+        tags: list[LocalModel] | None = None
+        if time.monotonic() - self._tags_read_at > self.settings.refresh_interval:
+            self._tags_dirty = True  # notice re-pulls and deletions made by hand, now and then
         if self._tags_dirty:
-            on_disk = {m.key: m for m in await self.api.tags()}
+            self._tags_read_at = time.monotonic()
+            tags = await self.api.tags()
+            on_disk = {m.key: m for m in tags}
             for status in self.board.models:
                 local = on_disk.get(status.key)
                 status.present = local is not None
@@ -282,6 +300,8 @@ class Supervisor:
             self._tags_dirty = False
         loaded = await self._with_blobs(await self.api.ps())
         self._observe(loaded)
+        if tags is not None:
+            await self._check_resources(tags, loaded)
         actions = plan(
             self.board.models,
             loaded,
@@ -419,6 +439,62 @@ class Supervisor:
                     model=status.spec.display,
                     runners=runners,
                 )
+
+    async def _check_resources(self, tags: list[LocalModel], loaded: list[LoadedModel]) -> None:
+        """Warn, before loading, when the pinned models clearly cannot all fit; an estimate.
+
+        Sizes come from /api/tags, so a model is counted once it is pulled: this runs again
+        whenever the sizes known change. It never stops anything.
+        """
+        on_disk = {m.key: m for m in tags}
+        sizes = tuple(
+            ModelSize(
+                s.spec.display,
+                on_disk[s.key].size if s.key in on_disk else None,
+                on_disk[s.key].digest if s.key in on_disk else "",
+            )
+            for s in self.board.models
+            if s.spec.pinned  # a finite keep_alive lets the model go again
+        )
+        if not sizes or sizes == self._sizes_checked:
+            return
+        self._sizes_checked = sizes
+        compute = self.server.compute_lines() if self.server is not None else []
+        figures = await gather_figures(self.server_env, compute)
+        held_system, held_gpu = held_by_runners(
+            [(m.size, m.size_vram) for m in loaded], has_gpus=bool(figures.gpus)
+        )
+        findings = assess(sizes, figures, held_system=held_system, held_gpu=held_gpu)
+        log.debug(
+            "resources.checked",
+            msg=f"Memory for the models: {describe_figures(figures)}",
+            models=sum(1 for m in sizes if m.size is not None),
+            needed=sum(m.size or 0 for m in sizes),
+            fits=not findings,
+        )
+        for finding in findings:
+            key = (finding.scope, finding.over)
+            if key == self._resources_warned:
+                continue
+            self._resources_warned = key
+            system, gpus = figures.system, figures.gpus
+            log.warning(
+                "resources.warning",
+                msg=finding.message,
+                estimate=True,
+                scope=finding.scope,
+                models=list(finding.models),
+                over=list(finding.over),
+                unknown=list(finding.unknown),
+                needed=finding.needed,
+                available=finding.available,
+                held=finding.held,
+                system_total=system.total if system else None,
+                system_available=system.available if system else None,
+                gpu_total=sum(g.total for g in gpus) if gpus else None,
+                gpu_free=sum(g.free for g in gpus) if gpus else None,
+                gpu_source=figures.gpu_source,
+            )
 
     def _note_all_ready(self) -> None:
         if self.board.models and self.board.all_ready and self.board.all_pinned_after is None:
@@ -606,6 +682,13 @@ class Supervisor:
                 self._give_way(status, capacity.thrash_message(status), runners=None)
                 return
         await self._check_evictions(status)
+        # A re-pin leaves the runner as it was (warm); a load starts a cold one.
+        if (
+            self.settings.warmup
+            and action.kind != ActionKind.REPIN
+            and status.state == State.PINNED
+        ):
+            await self._warm_up(status, kind)
         self._note_all_ready()
 
     async def _evicted_by(self, status: ModelStatus) -> tuple[list[ModelStatus], int] | None:
@@ -675,6 +758,40 @@ class Supervisor:
             retry_in=round(delay, 1),
         )
 
+    async def _warm_up(self, status: ModelStatus, kind: ModelKind) -> None:
+        """One tiny request so the first real one does not pay first-token costs.
+
+        It sends the load's keep_alive and options unchanged (a different runner option would
+        reload the model); a failure is only reported: the model stays pinned.
+        """
+        spec = status.spec
+        started = time.monotonic()
+        try:
+            if kind == ModelKind.EMBEDDING:
+                await self.api.warm_embedding(spec.name, spec.keep_alive_value, spec.options_dict())
+            else:
+                await self.api.warm_completion(
+                    spec.name, spec.keep_alive_value, spec.options_dict()
+                )
+        except OllamaAPIError as exc:
+            log.warning(
+                "model.warmup_failed",
+                msg=f"Warm-up of {spec.display} failed ({exc}); it stays loaded",
+                model=spec.display,
+                kind=kind.value,
+                error=str(exc),
+            )
+            return
+        elapsed = time.monotonic() - started
+        status.warmup_seconds = elapsed
+        log.info(
+            "model.warmup",
+            msg=f"✓ Warmed up {spec.display} ({kind.value}) in {elapsed:.2f}s",
+            model=spec.display,
+            kind=kind.value,
+            seconds=round(elapsed, 3),
+        )
+
     def _load_failed(self, status: ModelStatus, reason: str) -> None:
         delay = backoff_seconds(
             self.settings, status.failures + 1, floor=self.settings.watch_interval
@@ -710,6 +827,7 @@ class Supervisor:
                 status, failure_reason(exc), NOT_FOUND_BACKOFF if is_not_found(exc) else None
             )
             return
+        self._tags_dirty = True  # the new model's size, for the memory check
         status.state = State.EVICTED if status.ever_loaded else State.PENDING
         status.failures = 0
 
@@ -732,6 +850,14 @@ class Supervisor:
     def _log_plan(self) -> None:
         for warning in self.settings.parse_warnings:
             log.warning("config.warning", msg=warning)
+        log.info(
+            "server.profile",
+            msg=self.profile.describe(),
+            profile=self.profile.profile,
+            quantization=self.profile.quantization,
+            env=self.profile.effective,
+            kept=list(self.profile.kept),
+        )
         models = self.board.models
         if not models:
             log.info(
@@ -762,6 +888,13 @@ class Supervisor:
         for status in over:
             # Ollama fixes the limit for the life of the process: no retry would succeed.
             status.fail(message, retry_in=float("inf"))
+            log.error(
+                "model.failed",
+                msg=f"{status.spec.display} is not loaded: over OLLAMA_MAX_LOADED_MODELS={limit}",
+                model=status.spec.display,
+                reason=message,
+                retry_in=None,
+            )
 
     def snapshot(self) -> dict[str, Any]:
         """What `/status` and `status --json` show."""

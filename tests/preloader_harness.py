@@ -127,6 +127,14 @@ class Run:
                 out.append(entry)
         return out
 
+    def count_requests(self, path: str) -> int:
+        """How many requests for `path` the fake has answered (cheap: no JSON parsing)."""
+        log = Path(self.env["FAKE_OLLAMA_LOG"])
+        if not log.exists():
+            return 0
+        needle = f'"path": "{path}"'
+        return sum(1 for line in log.read_text().splitlines() if needle in line)
+
     def fake_events(self, event: str) -> list[dict[str, Any]]:
         log = Path(self.env["FAKE_OLLAMA_LOG"])
         if not log.exists():

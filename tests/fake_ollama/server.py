@@ -495,10 +495,18 @@ class Handler(BaseHTTPRequestHandler):
         return runner, req
 
     def runtime_fault(self, lm: LocalModel) -> None:
-        """Optional runtime OOM during inference (expires every runner)."""
+        """Optional runtime OOM during inference (expires every runner), or a plain failure."""
         if self.app.faults.take("runtime_oom", lm.display, model=True) is not None:
             self.app.sched.runtime_oom()
             raise HTTPError(500, RUNTIME_OOM)
+        # A completion or embedding that fails in llama-server: a non-streamed request gets 500
+        # and the error text (waitForStream); the runner and its keep_alive are left as they are.
+        fail = self.app.faults.take("inference_fail", lm.display, model=True)
+        if fail is not None:
+            raise HTTPError(
+                int(fail.get("status", 500)),
+                str(fail.get("message", "error creating completion request: EOF")),
+            )
 
 
 # ====================================================================== routes

@@ -23,7 +23,7 @@ def make_api(handler: Handler) -> OllamaAPI:
     api = OllamaAPI("http://127.0.0.1:11434")
     transport = httpx.MockTransport(handler)
     api._probe = httpx.AsyncClient(base_url=api.base_url, transport=transport)
-    for client in (api._quick, api._load, api._pull):
+    for client in (api._quick, api._load, api._pull, api._warm):
         client._client = httpx.AsyncClient(base_url=api.base_url, transport=transport)
     return api
 
