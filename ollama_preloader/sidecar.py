@@ -64,30 +64,35 @@ class Sidecar(Supervisor):
         self._suspect = asyncio.Event()  # /api/ps went unanswered: is the server still there?
 
     async def _start_server(self, *, first: bool) -> None:
-        """Nothing to start; the server is awaited by `_supervise_server`, inside the main loop,
-        so everything else (status included) runs while Ollama is away."""
-        log.info(
-            "server.external",
-            msg=f"Keeping models loaded on the Ollama at {self.api.base_url}; it is never "
-            "started, stopped or signalled from here",
-            url=self.api.base_url,
-        )
+        """Nothing to start: wait until the server answers (health endpoints already do)."""
+        if first:
+            log.info(
+                "server.external",
+                msg=f"Keeping models loaded on the Ollama at {self.api.base_url}; it is never "
+                "started, stopped or signalled from here",
+                url=self.api.base_url,
+            )
+        waited = await self._wait_reachable()
+        if waited is None:
+            return
+        if not first:
+            self.board.server_restarts += 1  # here: times it came back after going away
+        await self._server_ready(waited, first=first)
 
     async def _supervise_server(self) -> None:
-        first = True
-        while True:
-            waited = await self._wait_reachable()
-            if waited is None:
-                return
-            if not first:
-                self.board.server_restarts += 1  # here: times it came back after going away
-            await self._server_ready(waited, first=first)
-            first = False
-            if not await self._watch_reachable():
-                return
+        """Watch the server; when it goes away, wait for it again (and again)."""
+        while await self._watch_reachable():
             self._ready.clear()
             self.board.server_up = False
             self._seen_away = True
+            await self._start_server(first=False)
+
+    def _liveness(self) -> str | None:
+        if self._stop.is_set():
+            return "the supervisor is stopping"
+        if not self.board.server_up:
+            return f"Ollama at {self.api.base_url} is not answering; the sidecar waits for it"
+        return None
 
     async def _wait_reachable(self) -> float | None:
         """Probe `GET /` every watch interval until it answers; report the wait with backoff.

@@ -127,6 +127,36 @@ def test_sidecar_waits_while_the_server_is_down(launcher: Launcher, fake: FakeOl
     assert run.stop() == 0
 
 
+def test_sidecar_serves_status_health_and_metrics(launcher: Launcher, fake: FakeOllama) -> None:
+    """`health`, `/metrics` and `/livez` describe the watched server: up, away, back."""
+    run = watch(launcher, fake)
+    run.wait_all_pinned()
+    ready = run.cli("health")
+    assert (ready.returncode, ready.stdout.strip()) == (
+        0,
+        "ready: all 2 declared models are loaded and pinned",
+    )
+    status, body, _ = run.health_get("/metrics")
+    assert status == 200
+    assert "ollama_preloader_server_up 1.0" in body
+
+    fake.stop()
+    run.wait_event("server.lost")
+    away = run.cli("health")
+    assert away.returncode == 1
+    assert "not ready" in away.stdout + away.stderr
+    status, live = run.health_json("/livez")
+    assert status == 503
+    assert fake.base_url in live["reason"]
+    assert "ollama_preloader_server_up 0.0" in run.health_get("/metrics")[1]
+
+    fake.start()
+    fake.wait_for(
+        lambda: run.cli("health").returncode == 0, timeout=WAIT, what="ready again after return"
+    )
+    assert run.stop() == 0
+
+
 def test_sidecar_started_before_the_server(launcher: Launcher, tmp_path: Path) -> None:
     """Boot order: the sidecar waits for a server that is not up yet, then pins the models."""
     server = FakeOllama(fake_env(tmp_path / "fake", catalog=SMALL), tmp_path / "fake")
@@ -267,8 +297,14 @@ def test_the_units_command_runs_as_systemd_would(launcher: Launcher, fake: FakeO
     assigned, _ = systemd.environment_file()
     argv = systemd.exec_start()
     argv[0] = str(Path(sys.executable).parent / Path(argv[0]).name)  # the installed command
-    # Only what systemd gives a service, with OLLAMA_HOST moved to the fake's port.
-    env = {"PATH": systemd.SERVICE_PATH, "LANG": "C.UTF-8", **assigned, "OLLAMA_HOST": fake.host}
+    # Only what systemd gives a service; Ollama and the health endpoints on free ports.
+    env = {
+        "PATH": systemd.SERVICE_PATH,
+        "LANG": "C.UTF-8",
+        **assigned,
+        "OLLAMA_HOST": fake.host,
+        "PRELOADER_HEALTH_PORT": str(free_port()),
+    }
     proc = subprocess.Popen(
         argv,
         env=env,
