@@ -77,6 +77,7 @@ class Sidecar(Supervisor):
             return
         if not first:
             self.board.server_restarts += 1  # here: times it came back after going away
+        self._suspect.clear()  # an unanswered /api/ps from before it came back says nothing
         await self._server_ready(waited, first=first)
 
     async def _supervise_server(self) -> None:
@@ -88,6 +89,7 @@ class Sidecar(Supervisor):
             await self._start_server(first=False)
 
     def _liveness(self) -> str | None:
+        """Live while the sidecar runs and the server it watches answers."""
         if self._stop.is_set():
             return "the supervisor is stopping"
         if not self.board.server_up:
