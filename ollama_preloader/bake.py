@@ -9,17 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
-import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from ollama_preloader.errors import OllamaAPIError, ServerError, exit_code_for_signal
+from ollama_preloader.errors import OllamaAPIError, ServerError
 from ollama_preloader.logs import get_logger
 from ollama_preloader.ollama_api import OllamaAPI
-from ollama_preloader.process import OllamaServer
+from ollama_preloader.process import OllamaServer, force_exit
 from ollama_preloader.pulling import failure_reason, pull_model
 from ollama_preloader.settings import Settings
 from ollama_preloader.status import Board, ModelStatus
@@ -216,8 +214,4 @@ class Baker:
             )
             self._stop.set()
             return
-        log.warning("supervisor.killed", msg=f"Received {name} again; killing now", signal=name)
-        if self.server is not None:
-            self.server.kill_now()
-        sys.stderr.flush()
-        os._exit(exit_code_for_signal(signum))
+        force_exit(self.server, signum)

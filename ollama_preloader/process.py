@@ -12,10 +12,10 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine, Mapping
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NoReturn
 
 from ollama_preloader import terminal
-from ollama_preloader.errors import ServerError
+from ollama_preloader.errors import ServerError, exit_code_for_signal
 from ollama_preloader.logs import get_logger
 
 log = get_logger()
@@ -243,3 +243,13 @@ def reap_orphans() -> None:
         if state == "Z" and ppid == "1":
             with contextlib.suppress(ChildProcessError, OSError):
                 os.waitpid(int(entry), os.WNOHANG)
+
+
+def force_exit(server: OllamaServer | None, signum: int) -> NoReturn:
+    """A second stop signal: SIGKILL the child's whole group and leave at once with 128+N."""
+    name = signal.Signals(signum).name
+    log.warning("supervisor.killed", msg=f"Received {name} again; killing now", signal=name)
+    if server is not None:
+        server.kill_now()
+    sys.stderr.flush()
+    os._exit(exit_code_for_signal(signum))

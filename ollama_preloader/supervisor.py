@@ -13,9 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import os
+import math
 import signal
-import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
@@ -33,13 +32,12 @@ from ollama_preloader.errors import (
     ServerBusy,
     ServerError,
     ServerExited,
-    exit_code_for_signal,
 )
 from ollama_preloader.health import HealthServer
 from ollama_preloader.logs import get_logger
 from ollama_preloader.modelspec import ModelKind
 from ollama_preloader.ollama_api import LoadedModel, LocalModel, OllamaAPI
-from ollama_preloader.process import OllamaServer
+from ollama_preloader.process import OllamaServer, force_exit
 from ollama_preloader.profiles import apply_profile
 from ollama_preloader.pulling import failure_reason, is_not_found, pull_model
 from ollama_preloader.reconcile import Action, ActionKind, find_loaded, plan
@@ -169,11 +167,7 @@ class Supervisor:
             )
             self._stop.set()
             return
-        log.warning("supervisor.killed", msg=f"Received {name} again; killing now", signal=name)
-        if self.server is not None:
-            self.server.kill_now()
-        sys.stderr.flush()
-        os._exit(exit_code_for_signal(signum))
+        force_exit(self.server, signum)
 
     def _liveness(self) -> str | None:
         """Why /livez fails, or None while the supervisor runs and so does `ollama serve`."""
@@ -524,17 +518,12 @@ class Supervisor:
                 status.state = State.PULLING
                 await self._pulls.put((status.spec.priority, status.key))
         elif action.kind == ActionKind.MISSING:
-            status.fail(
+            self._tags_dirty = True
+            self._fail(
+                status,
                 "not on disk and PRELOADER_PULL_POLICY=never; run `ollama pull "
                 f"{status.spec.name}` or change the policy",
-                retry_in=max(30.0, self.settings.watch_interval),
-            )
-            self._tags_dirty = True
-            log.error(
-                "model.failed",
-                msg=f"{status.spec.display} is not on disk and the pull policy is never",
-                model=status.spec.display,
-                reason=status.reason,
+                max(30.0, self.settings.watch_interval),
             )
         else:
             await self._load(status, action)
@@ -753,17 +742,9 @@ class Supervisor:
 
     def _give_way(self, status: ModelStatus, reason: str, *, runners: int | None) -> None:
         """Mark a model `failed` for capacity: long backoff, or earlier when room frees up."""
-        status.failures += 1
-        delay = self.settings.capacity_backoff * min(8, 2 ** (status.failures - 1))
-        status.fail(reason, retry_in=delay)
+        delay = self.settings.capacity_backoff * min(8, 2**status.failures)
         status.capacity_loaded = runners
-        log.error(
-            "model.failed",
-            msg=f"{status.spec.display} gives way: {reason}; retrying in {format_seconds(delay)}",
-            model=status.spec.display,
-            reason=reason,
-            retry_in=round(delay, 1),
-        )
+        self._fail(status, reason, delay, summary=f"{status.spec.display} gives way")
 
     async def _warm_up(self, status: ModelStatus, kind: ModelKind) -> None:
         """One tiny request so the first real one does not pay first-token costs.
@@ -803,13 +784,21 @@ class Supervisor:
         delay = backoff_seconds(
             self.settings, status.failures + 1, floor=self.settings.watch_interval
         )
-        status.fail(reason, retry_in=delay)
+        self._fail(status, reason, delay)
+
+    def _fail(
+        self, status: ModelStatus, reason: str, retry_in: float, *, summary: str | None = None
+    ) -> None:
+        """The one way a model becomes `failed`: its state, its reason, one log event."""
+        status.fail(reason, retry_in=retry_in)
+        never = math.isinf(retry_in)
+        later = "not retried" if never else f"retrying in {format_seconds(retry_in)}"
         log.error(
             "model.failed",
-            msg=f"{status.spec.display}: {reason}; retrying in {delay:.0f}s",
+            msg=f"{summary or status.spec.display}: {reason}; {later}",
             model=status.spec.display,
             reason=reason,
-            retry_in=round(delay, 1),
+            retry_in=None if never else round(retry_in, 1),
         )
 
     # ----- pulling -----------------------------------------------------------------------------
@@ -842,15 +831,8 @@ class Supervisor:
         delay = retry_in or backoff_seconds(
             self.settings, status.failures + 1, floor=self.settings.retry_max
         )
-        status.fail(reason, retry_in=delay)
         self._tags_dirty = True
-        log.error(
-            "model.failed",
-            msg=f"{status.spec.display}: {reason}; retrying in {delay:.0f}s",
-            model=status.spec.display,
-            reason=reason,
-            retry_in=round(delay, 1),
-        )
+        self._fail(status, reason, delay)
 
     # ----- reporting ---------------------------------------------------------------------------
 
@@ -894,14 +876,7 @@ class Supervisor:
         log.warning("capacity.warning", msg=message, limit=limit, declared=len(fits) + len(over))
         for status in over:
             # Ollama fixes the limit for the life of the process: no retry would succeed.
-            status.fail(message, retry_in=float("inf"))
-            log.error(
-                "model.failed",
-                msg=f"{status.spec.display} is not loaded: over OLLAMA_MAX_LOADED_MODELS={limit}",
-                model=status.spec.display,
-                reason=message,
-                retry_in=None,
-            )
+            self._fail(status, message, math.inf, summary=f"{status.spec.display} is not loaded")
 
     def snapshot(self) -> dict[str, Any]:
         """What `/status` and `status --json` show."""

@@ -204,6 +204,16 @@ class App:
         self.puller = Puller(settings, self.store, self.catalog, self.faults, log)
         self.loopback_only = False
         self.hostname = socket.gethostname().lower()
+        # Requests still being handled: shutdown waits for their log records (a test reads
+        # the request log right after the server stops).
+        self.inflight = 0
+        self.inflight_cond = threading.Condition()
+
+    def wait_idle(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        with self.inflight_cond:
+            while self.inflight and time.monotonic() < deadline:
+                self.inflight_cond.wait(max(0.0, deadline - time.monotonic()))
 
     def runtime_for(self, model: LocalModel) -> dict[str, Any]:
         """Load-time knobs: the current catalog entry for the name, else the blob's record."""
@@ -334,6 +344,16 @@ class Handler(BaseHTTPRequestHandler):
         return self.rfile.read(n) if n > 0 else b""
 
     def _dispatch(self, method: str) -> None:
+        with self.app.inflight_cond:
+            self.app.inflight += 1
+        try:
+            self._dispatch_counted(method)
+        finally:
+            with self.app.inflight_cond:
+                self.app.inflight -= 1
+                self.app.inflight_cond.notify_all()
+
+    def _dispatch_counted(self, method: str) -> None:
         t0 = time.monotonic_ns()
         self._status = 0
         self._method = method
@@ -1174,6 +1194,7 @@ def serve(args: list[str]) -> int:
         sock.shutdown(socket.SHUT_RDWR)
     sock.close()
     httpd.close_all()
+    app.wait_idle(2.0)
     app.sched.shutdown()
     log.event("serve_stop", pid=os.getpid())
     try:
