@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 
@@ -42,9 +42,10 @@ def draw(results: Sequence[RunResult], plans: Sequence[ModelPlan], path: Path) -
         return
     names = [norm(p.name) for p in plans]
     fig, axes = plt.subplots(
-        len(shown), 1, figsize=(11, 1.2 + 0.55 * (len(names) + 1) * len(shown)), sharex=True
+        len(shown), 1, figsize=(13, 1.2 + 0.55 * (len(names) + 1) * len(shown)), sharex=True
     )
     axes_list = list(axes) if len(shown) > 1 else [axes]
+    right = 0.0
     for ax, (who, run) in zip(axes_list, shown, strict=True):
         tl = run.timeline
         assert tl is not None
@@ -90,14 +91,21 @@ def draw(results: Sequence[RunResult], plans: Sequence[ModelPlan], path: Path) -
             title += f" (ideal {ideal:.2f} s)"
         ax.set_title(title, loc="left", fontsize=10)
         ax.grid(axis="x", alpha=0.3)
-        handles, texts = ax.get_legend_handles_labels()
-        unique = dict(zip(texts, handles, strict=True))
-        ax.legend(unique.values(), unique.keys(), loc="lower right", fontsize=7, ncols=2)
+        right = max(right, (tl.pinned_at(names) or t0) - t0)
+    handles: dict[str, Any] = {}
+    for ax in axes_list:
+        for handle, text in zip(*ax.get_legend_handles_labels(), strict=True):
+            handles.setdefault(text, handle)
+    # One legend, outside the plots, so no bar hides behind it.
+    axes_list[0].legend(
+        handles.values(), handles.keys(), loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8
+    )
+    axes_list[-1].set_xlim(0, right * 1.03)
     axes_list[-1].set_xlabel("seconds since the contestant was launched")
     runs = [r for r in results if r.pinned and r.to_all_pinned is not None]
+    per_contestant = max(sum(1 for r in runs if r.who == who) for who, _ in shown)
     fig.suptitle(
-        "Cold start on the fake Ollama (median run of "
-        f"{max(1, len(runs) // 2)}; medians: "
+        f"Cold start on the fake Ollama: the median run of {per_contestant} for each (medians: "
         + ", ".join(
             f"{who} {median([r.to_all_pinned or 0.0 for r in runs if r.who == who]):.2f} s"
             for who, _ in shown
