@@ -1,5 +1,5 @@
 """Entry point for `python -m ollama_preloader`."""
 
-from ollama_preloader.cli import main
+from ollama_preloader.entry import main
 
 main()

@@ -15,11 +15,15 @@ import typer
 from ollama_preloader import __version__
 from ollama_preloader.errors import (
     EXIT_CONFIG,
+    EXIT_INTERNAL,
+    EXIT_OK,
     EXIT_PULL_FAILED,
     ConfigError,
     PreloaderError,
     exit_code_for_signal,
 )
+
+EXIT_NOT_READY = EXIT_INTERNAL  # `status` and `health`: 1 means "not every model is pinned"
 
 app = typer.Typer(
     add_completion=False,
@@ -67,6 +71,36 @@ def run(env_file: EnvFile = Path(".env")) -> None:
 
 
 @app.command()
+def watch(env_file: EnvFile = Path(".env")) -> None:
+    """Keep the declared models pinned on an Ollama you run yourself (at OLLAMA_HOST).
+
+    Sidecar mode, for the Linux systemd service, the desktop apps or a remote server: it waits
+    for the server whenever it is away and never starts, stops or signals it.
+    """
+    from ollama_preloader.logs import configure
+    from ollama_preloader.settings import load_settings
+
+    try:
+        settings = load_settings(env_file)
+    except ConfigError as exc:
+        raise _fail(str(exc), EXIT_CONFIG) from None
+    # Only now: importing the `ollama` client reads OLLAMA_HOST and fails on a bad port.
+    from ollama_preloader.sidecar import Sidecar, check_sidecar_settings
+
+    try:
+        check_sidecar_settings(settings)
+    except ConfigError as exc:
+        raise _fail(str(exc), EXIT_CONFIG) from None
+    configure(settings.log_level, settings.log_format)
+    sidecar = Sidecar(settings)
+    try:
+        code = asyncio.run(sidecar.run())
+    except PreloaderError as exc:
+        raise _fail(str(exc), exc.exit_code) from None
+    raise typer.Exit(code)
+
+
+@app.command()
 def pull(env_file: EnvFile = Path(".env")) -> None:
     """Pull the declared models with a temporary `ollama serve`, then stop it (no loads).
 
@@ -99,6 +133,61 @@ def pull(env_file: EnvFile = Path(".env")) -> None:
             EXIT_PULL_FAILED,
         )
     raise typer.Exit(0)
+
+
+@app.command()
+def status(
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the /status document as JSON, for scripts.")
+    ] = False,
+    env_file: EnvFile = Path(".env"),
+) -> None:
+    """Show each declared model's state, as the running supervisor sees it.
+
+    Exit 0 when every declared model is loaded and pinned, 1 otherwise (or when no supervisor
+    answers on 127.0.0.1:PRELOADER_HEALTH_PORT).
+    """
+    import json
+
+    from ollama_preloader.healthcheck import HealthConfigError, Unreachable, fetch, resolve_address
+    from ollama_preloader.statustable import render
+
+    try:
+        address = resolve_address(env_file)
+    except HealthConfigError as exc:
+        raise _fail(str(exc), EXIT_CONFIG) from None
+    try:
+        _, document = fetch(address, "/status")
+    except Unreachable as exc:
+        raise _fail(str(exc), EXIT_NOT_READY) from None
+    if as_json:
+        print(json.dumps(document, indent=2, ensure_ascii=False))
+    else:
+        print(render(document), end="")
+    raise typer.Exit(EXIT_OK if document.get("ready") else EXIT_NOT_READY)
+
+
+@app.command()
+def health(
+    live: Annotated[
+        bool,
+        typer.Option(
+            "--live",
+            help="Exit 0 when the supervisor and `ollama serve` are up, whatever the "
+            "models are doing.",
+        ),
+    ] = False,
+    env_file: EnvFile = Path(".env"),
+) -> None:
+    """Exit 0 when every declared model is loaded and pinned, 1 otherwise, with a reason.
+
+    For Docker's HEALTHCHECK and Kubernetes exec probes. The console script runs this without
+    loading the rest of the app (see entry.py); this command is the same code.
+    """
+    from ollama_preloader.healthcheck import run_health
+
+    args = ["--env-file", str(env_file)]
+    raise typer.Exit(run_health(["--live", *args] if live else args))
 
 
 def _version(value: bool) -> None:

@@ -8,9 +8,11 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import MutableMapping
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 import structlog
+
+from ollama_preloader import terminal
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}
 _LEVELS["error"] = logging.ERROR
@@ -40,6 +42,17 @@ class PlainRenderer:
         return line
 
 
+def _message_after_event(
+    _logger: Any, _name: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """Console: `model.pinned  ✓ Loaded and pinned ...  key=value`, the event name aligned and
+    the human message right after it, as in the plain lines, rather than as a `msg=` field."""
+    msg = event_dict.pop("msg", "")
+    event = str(event_dict.get("event", ""))
+    event_dict["event"] = f"{event:<24} {msg} " if msg else event
+    return event_dict
+
+
 def resolve_format(fmt: str, stream: TextIO) -> str:
     if fmt != "auto":
         return fmt
@@ -56,16 +69,24 @@ def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = No
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
     renderer: Any
+    sink = out
+    if chosen == "console" and out.isatty():
+        # Pull progress becomes live bars; log lines are printed above them while they show.
+        terminal.enable(out)
+        sink = cast(TextIO, terminal.LogStream(out))
+    else:
+        terminal.disable()
     if chosen == "json":
         renderer = structlog.processors.JSONRenderer(ensure_ascii=False)
     elif chosen == "console":
-        renderer = structlog.dev.ConsoleRenderer(colors=True, pad_event_to=24)
+        processors.append(_message_after_event)
+        renderer = structlog.dev.ConsoleRenderer(colors=True, pad_event_to=0, sort_keys=False)
     else:
         renderer = PlainRenderer()
     structlog.configure(
         processors=[*processors, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS.get(level, logging.INFO)),
-        logger_factory=structlog.WriteLoggerFactory(file=out),
+        logger_factory=structlog.WriteLoggerFactory(file=sink),
         cache_logger_on_first_use=False,
     )
 

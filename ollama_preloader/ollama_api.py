@@ -7,6 +7,8 @@ httpx only for the readiness probe on `GET /`, which the client has no call for.
 from __future__ import annotations
 
 import json
+import socket
+import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -134,6 +136,27 @@ def _translate(exc: BaseException) -> OllamaAPIError:
     return OllamaAPIError(str(exc))
 
 
+def _connect_failure(exc: httpx.HTTPError, timeout: float) -> str:
+    """The cause of a failed request, from the OS error under httpx's exception."""
+    if isinstance(exc, httpx.ConnectTimeout):
+        return f"no answer to a connection within {timeout:g}s (host down, or a firewall)"
+    if isinstance(exc, httpx.TimeoutException):
+        # The port is open but HTTP hangs: Ollama is still discovering GPUs, or is stuck.
+        return f"connected, but no answer within {timeout:g}s"
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, ConnectionRefusedError):
+            return "connection refused (nothing listens on that port)"
+        if isinstance(cause, socket.gaierror):
+            return f"cannot resolve the host name ({cause.strerror})"
+        if isinstance(cause, ssl.SSLError):
+            return f"TLS failed ({cause.reason or cause})"
+        if isinstance(cause, OSError) and cause.errno is not None and cause.strerror:
+            return cause.strerror.lower()
+        cause = cause.__cause__ or cause.__context__
+    return f"connection failed ({exc or type(exc).__name__})"
+
+
 async def _call(make: Callable[[], Awaitable[T]]) -> T:
     try:
         return await make()
@@ -161,6 +184,7 @@ class OllamaAPI:
         pull_stall_timeout: float = 300.0,
     ) -> None:
         self.base_url = base_url
+        self._probe_timeout = probe_timeout
         self._probe = httpx.AsyncClient(base_url=base_url, timeout=probe_timeout)
         # Listing and show must not hang the watch loop; a hung server shows up as a timeout.
         self._quick = ollama.AsyncClient(host=base_url, timeout=httpx.Timeout(call_timeout))
@@ -185,11 +209,32 @@ class OllamaAPI:
 
     async def probe(self) -> bool:
         """True when `GET /` answers 200: Ollama is serving requests, not just bound."""
+        return await self.unreachable_reason() is None
+
+    async def unreachable_reason(self) -> str | None:
+        """Why `GET /` does not answer 200, worded for the user to act on; None when it does."""
         try:
             response = await self._probe.get("/")
-        except httpx.HTTPError:
-            return False
-        return response.status_code == 200
+        except httpx.HTTPError as exc:
+            return _connect_failure(exc, self._probe_timeout)
+        status = response.status_code
+        if status == 200:
+            return None
+        if status == 403:
+            # allowedHostsMiddleware: a loopback-bound Ollama refuses unknown Host headers.
+            return (
+                "HTTP 403: Ollama refused the host name (when it listens on loopback it only "
+                "accepts localhost, IP addresses and the machine's own names)"
+            )
+        if status >= 500:
+            return (
+                f"HTTP {status} on GET {response.request.url}: a proxy in front of Ollama "
+                "could not reach it, or Ollama failed"
+            )
+        return (
+            f"HTTP {status} on GET {response.request.url}: this is not Ollama, or the path in "
+            "OLLAMA_HOST is wrong"
+        )
 
     async def version(self) -> str:
         async def get() -> str:

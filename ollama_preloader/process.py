@@ -14,6 +14,7 @@ from collections import deque
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, BinaryIO
 
+from ollama_preloader import terminal
 from ollama_preloader.errors import ServerError
 from ollama_preloader.logs import get_logger
 
@@ -108,8 +109,7 @@ class OllamaServer:
             kept = [line for line in lines if not (self.quiet_polls and _POLL_LINE.match(line))]
             if kept:
                 with contextlib.suppress(OSError, ValueError):
-                    out.write(b"\n".join(kept) + b"\n")
-                    out.flush()
+                    terminal.relay(out, b"\n".join(kept) + b"\n")
             for line in kept:
                 text = line.decode(errors="replace").rstrip("\r")
                 self._tail.append(text)
@@ -117,8 +117,7 @@ class OllamaServer:
                     self._compute.append(text)
         if pending:
             with contextlib.suppress(OSError, ValueError):
-                out.write(pending)
-                out.flush()
+                terminal.relay(out, pending)
             self._tail.append(pending.decode(errors="replace"))
 
     def tail(self) -> list[str]:

@@ -10,6 +10,7 @@ import time
 
 from tenacity import RetryCallState
 
+from ollama_preloader import terminal
 from ollama_preloader.errors import OllamaAPIError, PullStreamError
 from ollama_preloader.logs import get_logger
 from ollama_preloader.ollama_api import OllamaAPI
@@ -65,9 +66,17 @@ async def pull_model(api: OllamaAPI, settings: Settings, status: ModelStatus) ->
             wait=round(wait, 2),
         )
 
-    async for attempt in pull_retrying(settings, on_retry):
-        with attempt:
-            await _pull_once(api, status)
+    terminal.pull_started(spec.display)
+    try:
+        async for attempt in pull_retrying(settings, on_retry):
+            with attempt:
+                try:
+                    await _pull_once(api, status)
+                except OllamaAPIError:
+                    status.pull_failures += 1
+                    raise
+    finally:
+        terminal.pull_finished(spec.display)
     elapsed = time.monotonic() - started
     status.present, status.pulled = True, True
     log.info(
@@ -86,9 +95,12 @@ async def _pull_once(api: OllamaAPI, status: ModelStatus) -> None:
     layers: dict[str, tuple[int, int]] = {}
     async for progress in api.pull(spec.name):
         if progress.digest and progress.total:
+            _count_bytes(status, progress.digest, progress.completed, progress.total)
             layers[progress.digest] = (progress.completed, progress.total)
             status.pull_completed = sum(c for c, _ in layers.values())
             status.pull_total = sum(t for _, t in layers.values())
+            if terminal.pull_progress(spec.display, status.pull_completed, status.pull_total):
+                continue  # a live bar shows it; no periodic events on a terminal
         now = time.monotonic()
         if progress.digest and now - last_log >= PROGRESS_EVERY:
             last_log = now
@@ -101,3 +113,24 @@ async def _pull_once(api: OllamaAPI, status: ModelStatus) -> None:
                 completed=status.pull_completed,
                 total=status.pull_total,
             )
+    # The stream ended with success: every layer is on disk. Ollama reports progress on a
+    # 60 ms tick and sends no final line, so the last numbers seen are usually short of it.
+    for digest, (_, total) in layers.items():
+        _count_bytes(status, digest, total, total)
+    status.pull_completed = status.pull_total
+    terminal.pull_progress(spec.display, status.pull_completed, status.pull_total)
+
+
+def _count_bytes(status: ModelStatus, digest: str, completed: int, total: int) -> None:
+    """Add what this progress line shows was downloaded to `status.pull_bytes`.
+
+    A layer already on disk first shows up complete (ollama-behaviour.md §6): nothing was
+    downloaded. A layer resumed after a failed attempt continues from what was counted then.
+    """
+    counted = status.pull_counted.get(digest)
+    if counted is None:
+        counted = total if completed >= total else 0
+    if completed > counted:
+        status.pull_bytes += completed - counted
+        counted = completed
+    status.pull_counted[digest] = counted

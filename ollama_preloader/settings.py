@@ -12,6 +12,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from ollama_preloader.durations import parse_seconds_or_duration
 from ollama_preloader.errors import ConfigError
+from ollama_preloader.healthcheck import DEFAULT_HOST, DEFAULT_PORT, parse_health_port
 from ollama_preloader.host import InvalidHost, OllamaHost, parse_ollama_host
 from ollama_preloader.modelspec import ModelSpec, SpecError, parse_model_list
 from ollama_preloader.profiles import PROFILE_ALIASES, Profile, Quantization
@@ -40,6 +41,11 @@ def _optional_count(value: Any) -> Any:
         text = value.strip().strip("\"'")
         return int(text) if text.isdigit() and int(text) > 0 else None
     return value
+
+
+def _health_port(value: Any) -> Any:
+    """`off` turns the health endpoints off (None); otherwise a TCP port."""
+    return parse_health_port(value) if isinstance(value, str) else value
 
 
 def _lower(value: Any) -> Any:
@@ -99,6 +105,8 @@ class Settings(BaseSettings):
     profile: Annotated[Profile, BeforeValidator(_profile)] = "auto"
     quantization: Annotated[Quantization | None, BeforeValidator(_lower_or_unset)] = None
     warmup: bool = False
+    health_port: Annotated[int | None, BeforeValidator(_health_port)] = DEFAULT_PORT
+    health_host: str = DEFAULT_HOST
 
     # Warnings found while parsing (duplicates); logged once logging is configured.
     parse_warnings: tuple[str, ...] = Field(default=(), exclude=True)

@@ -5,11 +5,17 @@ from __future__ import annotations
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from ollama_preloader import __version__, psformat
 from ollama_preloader.modelspec import ModelKind, ModelSpec
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from ollama_preloader.ollama_api import LoadedModel
 
 
 class State(StrEnum):
@@ -23,6 +29,35 @@ class State(StrEnum):
 
 
 READY_STATES = frozenset({State.PINNED, State.LOADED})
+
+# Upper bounds (seconds) of the load-duration histogram: small models load in about a second,
+# large ones from slow disks take minutes.
+LOAD_BUCKETS = (0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
+
+
+@dataclass
+class LoadDurations:
+    """Load durations kept the way a Prometheus histogram exposes them."""
+
+    counts: list[int] = field(default_factory=lambda: [0] * len(LOAD_BUCKETS))
+    total: float = 0.0
+    count: int = 0
+
+    def observe(self, seconds: float) -> None:
+        self.total += seconds
+        self.count += 1
+        for index, bound in enumerate(LOAD_BUCKETS):
+            if seconds <= bound:
+                self.counts[index] += 1
+                break
+
+    def cumulative(self) -> list[tuple[float, int]]:
+        """(upper bound, loads that took at most that long), without +Inf (that is `count`)."""
+        out, running = [], 0
+        for bound, n in zip(LOAD_BUCKETS, self.counts, strict=True):
+            running += n
+            out.append((bound, running))
+        return out
 
 
 @dataclass
@@ -59,6 +94,14 @@ class ModelStatus:
     size_vram: int | None = None
     context_length: int | None = None
     expires_at: datetime | None = None
+    # For metrics and the context drift warning.
+    pull_bytes: int = 0  # bytes our pulls downloaded (bytes a resumed pull already had excluded)
+    pull_failures: int = 0  # failed pull attempts, the retried ones included
+    pull_counted: dict[str, int] = field(default_factory=dict)  # per layer, in pull_bytes
+    load_durations: LoadDurations = field(default_factory=LoadDurations)
+    context_load: int = -1  # the `loads` count when `loaded_context` was recorded
+    drift_context: int | None = None  # the other context length last warned about
+    context_drifts: int = 0
 
     @property
     def key(self) -> str:
@@ -76,7 +119,16 @@ class ModelStatus:
         self.failures += 1
         self.retry_at = time.monotonic() + retry_in
 
-    def as_dict(self) -> dict[str, Any]:
+    @property
+    def state_text(self) -> str:
+        """`pulling 42%` while pulling, else the state's name."""
+        if self.state == State.PULLING and self.pull_percent is not None:
+            return f"pulling {self.pull_percent}%"
+        return self.state.value
+
+    def as_dict(self, now: datetime | None = None) -> dict[str, Any]:
+        current = now or datetime.now(UTC)
+        resident = self.size is not None
         return {
             "name": self.spec.display,
             "requested": self.spec.name,
@@ -98,7 +150,32 @@ class ModelStatus:
             "refreshes": self.refreshes,
             "shared_with": self.shared_with,
             "warmup_seconds": self.warmup_seconds,
+            "state_text": self.state_text,
+            "pull_completed": self.pull_completed,
+            "pull_total": self.pull_total,
+            "pull_bytes": self.pull_bytes,
+            "pull_failures": self.pull_failures,
+            "processor": psformat.processor(self.size or 0, self.size_vram or 0)
+            if resident
+            else None,
+            "until": psformat.until(self.expires_at, current) if resident else None,
+            "loaded_context": self.loaded_context,
+            "context_drifts": self.context_drifts,
         }
+
+
+def loaded_as_dict(model: LoadedModel, now: datetime) -> dict[str, Any]:
+    """A runner /api/ps lists that no declared model accounts for."""
+    return {
+        "name": model.name,
+        "digest": model.digest,
+        "size": model.size,
+        "size_vram": model.size_vram,
+        "processor": psformat.processor(model.size, model.size_vram),
+        "context_length": model.context_length,
+        "expires_at": model.expires_at.isoformat() if model.expires_at else None,
+        "until": psformat.until(model.expires_at, now),
+    }
 
 
 @dataclass
@@ -110,6 +187,9 @@ class Board:
     server_restarts: int = 0
     started_at: float = field(default_factory=time.monotonic)
     all_pinned_after: float | None = None  # seconds from start to the first time all were pinned
+    # `server_restarts` at the last look at /api/ps: until the first look after a (re)start the
+    # states still describe runners that died with the old `ollama serve`.
+    observed_restarts: int = -1
 
     @classmethod
     def for_specs(cls, specs: tuple[ModelSpec, ...]) -> Board:
@@ -126,9 +206,51 @@ class Board:
         """Every declared model is pinned (or loaded once, for a finite keep_alive)."""
         return all(m.state in READY_STATES for m in self.models)
 
+    @property
+    def ready(self) -> bool:
+        """What /readyz and `health` answer: `ollama serve` is up and every model is pinned."""
+        return self.server_up and self.observed and self.all_ready
+
+    @property
+    def observed(self) -> bool:
+        """/api/ps was read since `ollama serve` last became ready."""
+        return self.observed_restarts == self.server_restarts
+
+    def document(
+        self, undeclared: Sequence[LoadedModel], *, live_reason: str | None = None
+    ) -> dict[str, Any]:
+        """Everything `status --json` and `/status` show, as plain JSON data."""
+        now = datetime.now(UTC)
+        pinned = sum(m.state == State.PINNED for m in self.models)
+        return {
+            "version": __version__,
+            "ready": self.ready,
+            "reason": self.not_ready_reason(),
+            "live": live_reason is None,
+            "live_reason": live_reason,
+            "server_up": self.server_up,
+            "server_restarts": self.server_restarts,
+            "uptime_seconds": round(time.monotonic() - self.started_at, 3),
+            "all_pinned_after": None
+            if self.all_pinned_after is None
+            else round(self.all_pinned_after, 3),
+            "declared": len(self.models),
+            "pinned": pinned,
+            "models": [m.as_dict(now) for m in self.models],
+            "undeclared": [loaded_as_dict(m, now) for m in undeclared],
+        }
+
+    def ready_message(self) -> str:
+        """The one line /readyz and `health` give when ready."""
+        if not self.models:
+            return "ollama serve is up; no models are declared"
+        return f"all {len(self.models)} declared models are loaded and pinned"
+
     def not_ready_reason(self) -> str | None:
         if not self.server_up:
             return "ollama serve is not ready"
+        if not self.observed:
+            return "ollama serve (re)started; checking which models are loaded"
         waiting = [m for m in self.models if m.state not in READY_STATES]
         if not waiting:
             return None

@@ -2,6 +2,10 @@
 
 Phases: startup (spawn, wait for `GET /`), main loop (observe -> plan -> act -> wait), shutdown
 (stop tasks, SIGTERM the child's group, SIGKILL after the grace period).
+
+The server side is pluggable: `_start_server` (startup), `_supervise_server` (a main-loop task)
+and `_liveness` own `ollama serve` here; sidecar.py overrides them for a server it does not own.
+Everything else (reconcile, pulls, loads, signals, status) is shared.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ollama_preloader import capacity
+from ollama_preloader.drift import check_context, note_loaded, watching_context
 from ollama_preloader.durations import format_seconds
 from ollama_preloader.errors import (
     ModelNotFound,
@@ -30,6 +35,7 @@ from ollama_preloader.errors import (
     ServerExited,
     exit_code_for_signal,
 )
+from ollama_preloader.health import HealthServer
 from ollama_preloader.logs import get_logger
 from ollama_preloader.modelspec import ModelKind
 from ollama_preloader.ollama_api import LoadedModel, LocalModel, OllamaAPI
@@ -47,6 +53,7 @@ from ollama_preloader.resources import (
 from ollama_preloader.retry import backoff_seconds
 from ollama_preloader.settings import Settings
 from ollama_preloader.status import READY_STATES, Board, ModelStatus, State
+from ollama_preloader.summary import log_startup_summary
 
 log = get_logger()
 
@@ -90,6 +97,15 @@ class Supervisor:
         self._blobs: dict[tuple[str, str], str | None] = {}
         self._sizes_checked: tuple[ModelSize, ...] | None = None
         self._resources_warned: tuple[str, tuple[str, ...]] | None = None
+        self.health: HealthServer | None = None
+        if settings.health_port is not None:
+            self.health = HealthServer(
+                self.board,
+                host=settings.health_host,
+                port=settings.health_port,
+                undeclared=lambda: self.undeclared,
+                liveness=self._liveness,
+            )
 
     # ----- lifecycle -------------------------------------------------------------------------
 
@@ -97,9 +113,12 @@ class Supervisor:
         self._install_signal_handlers()
         self._log_plan()
         self._apply_explicit_limit()
+        if self.health is not None:
+            await self.health.start()  # a taken port is a ConfigError before Ollama starts
         try:
             await self._start_server(first=True)
             if not self._stop.is_set():
+                await log_startup_summary(self.api, self.board, self.settings.pull_policy)
                 await self._main_loop()
         finally:
             await self._shutdown()
@@ -114,6 +133,8 @@ class Supervisor:
                 tg.create_task(self._guard(self._reconcile_loop)),
                 tg.create_task(self._guard(self._pull_worker)),
             ]
+            if self.health is not None:
+                tasks.append(tg.create_task(self._guard(self.health.serve)))
             await self._stop.wait()
             for task in tasks:
                 task.cancel()
@@ -154,7 +175,17 @@ class Supervisor:
         sys.stderr.flush()
         os._exit(exit_code_for_signal(signum))
 
+    def _liveness(self) -> str | None:
+        """Why /livez fails, or None while the supervisor runs and so does `ollama serve`."""
+        if self._stop.is_set():
+            return "the supervisor is stopping"
+        if self.server is None or self.server.returncode is not None:
+            return "ollama serve is not running (the supervisor is restarting it)"
+        return None
+
     async def _shutdown(self) -> None:
+        if self.health is not None:
+            await self.health.close()
         if self.server is not None:
             code = await self.server.stop(self.settings.shutdown_grace)
             log.info("server.stopped", msg="ollama serve stopped", returncode=code)
@@ -175,7 +206,10 @@ class Supervisor:
         ready = await self._wait_ready(server)
         if not ready:
             return
-        elapsed = time.monotonic() - started
+        await self._server_ready(time.monotonic() - started, first=first)
+
+    async def _server_ready(self, elapsed: float, *, first: bool) -> None:
+        """Ollama answers: say which version, re-read the store, let the reconcile loop run."""
         version = "unknown"
         with contextlib.suppress(OllamaAPIError):
             version = await self.api.version()
@@ -371,6 +405,7 @@ class Supervisor:
                 self._observe_runner(status, entry, loaded)
                 status.size, status.size_vram = entry.size, entry.size_vram
                 status.context_length, status.expires_at = entry.context_length, entry.expires_at
+                check_context(status, entry.context_length)
             else:
                 status.size = status.size_vram = status.context_length = status.expires_at = None
             if status.state in (State.PULLING, State.LOADING):
@@ -397,6 +432,7 @@ class Supervisor:
                     model=status.spec.display,
                 )
         self.undeclared = [m for m in loaded if m.key not in keys]
+        self.board.observed_restarts = self.board.server_restarts
         self._note_capacity_freed(len(loaded))
         self._note_all_ready()
 
@@ -587,7 +623,12 @@ class Supervisor:
             )
         started = time.monotonic()
         try:
-            kind = await self._send_load_detecting(status, kind)
+            kind = await watching_context(
+                self.api,
+                status,
+                self._send_load_detecting(status, kind),
+                self.settings.watch_interval,
+            )
         except ModelNotFound:
             # Deleted by hand since the last look: the next cycle pulls it (policy permitting).
             status.state, status.present, self._tags_dirty = previous, False, True
@@ -633,6 +674,8 @@ class Supervisor:
         status.reloads += action.reason == "evicted"
         status.repins += action.kind == ActionKind.REPIN
         status.load_seconds, status.ever_loaded = elapsed, True
+        status.load_durations.observe(elapsed)
+        await note_loaded(self.api, status)
         verb = "Re-pinned" if action.kind == ActionKind.REPIN else "Loaded"
         if spec.pinned and action.kind != ActionKind.REPIN:
             verb = "Loaded and pinned"
@@ -866,9 +909,5 @@ class Supervisor:
             )
 
     def snapshot(self) -> dict[str, Any]:
-        return {
-            "server_up": self.board.server_up,
-            "ready": self.board.server_up and self.board.all_ready,
-            "models": [m.as_dict() for m in self.board.models],
-            "undeclared": [m.name for m in self.undeclared],
-        }
+        """What `/status` and `status --json` show."""
+        return self.board.document(self.undeclared, live_reason=self._liveness())

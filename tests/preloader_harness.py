@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -148,6 +149,38 @@ class Run:
                 out.append(entry)
         return out
 
+    # --- the supervisor's own endpoints and commands ----------------------------------------
+    @property
+    def health_url(self) -> str:
+        return f"http://127.0.0.1:{self.env['PRELOADER_HEALTH_PORT']}"
+
+    def health_get(
+        self, path: str, method: str = "GET", headers: dict[str, str] | None = None
+    ) -> tuple[int, str, dict[str, str]]:
+        """(status, body, headers) of a request to the health port; errors are answers too."""
+        req = urllib.request.Request(self.health_url + path, method=method, headers=headers or {})
+        try:
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                return resp.status, resp.read().decode(), dict(resp.headers)
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode(), dict(exc.headers)
+
+    def health_json(self, path: str) -> tuple[int, Any]:
+        status, body, _ = self.health_get(path)
+        return status, json.loads(body)
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """Another `ollama-preloader` command in the same environment (as `docker exec` would)."""
+        return subprocess.run(
+            [*preloader_command(), *args],
+            env=self.env,
+            cwd=self.workdir,
+            capture_output=True,
+            text=True,
+            timeout=WAIT,
+            check=False,
+        )
+
     def http(self, method: str, path: str, body: Any = None, timeout: float = 30) -> Any:
         data = json.dumps(body).encode() if body is not None else None
         req = urllib.request.Request(self.base_url + path, data=data, method=method)
@@ -198,6 +231,9 @@ class Launcher:
 
     def env(self, **overrides: str) -> dict[str, str]:
         port = free_port()
+        health_port = free_port()
+        while health_port == port:
+            health_port = free_port()
         env = {
             k: v
             for k, v in os.environ.items()
@@ -218,6 +254,9 @@ class Launcher:
             PRELOADER_RETRY_MAX="0.2",
             PRELOADER_SHUTDOWN_GRACE="10",
             PRELOADER_READY_TIMEOUT="30",
+            # Never the default 11435: tests run in parallel with other supervisors.
+            PRELOADER_HEALTH_PORT=str(health_port),
+            PRELOADER_HEALTH_HOST="127.0.0.1",
             PYTHONUNBUFFERED="1",
         )
         env.update(overrides)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import struct
 import subprocess
 from pathlib import Path
 
@@ -148,3 +149,20 @@ def test_cli_ps_stopping(make_fake: MakeFake) -> None:
     httpx.post(fake.url("/api/generate"), json={"model": "slowstop", "keep_alive": 0})
     line = fake.cli("ps").stdout.splitlines()[1]
     assert line.rstrip().endswith("Stopping...")
+
+
+def test_client_reset_is_not_reported(make_fake: MakeFake) -> None:
+    """A client that resets a kept-alive connection leaves no traceback on stderr (Go is silent)."""
+    fake = make_fake()
+    with socket.create_connection(("127.0.0.1", fake.port)) as conn:
+        conn.sendall(f"GET / HTTP/1.1\r\nHost: {fake.host}\r\n\r\n".encode())
+        answer = b""
+        while not answer.endswith(b"Ollama is running"):  # the whole answer: the server now
+            answer += conn.recv(4096)  # waits for the next request on this connection
+        assert answer.startswith(b"HTTP/1.1 200")
+        # SO_LINGER 0: close with a reset while the server waits for the next request.
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    httpx.get(fake.url("/"))  # the server is still serving
+    fake.stop(signal.SIGTERM)
+    assert "Traceback" not in fake.stderr_text()
+    assert "Exception occurred" not in fake.stderr_text()

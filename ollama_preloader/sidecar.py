@@ -1,0 +1,193 @@
+"""Sidecar mode (`watch`): the supervisor for an Ollama it does not own, reached at OLLAMA_HOST.
+
+The systemd service, a desktop app or a server on another host runs Ollama; the sidecar only
+talks to its API. It never starts, stops or signals Ollama: `self.server` stays None, so the
+shared shutdown and second-signal paths have no child to touch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+
+from ollama_preloader.errors import ConfigError, OllamaUnavailable
+from ollama_preloader.logs import get_logger
+from ollama_preloader.ollama_api import LoadedModel, LocalModel, OllamaAPI
+from ollama_preloader.retry import backoff_seconds
+from ollama_preloader.settings import Settings
+from ollama_preloader.status import READY_STATES
+from ollama_preloader.supervisor import Supervisor
+
+log = get_logger()
+
+WHAT_TO_CHECK = (
+    "check that Ollama is running there (`systemctl status ollama`, or the desktop app) and "
+    "that OLLAMA_HOST is the address it listens on"
+)
+
+
+def check_sidecar_settings(settings: Settings) -> None:
+    """ConfigError for settings that cannot work without our own `ollama serve`."""
+    if not settings.models:
+        raise ConfigError(
+            "OLLAMA_PRELOAD_MODELS is empty: `watch` has no model to keep loaded; set it (for "
+            "systemd, in the EnvironmentFile /etc/ollama-preloader.env)"
+        )
+    if settings.ollama_host.host == "ollama.com":
+        raise ConfigError(
+            "OLLAMA_HOST='ollama.com' is Ollama's cloud, where models cannot be pinned; set it "
+            "to the address of your Ollama server"
+        )
+    # Profiles work through the environment of the `ollama serve` that `run` starts.
+    if settings.profile != "auto":
+        raise ConfigError(
+            f"PRELOADER_PROFILE={settings.profile!r} sets variables of an `ollama serve` that "
+            "`watch` does not start; set them on your Ollama server instead (see the README's "
+            "profile table), and remove PRELOADER_PROFILE"
+        )
+    if settings.quantization is not None:
+        raise ConfigError(
+            f"PRELOADER_QUANTIZATION={settings.quantization!r} sets OLLAMA_KV_CACHE_TYPE of an "
+            "`ollama serve` that `watch` does not start; set that on your Ollama server "
+            "instead, and remove PRELOADER_QUANTIZATION"
+        )
+
+
+class Sidecar(Supervisor):
+    """`watch`: pull, pin and re-pin on an existing server; wait for it whenever it is away."""
+
+    def __init__(self, settings: Settings, *, api: OllamaAPI | None = None) -> None:
+        # No environment to pass on: there is no child.
+        super().__init__(settings, server_env={}, api=api)
+        self._seen_away = False  # a probe saw the server go away; its return says so already
+        self._suspect = asyncio.Event()  # /api/ps went unanswered: is the server still there?
+
+    async def _start_server(self, *, first: bool) -> None:
+        """Nothing to start: wait until the server answers (health endpoints already do)."""
+        if first:
+            log.info(
+                "server.external",
+                msg=f"Keeping models loaded on the Ollama at {self.api.base_url}; it is never "
+                "started, stopped or signalled from here",
+                url=self.api.base_url,
+            )
+        waited = await self._wait_reachable()
+        if waited is None:
+            return
+        if not first:
+            self.board.server_restarts += 1  # here: times it came back after going away
+        self._suspect.clear()  # an unanswered /api/ps from before it came back says nothing
+        await self._server_ready(waited, first=first)
+
+    async def _supervise_server(self) -> None:
+        """Watch the server; when it goes away, wait for it again (and again)."""
+        while await self._watch_reachable():
+            self._ready.clear()
+            self.board.server_up = False
+            self._seen_away = True
+            await self._start_server(first=False)
+
+    def _liveness(self) -> str | None:
+        """Live while the sidecar runs and the server it watches answers."""
+        if self._stop.is_set():
+            return "the supervisor is stopping"
+        if not self.board.server_up:
+            return f"Ollama at {self.api.base_url} is not answering; the sidecar waits for it"
+        return None
+
+    async def _wait_reachable(self) -> float | None:
+        """Probe `GET /` every watch interval until it answers; report the wait with backoff.
+
+        Returns the seconds waited, or None when stopping. Never gives up: Ollama may be
+        restarting, booting, or on a host that is down for a while.
+        """
+        started = time.monotonic()
+        reports = 0
+        next_report = started + backoff_seconds(self.settings, 1)
+        while not self._stop.is_set():
+            reason = await self.api.unreachable_reason()
+            if reason is None:
+                return time.monotonic() - started
+            now = time.monotonic()
+            if now >= next_report:
+                reports += 1
+                gap = backoff_seconds(self.settings, reports + 1)
+                next_report = now + gap
+                log.warning(
+                    "server.unreachable",
+                    msg=f"Ollama at {self.api.base_url} is not answering ({reason}) after "
+                    f"{now - started:.0f}s; {WHAT_TO_CHECK}. Still waiting",
+                    url=self.api.base_url,
+                    error=reason,
+                    waited=round(now - started, 1),
+                    next_report_in=round(gap, 1),
+                )
+            await self._pause(self.settings.watch_interval)
+        return None
+
+    async def _watch_reachable(self) -> bool:
+        """Return True once the server is gone, False when stopping.
+
+        No probe while /api/ps answers: Ollama logs every request, and the reconcile loop
+        already reads it every watch interval. Only when that read fails is `GET /` asked, twice
+        (one lost answer on a busy or remote link is not an outage).
+        """
+        stop = asyncio.create_task(self._stop.wait())
+        try:
+            while True:
+                suspect = asyncio.create_task(self._suspect.wait())
+                await asyncio.wait({stop, suspect}, return_when=asyncio.FIRST_COMPLETED)
+                suspect.cancel()
+                if self._stop.is_set():
+                    return False
+                self._suspect.clear()
+                reason = await self.api.unreachable_reason()
+                if reason is not None:
+                    reason = await self.api.unreachable_reason()
+                if reason is not None:
+                    log.warning(
+                        "server.lost",
+                        msg=f"Ollama at {self.api.base_url} stopped answering ({reason}); "
+                        "waiting for it to come back, then loading again every model it lost",
+                        url=self.api.base_url,
+                        error=reason,
+                    )
+                    return True
+        finally:
+            stop.cancel()
+
+    async def _pause(self, seconds: float) -> bool:
+        """Wait between probes; True when the supervisor is stopping."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), timeout=seconds)
+        return self._stop.is_set()
+
+    async def _check_resources(self, tags: list[LocalModel], loaded: list[LoadedModel]) -> None:
+        # The memory figures are this machine's: they say nothing about a server elsewhere.
+        if self.settings.ollama_host.is_loopback:
+            await super()._check_resources(tags, loaded)
+
+    async def _cycle(self) -> None:
+        """The shared cycle; a read that gets no answer makes `_watch_reachable` look."""
+        try:
+            await super()._cycle()
+        except OllamaUnavailable:
+            self._suspect.set()
+            raise
+
+    def _observe(self, loaded: list[LoadedModel]) -> None:
+        # Ollama restarted between two looks (or cleared every runner, e.g. after an
+        # out-of-memory error): the store may have changed too, so read it again. With one
+        # model this is indistinguishable from an eviction, which model.evicted reports.
+        ready = [m for m in self.board.models if m.state in READY_STATES]
+        if not loaded and len(ready) >= 2 and not self._seen_away:
+            log.warning(
+                "server.models_lost",
+                msg=f"All {len(ready)} loaded models left /api/ps at once (Ollama restarted, "
+                "or unloaded everything); loading every declared model again",
+                models=len(ready),
+            )
+            self._tags_dirty = True
+        self._seen_away = False
+        super()._observe(loaded)

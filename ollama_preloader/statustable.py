@@ -1,0 +1,78 @@
+"""The `status` command's table, in the spirit of `ollama ps`, from the `/status` document."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ollama_preloader.psformat import human_bytes
+
+HEADER = ("NAME", "KIND", "STATE", "UNTIL", "SIZE", "PROCESSOR", "CONTEXT", "REASON")
+NONE = "-"
+UNDECLARED = "not declared"
+
+
+def _text(value: Any) -> str:
+    return NONE if value is None or value == "" else str(value)
+
+
+def _size(value: Any) -> str:
+    return human_bytes(int(value)) if isinstance(value, int) else NONE
+
+
+def rows(document: Mapping[str, Any]) -> list[list[str]]:
+    """One row per declared model (priority order), then the undeclared loaded ones."""
+    out = []
+    for m in document.get("models") or []:
+        reason = m.get("reason") if m.get("state") == "failed" else None
+        out.append(
+            [
+                _text(m.get("name")),
+                _text(m.get("kind")),
+                _text(m.get("state_text") or m.get("state")),
+                _text(m.get("until")),
+                _size(m.get("size")),
+                _text(m.get("processor")),
+                _text(m.get("context_length")),
+                _text(reason),
+            ]
+        )
+    for m in document.get("undeclared") or []:
+        out.append(
+            [
+                _text(m.get("name")),
+                NONE,
+                UNDECLARED,
+                _text(m.get("until")),
+                _size(m.get("size")),
+                _text(m.get("processor")),
+                _text(m.get("context_length")),
+                NONE,
+            ]
+        )
+    return out
+
+
+def table(header: Sequence[str], body: Sequence[Sequence[str]]) -> str:
+    """Columns padded to their widest cell, three spaces apart, no borders."""
+    all_rows = [list(header), *[list(r) for r in body]]
+    widths = [max(len(r[i]) for r in all_rows) for i in range(len(header))]
+    lines = ["   ".join(c.ljust(widths[i]) for i, c in enumerate(r)).rstrip() for r in all_rows]
+    return "\n".join(lines) + "\n"
+
+
+def render(document: Mapping[str, Any]) -> str:
+    """The table and a last line saying whether every declared model is pinned."""
+    text = table(HEADER, rows(document))
+    if document.get("ready"):
+        declared = document.get("declared", 0)
+        summary = (
+            f"ready: all {declared} declared models are loaded and pinned"
+            if declared
+            else "ready: ollama serve is up; no models are declared"
+        )
+    else:
+        summary = f"not ready: {document.get('reason') or 'unknown'}"
+    if document.get("live") is False:
+        summary += f" (not live: {document.get('live_reason')})"
+    return text + "\n" + summary + "\n"
