@@ -387,28 +387,45 @@ def measure_idle(c: Contestant, seconds: float) -> tuple[float, int]:
     return 100.0 * (cpu1 - cpu0) / (t1 - t0), int(median([float(s) for s in samples]))
 
 
+GNU_TIME = Path("/usr/bin/time")
+
+
 def timed(command: list[str], env: dict[str, str], cwd: Path) -> dict[str, Any]:
-    """Wall time and peak RSS of one command, as a probe runner would pay them."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(
-        command,
-        env=env,
-        cwd=cwd,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    assert proc.stdout is not None
-    with proc.stdout:
-        out = proc.stdout.read().decode(errors="replace")
-    # wait4, not wait: it also returns the child's resource usage (its peak RSS).
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
+    """Wall time and peak RSS of one command, as a probe runner would pay them.
+
+    The peak RSS comes from GNU time when there is one: a child forked from this (Python)
+    process inherits its RSS high-water mark until it execs, so its own ru_maxrss would report
+    at least ours. GNU time's fork is small; its own start adds about a millisecond to the wall
+    time. Without it, ru_maxrss is reported and is only an upper bound.
+    """
+    with tempfile.NamedTemporaryFile(prefix="bench-time-", suffix=".txt") as report:
+        argv = list(command)
+        if GNU_TIME.is_file():
+            argv = [str(GNU_TIME), "-f", "%M", "-o", report.name, *command]
+        start = time.perf_counter()
+        proc = subprocess.Popen(
+            argv,
+            env=env,
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        assert proc.stdout is not None
+        with proc.stdout:
+            out = proc.stdout.read().decode(errors="replace")
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        max_rss, source = usage.ru_maxrss * 1024, "ru_maxrss (upper bound)"
+        lines = Path(report.name).read_text().split()
+        if GNU_TIME.is_file() and lines and lines[-1].isdigit():
+            max_rss, source = int(lines[-1]) * 1024, "GNU time"
     return {
         "command": " ".join([Path(command[0]).name, *command[1:]]),
         "seconds": wall,
-        "max_rss": usage.ru_maxrss * 1024,
+        "max_rss": max_rss,
+        "rss_source": source,
         "code": proc.returncode,
         "output": out.strip()[-300:],
     }
