@@ -273,6 +273,18 @@ def slope(points: Sequence[tuple[float, float]]) -> float:
     return sum((x - mx) * (y - my) for x, y in points) / sxx
 
 
+def trend(values: Sequence[float]) -> float:
+    """The least-squares line's change from the first value to the last, as a fraction of the
+    median: +0.1 means the fit rises by a tenth over the series. Uses every point, so one noisy
+    block at either end does not decide it."""
+    if len(values) < 2:
+        return 0.0
+    mid = median(values)
+    if mid == 0 or math.isnan(mid):
+        return 0.0
+    return slope(list(enumerate(values))) * (len(values) - 1) / mid
+
+
 def blocks(values: Sequence[float], size: int) -> list[list[float]]:
     """Consecutive blocks of `size` values; a short tail is its own block."""
     return [list(values[i : i + size]) for i in range(0, len(values), size)]

@@ -53,6 +53,7 @@ from benchmarks.analysis import (  # noqa: E402
     requests,
     slope,
     timeline,
+    trend,
 )
 
 FAKE_BIN = ROOT / "tests" / "fake_bin"
@@ -774,34 +775,46 @@ def warm_rss(scale: ScaleResult) -> int:
     return next((r for c, r in scale.rss if c >= scale.block), scale.rss[0][1])
 
 
+FLAT_TREND = 0.10  # the fitted change over the run may be at most this share of the median
+FLAT_RSS = 0.05
+
+
 def scale_flat(scale: ScaleResult) -> bool | None:
-    """Flat: the last block's cycle period and CPU within 10% (+0.5 ms) of the first's, and RSS
-    grows by less than 5% from the end of the first block to the end."""
+    """Flat: the fitted trends of the cycle period and of the CPU per cycle, over all blocks,
+    stay within 10% of their medians, and RSS grows by less than 5% from the end of the first
+    block to the end."""
     if not scale.pinned or len(scale.period_ms) < 2 or len(scale.cpu_ms) < 2 or not scale.rss:
         return None
-    periods, cpu = scale.period_ms, scale.cpu_ms
     growth = (scale.rss[-1][1] - warm_rss(scale)) / warm_rss(scale)
-    return periods[-1] <= periods[0] * 1.1 + 0.5 and cpu[-1] <= cpu[0] * 1.1 + 0.5 and growth < 0.05
+    return (
+        abs(trend(scale.period_ms)) <= FLAT_TREND
+        and abs(trend(scale.cpu_ms)) <= FLAT_TREND
+        and growth < FLAT_RSS
+    )
+
+
+def series(values: Sequence[float], unit: str, digits: int) -> str:
+    s = Summary.of(values)
+    return (
+        f"{spread(s, unit, digits)}, first {values[0]:.{digits}f} → last {values[-1]:.{digits}f},"
+        f" trend {trend(values) * 100:+.0f}%"
+    )
 
 
 def scale_rows(scale: ScaleResult) -> list[str]:
-    if not scale.pinned or not scale.rss:
+    if not scale.pinned or not scale.rss or not scale.period_ms or not scale.cpu_ms:
         return [f"| 6. Scale | flat | failed: {scale.error} | | | – |"]
-    ok = scale_flat(scale)
-    periods = scale.period_ms
-    cpu = scale.cpu_ms
     rss0 = warm_rss(scale)
     growth = (scale.rss[-1][1] - rss0) / rss0
     kb_per_k = slope([(c / 1000, r / 1024) for c, r in scale.rss if c >= scale.block])
     label = f"{scale.models} models, {scale.cycles} cycles at {scale.interval * 1000:g} ms"
     return [
-        f"| 6. Scale ({label}): cycle period, first → last {scale.block} | flat |"
-        f" {fmt(periods[0] if periods else None, 'ms', 1)} → "
-        f"{fmt(periods[-1] if periods else None, 'ms', 1)} | | | {verdict(ok)} |",
-        f"| 6. … supervisor CPU per cycle, first → last block | flat |"
-        f" {fmt(cpu[0] if cpu else None, 'ms', 2)} → {fmt(cpu[-1] if cpu else None, 'ms', 2)}"
-        " | | | |",
-        f"| 6. … RSS after {scale.block} cycles → end (slope) | flat |"
+        f"| 6. Scale ({label}): cycle period, median of {scale.block}-cycle blocks (range)"
+        f" | trend ≤ ±{FLAT_TREND:.0%} | {series(scale.period_ms, 'ms', 1)} | | |"
+        f" {verdict(scale_flat(scale))} |",
+        f"| 6. … supervisor CPU per cycle, per block | trend ≤ ±{FLAT_TREND:.0%} |"
+        f" {series(scale.cpu_ms, 'ms', 2)} | | | |",
+        f"| 6. … RSS after {scale.block} cycles → end | < +{FLAT_RSS:.0%} |"
         f" {rss0 / MB:.1f} → {scale.rss[-1][1] / MB:.1f} MB ({growth * 100:+.1f}%,"
         f" {kb_per_k:+.0f} KB per 1000 cycles) | | | |",
     ]

@@ -52,7 +52,10 @@ def draw(results: Sequence[RunResult], plans: Sequence[ModelPlan], path: Path) -
         t0 = tl.launched
         labels = [
             "ollama serve",
-            *[f"{n}{'' if p.present else ' (pull)'}" for n, p in zip(names, plans, strict=True)],
+            *[
+                f"{n} ({'on disk' if p.present else 'to pull'})"
+                for n, p in zip(names, plans, strict=True)
+            ],
         ]
         ax.set_yticks(range(len(labels)), labels)
         ax.set_ylim(len(labels) - 0.4, -0.6)

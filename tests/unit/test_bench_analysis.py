@@ -17,6 +17,7 @@ from benchmarks.analysis import (
     percentile,
     slope,
     timeline,
+    trend,
 )
 
 
@@ -114,3 +115,10 @@ def test_summary_and_slope() -> None:
     assert (s.median, s.low, s.high, s.n) == (2.5, 1.0, 10.0, 4)
     assert slope([(0, 1), (1, 3), (2, 5)]) == pytest.approx(2.0)
     assert slope([(1, 1)]) == 0.0
+
+
+def test_trend_is_the_fitted_change_over_the_median() -> None:
+    """A steady rise from 10 to 12 is a +20% trend; noise around a level is close to none."""
+    assert trend([10.0, 11.0, 12.0]) == pytest.approx(2 / 11)
+    assert abs(trend([10.0, 12.0, 9.0, 11.0, 10.0, 12.0, 9.0, 11.0])) < 0.1
+    assert trend([5.0]) == 0.0
