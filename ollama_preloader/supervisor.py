@@ -276,13 +276,15 @@ class Supervisor:
     async def _reconcile_loop(self) -> None:
         while True:
             await self._ready.wait()
+            # Cleared before the cycle, not after: a pull that ends while this cycle loads
+            # another model must start the next cycle at once, not a watch interval later.
+            self._wake.clear()
             try:
                 await self._cycle()
             except OllamaUnavailable as exc:
                 log.debug("watch.unavailable", msg=f"Ollama did not answer: {exc}")
             except OllamaAPIError as exc:
                 log.warning("watch.error", msg=f"Could not read Ollama's state: {exc}")
-            self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self.settings.watch_interval)
 
@@ -311,6 +313,9 @@ class Supervisor:
             monotonic_now=time.monotonic(),
             refresh_interval=self.settings.refresh_interval,
         )
+        # Pulls only join the worker's queue, so they go first: each runs while this cycle's
+        # loads go on, instead of waiting for them. Each group keeps its priority order.
+        actions.sort(key=lambda action: action.kind != ActionKind.PULL)
         for action in actions:
             if self._stop.is_set() or not self._ready.is_set():
                 return

@@ -1,0 +1,1 @@
+"""Benchmarks of ollama-preloader against a shell-script entrypoint (see bench.py)."""
