@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
@@ -22,6 +23,9 @@ from ollama_preloader.errors import (
     PreloaderError,
     exit_code_for_signal,
 )
+
+if TYPE_CHECKING:
+    from ollama_preloader.settings import Settings
 
 EXIT_NOT_READY = EXIT_INTERNAL  # `status` and `health`: 1 means "not every model is pinned"
 
@@ -47,27 +51,38 @@ def _fail(message: str, code: int) -> typer.Exit:
     return typer.Exit(code)
 
 
+def _settings(env_file: Path) -> Settings:
+    """Settings or a one-line exit 2. Callers import `ollama` only after this: importing it
+    builds a default client from OLLAMA_HOST and would crash on a value refused here."""
+    from ollama_preloader.settings import load_settings
+
+    try:
+        return load_settings(env_file)
+    except ConfigError as exc:
+        raise _fail(str(exc), EXIT_CONFIG) from None
+
+
+def _run_to_exit(main: Coroutine[Any, Any, int]) -> NoReturn:
+    """Run the command's coroutine; its code, or a PreloaderError's, is the exit code."""
+    try:
+        code = asyncio.run(main)
+    except PreloaderError as exc:
+        raise _fail(str(exc), exc.exit_code) from None
+    raise typer.Exit(code)
+
+
 @app.command()
 def run(env_file: EnvFile = Path(".env")) -> None:
     """Start `ollama serve`, pull and pin the declared models, keep them pinned until stopped."""
     from ollama_preloader.logs import configure
-    from ollama_preloader.settings import load_settings, server_environment
+    from ollama_preloader.settings import server_environment
 
-    try:
-        settings = load_settings(env_file)
-    except ConfigError as exc:
-        raise _fail(str(exc), EXIT_CONFIG) from None
-    # Only now: importing `ollama` builds a default client from OLLAMA_HOST and would crash
-    # on a value that settings has just refused with a clear message.
+    settings = _settings(env_file)
     from ollama_preloader.supervisor import Supervisor
 
     configure(settings.log_level, settings.log_format)
     supervisor = Supervisor(settings, server_env=server_environment(env_file=env_file))
-    try:
-        code = asyncio.run(supervisor.run())
-    except PreloaderError as exc:
-        raise _fail(str(exc), exc.exit_code) from None
-    raise typer.Exit(code)
+    _run_to_exit(supervisor.run())
 
 
 @app.command()
@@ -78,13 +93,8 @@ def watch(env_file: EnvFile = Path(".env")) -> None:
     for the server whenever it is away and never starts, stops or signals it.
     """
     from ollama_preloader.logs import configure
-    from ollama_preloader.settings import load_settings
 
-    try:
-        settings = load_settings(env_file)
-    except ConfigError as exc:
-        raise _fail(str(exc), EXIT_CONFIG) from None
-    # Only now: importing the `ollama` client reads OLLAMA_HOST and fails on a bad port.
+    settings = _settings(env_file)
     from ollama_preloader.sidecar import Sidecar, check_sidecar_settings
 
     try:
@@ -92,12 +102,7 @@ def watch(env_file: EnvFile = Path(".env")) -> None:
     except ConfigError as exc:
         raise _fail(str(exc), EXIT_CONFIG) from None
     configure(settings.log_level, settings.log_format)
-    sidecar = Sidecar(settings)
-    try:
-        code = asyncio.run(sidecar.run())
-    except PreloaderError as exc:
-        raise _fail(str(exc), exc.exit_code) from None
-    raise typer.Exit(code)
+    _run_to_exit(Sidecar(settings).run())
 
 
 @app.command()
@@ -108,14 +113,10 @@ def pull(env_file: EnvFile = Path(".env")) -> None:
     models that could not be pulled.
     """
     from ollama_preloader.logs import configure
-    from ollama_preloader.settings import load_settings, server_environment
+    from ollama_preloader.settings import server_environment
 
-    try:
-        settings = load_settings(env_file)
-    except ConfigError as exc:
-        raise _fail(str(exc), EXIT_CONFIG) from None
+    settings = _settings(env_file)
     configure(settings.log_level, settings.log_format)
-    # Only now: importing the `ollama` client reads OLLAMA_HOST and fails on a bad port.
     from ollama_preloader.bake import Baker
 
     baker = Baker(settings, server_env=server_environment(env_file=env_file))

@@ -18,6 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fake_ollama.harness import processes_in_group
+
+__all__ = ["Launcher", "Run", "free_port", "processes_in_group"]
+
 TESTS = Path(__file__).resolve().parent
 FAKE_BIN = TESTS / "fake_bin"
 WAIT = 60.0  # an upper bound for waits, never an assertion about speed
@@ -312,19 +316,3 @@ class Launcher:
                 except subprocess.TimeoutExpired:
                     run.proc.kill()
                     run.proc.wait()
-
-
-def processes_in_group(pgid: int) -> list[int]:
-    """Live (non-zombie) processes whose process group is `pgid`."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[1].split()
-        if fields[0] != "Z" and int(fields[2]) == pgid:
-            found.append(int(entry))
-    return found
