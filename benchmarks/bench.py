@@ -922,6 +922,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.keep:
             shutil.rmtree(base, ignore_errors=True)
     print()
+    if args.quick:
+        print("# --quick: one tiny run with 1 s windows, to check that everything works;")
+        print("# its figures (a 1 s CPU window has a resolution of 1%) are not measurements.\n")
     print("\n".join(table(results, scale)))
     if args.figure is not None and not args.quick:
         from benchmarks.figure import draw
