@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fake_ollama.harness import processes_in_group
+from fake_ollama.harness import processes_in_group, read_jsonl
 
 __all__ = ["Launcher", "Run", "free_port", "processes_in_group"]
 
@@ -118,18 +118,8 @@ class Run:
 
     # --- what the fake server saw and says ------------------------------------------------
     def requests(self, path: str | None = None) -> list[dict[str, Any]]:
-        log = Path(self.env["FAKE_OLLAMA_LOG"])
-        if not log.exists():
-            return []
-        out = []
-        for line in log.read_text().splitlines():
-            try:
-                entry = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if "path" in entry and path in (None, entry["path"]):
-                out.append(entry)
-        return out
+        entries = read_jsonl(self.env["FAKE_OLLAMA_LOG"])
+        return [e for e in entries if "path" in e and path in (None, e["path"])]
 
     def count_requests(self, path: str) -> int:
         """How many requests for `path` the fake has answered (cheap: no JSON parsing)."""
@@ -140,18 +130,7 @@ class Run:
         return sum(1 for line in log.read_text().splitlines() if needle in line)
 
     def fake_events(self, event: str) -> list[dict[str, Any]]:
-        log = Path(self.env["FAKE_OLLAMA_LOG"])
-        if not log.exists():
-            return []
-        out = []
-        for line in log.read_text().splitlines():
-            try:
-                entry = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if entry.get("event") == event:
-                out.append(entry)
-        return out
+        return [e for e in read_jsonl(self.env["FAKE_OLLAMA_LOG"]) if e.get("event") == event]
 
     # --- the supervisor's own endpoints and commands ----------------------------------------
     @property
@@ -267,14 +246,19 @@ class Launcher:
         return env
 
     def start(
-        self, args: tuple[str, ...] = ("run",), env: dict[str, str] | None = None, **overrides: str
+        self,
+        args: tuple[str, ...] = ("run",),
+        env: dict[str, str] | None = None,
+        command: list[str] | None = None,
+        **overrides: str,
     ) -> Run:
+        """Start `command` (default: this venv's CLI) with `args`, reading its output."""
         full = env if env is not None else self.env(**overrides)
         (self.tmp / "home").mkdir(exist_ok=True)
         workdir = self.tmp / "work"
         workdir.mkdir(exist_ok=True)
         proc = subprocess.Popen(
-            [*preloader_command(), *args],
+            [*(command or preloader_command()), *args],
             env=full,
             cwd=workdir,
             stdin=subprocess.DEVNULL,

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from fake_catalogs import write_catalog
-from preloader_harness import FAKE_BIN, Launcher, Run
+from preloader_harness import FAKE_BIN, Launcher
 from shipping import dockerfile
 
 REPO = Path(__file__).resolve().parents[2]
@@ -65,22 +65,7 @@ def test_installed_entrypoint_pins_a_model_and_stops_cleanly(launcher: Launcher)
         [str(FAKE_BIN)]
         + [p for p in env["PATH"].split(os.pathsep) if Path(p) != Path(sys.executable).parent]
     )
-    workdir = launcher.tmp / "work"
-    workdir.mkdir(exist_ok=True)
-    proc = subprocess.Popen(
-        [str(venv / "bin" / "ollama-preloader"), "run"],
-        env=env,
-        cwd=workdir,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        encoding="utf-8",
-        errors="replace",
-    )
-    run = Run(proc=proc, env=env, workdir=workdir)
-    run.start_reader()
-    launcher.runs.append(run)
+    run = launcher.start(env=env, command=[str(venv / "bin" / "ollama-preloader")])
     pinned = run.wait_event("model.pinned")
     assert pinned["model"] == "llama3.2:latest"
     assert [m["name"] for m in run.ps()] == ["llama3.2:latest"]
