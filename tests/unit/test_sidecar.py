@@ -10,13 +10,13 @@ import httpx
 import pytest
 from structlog.testing import capture_logs
 
+from ollama_preloader.config.settings import Settings
 from ollama_preloader.errors import ConfigError
-from ollama_preloader.host import parse_ollama_host
-from ollama_preloader.ollama_api import LoadedModel, LocalModel, OllamaAPI
-from ollama_preloader.resources import MemoryFigures
-from ollama_preloader.settings import Settings
-from ollama_preloader.sidecar import Sidecar, check_sidecar_settings
-from ollama_preloader.status import State
+from ollama_preloader.observe.resources import MemoryFigures
+from ollama_preloader.ollama.api import LoadedModel, LocalModel, OllamaAPI
+from ollama_preloader.ollama.host import parse_ollama_host
+from ollama_preloader.reconcile.status import State
+from ollama_preloader.server.remote import Sidecar, check_sidecar_settings
 
 Handler = Callable[[httpx.Request], httpx.Response]
 
@@ -144,7 +144,7 @@ async def test_memory_check_only_for_a_server_on_this_machine(
         calls.append(env)
         return MemoryFigures(system=None)
 
-    monkeypatch.setattr("ollama_preloader.supervisor.gather_figures", figures)
+    monkeypatch.setattr("ollama_preloader.reconcile.supervisor.gather_figures", figures)
     sidecar = Sidecar(settings("llama3.2", host=host))
     await sidecar._check_resources([LocalModel("llama3.2:latest", "d" * 64, 2 * 10**9)], [])
     assert bool(calls) is checked

@@ -11,13 +11,13 @@ import asyncio
 import contextlib
 import time
 
+from ollama_preloader.config.settings import Settings
 from ollama_preloader.errors import ConfigError, OllamaUnavailable
-from ollama_preloader.logs import get_logger
-from ollama_preloader.ollama_api import LoadedModel, LocalModel, OllamaAPI
-from ollama_preloader.retry import backoff_seconds
-from ollama_preloader.settings import Settings
-from ollama_preloader.status import READY_STATES
-from ollama_preloader.supervisor import Supervisor
+from ollama_preloader.observe.logs import get_logger
+from ollama_preloader.ollama.api import LoadedModel, LocalModel, OllamaAPI
+from ollama_preloader.reconcile.retry import backoff_seconds
+from ollama_preloader.reconcile.status import READY_STATES
+from ollama_preloader.reconcile.supervisor import Supervisor
 
 log = get_logger()
 

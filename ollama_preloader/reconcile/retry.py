@@ -13,8 +13,8 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from ollama_preloader.config.settings import Settings
 from ollama_preloader.errors import OllamaAPIError
-from ollama_preloader.settings import Settings
 
 
 def is_transient(exc: BaseException) -> bool:

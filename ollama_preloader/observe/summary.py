@@ -10,10 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ollama_preloader.errors import OllamaAPIError
-from ollama_preloader.logs import get_logger
-from ollama_preloader.ollama_api import LocalModel, OllamaAPI
-from ollama_preloader.psformat import human_bytes
-from ollama_preloader.status import Board
+from ollama_preloader.observe.logs import get_logger
+from ollama_preloader.ollama.api import LocalModel, OllamaAPI
+from ollama_preloader.ollama.psformat import human_bytes
+from ollama_preloader.reconcile.status import Board
 
 log = get_logger()
 

@@ -20,9 +20,10 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from ollama_preloader import capacity
-from ollama_preloader.drift import check_context, note_loaded, watching_context
-from ollama_preloader.durations import format_seconds
+from ollama_preloader.config.durations import format_seconds
+from ollama_preloader.config.modelspec import ModelKind
+from ollama_preloader.config.profiles import apply_profile
+from ollama_preloader.config.settings import Settings
 from ollama_preloader.errors import (
     ModelNotFound,
     NotSupported,
@@ -33,25 +34,24 @@ from ollama_preloader.errors import (
     ServerError,
     ServerExited,
 )
-from ollama_preloader.health import HealthServer
-from ollama_preloader.logs import get_logger
-from ollama_preloader.modelspec import ModelKind
-from ollama_preloader.ollama_api import LoadedModel, LocalModel, OllamaAPI
-from ollama_preloader.process import OllamaServer, force_exit
-from ollama_preloader.profiles import apply_profile
-from ollama_preloader.pulling import failure_reason, is_not_found, pull_model
-from ollama_preloader.reconcile import Action, ActionKind, find_loaded, plan
-from ollama_preloader.resources import (
+from ollama_preloader.observe.health import HealthServer
+from ollama_preloader.observe.logs import get_logger
+from ollama_preloader.observe.resources import (
     ModelSize,
     assess,
     describe_figures,
     gather_figures,
     held_by_runners,
 )
-from ollama_preloader.retry import backoff_seconds
-from ollama_preloader.settings import Settings
-from ollama_preloader.status import READY_STATES, Board, ModelStatus, State
-from ollama_preloader.summary import log_startup_summary
+from ollama_preloader.observe.summary import log_startup_summary
+from ollama_preloader.ollama.api import LoadedModel, LocalModel, OllamaAPI
+from ollama_preloader.reconcile import capacity
+from ollama_preloader.reconcile.drift import check_context, note_loaded, watching_context
+from ollama_preloader.reconcile.plan import Action, ActionKind, find_loaded, plan
+from ollama_preloader.reconcile.pulling import failure_reason, is_not_found, pull_model
+from ollama_preloader.reconcile.retry import backoff_seconds
+from ollama_preloader.reconcile.status import READY_STATES, Board, ModelStatus, State
+from ollama_preloader.server.process import OllamaServer, force_exit
 
 log = get_logger()
 

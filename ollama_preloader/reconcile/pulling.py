@@ -10,13 +10,13 @@ import time
 
 from tenacity import RetryCallState
 
-from ollama_preloader import terminal
+from ollama_preloader.config.settings import Settings
 from ollama_preloader.errors import OllamaAPIError, PullStreamError
-from ollama_preloader.logs import get_logger
-from ollama_preloader.ollama_api import OllamaAPI
-from ollama_preloader.retry import pull_retrying
-from ollama_preloader.settings import Settings
-from ollama_preloader.status import ModelStatus, State
+from ollama_preloader.observe import terminal
+from ollama_preloader.observe.logs import get_logger
+from ollama_preloader.ollama.api import OllamaAPI
+from ollama_preloader.reconcile.retry import pull_retrying
+from ollama_preloader.reconcile.status import ModelStatus, State
 
 log = get_logger()
 
