@@ -79,10 +79,11 @@ def run(env_file: EnvFile = Path(".env")) -> None:
 
     settings = _settings(env_file)
     from ollama_preloader.reconcile.supervisor import Supervisor
+    from ollama_preloader.server.owned import OwnedServer
 
     configure(settings.log_level, settings.log_format)
-    supervisor = Supervisor(settings, server_env=server_environment(env_file=env_file))
-    _run_to_exit(supervisor.run())
+    server = OwnedServer(settings, server_environment(env_file=env_file))
+    _run_to_exit(Supervisor(settings, server).run())
 
 
 @app.command()
@@ -95,14 +96,15 @@ def watch(env_file: EnvFile = Path(".env")) -> None:
     from ollama_preloader.observe.logs import configure
 
     settings = _settings(env_file)
-    from ollama_preloader.server.remote import Sidecar, check_sidecar_settings
+    from ollama_preloader.reconcile.supervisor import Supervisor
+    from ollama_preloader.server.remote import RemoteServer, check_sidecar_settings
 
     try:
         check_sidecar_settings(settings)
     except ConfigError as exc:
         raise _fail(str(exc), EXIT_CONFIG) from None
     configure(settings.log_level, settings.log_format)
-    _run_to_exit(Sidecar(settings).run())
+    _run_to_exit(Supervisor(settings, RemoteServer(settings)).run())
 
 
 @app.command()

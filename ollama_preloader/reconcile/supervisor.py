@@ -1,11 +1,8 @@
-"""Owns the lifecycle: the `ollama serve` child, the reconcile loop, the pull worker, signals.
+"""Owns the lifecycle: the server's task, the reconcile loop, the pull worker, signals.
 
-Phases: startup (spawn, wait for `GET /`), main loop (observe -> plan -> act -> wait), shutdown
-(stop tasks, SIGTERM the child's group, SIGKILL after the grace period).
-
-The server side is pluggable: `_start_server` (startup), `_supervise_server` (a main-loop task)
-and `_liveness` own `ollama serve` here; sidecar.py overrides them for a server it does not own.
-Everything else (reconcile, pulls, loads, signals, status) is shared.
+Phases: startup (start the server or wait for it), main loop (observe -> plan -> act -> wait),
+shutdown (stop tasks, then the server). `run` and `watch` build this same class, handed an
+owned or a remote server (server/): every difference between the modes lives there.
 """
 
 from __future__ import annotations
@@ -16,13 +13,12 @@ import dataclasses
 import math
 import signal
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from ollama_preloader.config.durations import format_seconds
 from ollama_preloader.config.modelspec import ModelKind
-from ollama_preloader.config.profiles import apply_profile
 from ollama_preloader.config.settings import Settings
 from ollama_preloader.errors import (
     ModelNotFound,
@@ -31,8 +27,6 @@ from ollama_preloader.errors import (
     OllamaUnavailable,
     PreloaderError,
     ServerBusy,
-    ServerError,
-    ServerExited,
 )
 from ollama_preloader.observe.health import HealthServer
 from ollama_preloader.observe.logs import get_logger
@@ -51,36 +45,25 @@ from ollama_preloader.reconcile.plan import Action, ActionKind, find_loaded, pla
 from ollama_preloader.reconcile.pulling import failure_reason, is_not_found, pull_model
 from ollama_preloader.reconcile.retry import backoff_seconds
 from ollama_preloader.reconcile.status import READY_STATES, Board, ModelStatus, State
-from ollama_preloader.server.process import OllamaServer, force_exit
+from ollama_preloader.server.base import Server
 
 log = get_logger()
 
-HEALTHY_RUN = 300.0  # a serve that ran this long resets the restart backoff
-RESTART_BACKOFF_MAX = 60.0
 NOT_FOUND_BACKOFF = 600.0  # a name the registry does not know will not appear soon
 
 
 class Supervisor:
     """One supervisor run. `run()` returns the exit code or raises a PreloaderError."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        *,
-        server_env: Mapping[str, str],
-        api: OllamaAPI | None = None,
-    ) -> None:
+    def __init__(self, settings: Settings, server: Server, *, api: OllamaAPI | None = None) -> None:
         self.settings = settings
+        self.server = server
         self.board = Board.for_specs(settings.models)
         self.api = api or OllamaAPI(
             settings.ollama_host.base_url,
             call_timeout=settings.api_timeout,
             pull_stall_timeout=settings.pull_stall_timeout,
         )
-        # Profiles act only through the child's environment, never through request options.
-        self.profile = apply_profile(server_env, settings.profile, settings.quantization)
-        self.server_env = self.profile.env
-        self.server: OllamaServer | None = None
         self.undeclared: list[LoadedModel] = []
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
@@ -114,7 +97,7 @@ class Supervisor:
         if self.health is not None:
             await self.health.start()  # a taken port is a ConfigError before Ollama starts
         try:
-            await self._start_server(first=True)
+            await self.server.start(self)
             if not self._stop.is_set():
                 await log_startup_summary(self.api, self.board, self.settings.pull_policy)
                 await self._main_loop()
@@ -127,7 +110,7 @@ class Supervisor:
     async def _main_loop(self) -> None:
         async with asyncio.TaskGroup() as tg:
             tasks = [
-                tg.create_task(self._guard(self._supervise_server)),
+                tg.create_task(self._guard(lambda: self.server.supervise(self))),
                 tg.create_task(self._guard(self._reconcile_loop)),
                 tg.create_task(self._guard(self._pull_worker)),
             ]
@@ -167,42 +150,35 @@ class Supervisor:
             )
             self._stop.set()
             return
-        force_exit(self.server, signum)
+        self.server.force_exit(signum)
 
     def _liveness(self) -> str | None:
-        """Why /livez fails, or None while the supervisor runs and so does `ollama serve`."""
+        """Why /livez fails, or None while the supervisor runs and its server is up."""
         if self._stop.is_set():
             return "the supervisor is stopping"
-        if self.server is None or self.server.returncode is not None:
-            return "ollama serve is not running (the supervisor is restarting it)"
-        return None
+        return self.server.liveness()
 
     async def _shutdown(self) -> None:
         if self.health is not None:
             await self.health.close()
-        if self.server is not None:
-            code = await self.server.stop(self.settings.shutdown_grace)
-            log.info("server.stopped", msg="ollama serve stopped", returncode=code)
+        await self.server.stop()
         await self.api.aclose()
         log.info("supervisor.stopped", msg="Stopped")
 
-    # ----- the child -------------------------------------------------------------------------
+    # ----- what the server reports (server/base.py: Link) ----------------------------------
 
-    async def _start_server(self, *, first: bool) -> None:
-        server = OllamaServer(
-            self.settings.ollama_command,
-            self.server_env,
-            quiet_polls=not self.settings.log_polls,
-        )
-        self.server = server
-        await server.start()
-        started = time.monotonic()
-        ready = await self._wait_ready(server)
-        if not ready:
-            return
-        await self._server_ready(time.monotonic() - started, first=first)
+    @property
+    def stopping(self) -> asyncio.Event:
+        return self._stop
 
-    async def _server_ready(self, elapsed: float, *, first: bool) -> None:
+    def server_lost(self) -> None:
+        self._ready.clear()
+        self.board.server_up = False
+
+    def server_restarted(self) -> None:
+        self.board.server_restarts += 1
+
+    async def server_ready(self, elapsed: float, *, first: bool) -> None:
         """Ollama answers: say which version, re-read the store, let the reconcile loop run."""
         version = "unknown"
         with contextlib.suppress(OllamaAPIError):
@@ -220,57 +196,6 @@ class Supervisor:
             restart=not first,
         )
 
-    async def _wait_ready(self, server: OllamaServer) -> bool:
-        """Poll `GET /` until it answers 200; ServerError if the child exits or time runs out."""
-        return await server.wait_ready(
-            self.api.probe,
-            url=self.api.base_url,
-            within=self.settings.ready_timeout,
-            stopping=self._stop,
-        )
-
-    async def _supervise_server(self) -> None:
-        failures = 0
-        while True:
-            server = self.server
-            assert server is not None
-            started = time.monotonic()
-            code = await server.wait()
-            if self._stop.is_set():
-                return
-            self._ready.clear()
-            self.board.server_up = False
-            log.error(
-                "server.exited",
-                msg=f"ollama serve exited unexpectedly with code {code}: "
-                f"{server.last_error_line()}",
-                returncode=code,
-            )
-            await server.stop(0)  # kill runners left in its group, holding GPU memory
-            if self.settings.on_server_exit == "exit":
-                raise ServerExited(
-                    f"ollama serve exited with code {code} and PRELOADER_ON_SERVER_EXIT=exit",
-                    code,
-                )
-            failures = 1 if time.monotonic() - started > HEALTHY_RUN else failures + 1
-            delay = min(RESTART_BACKOFF_MAX, 2.0 ** (failures - 1))
-            log.info(
-                "server.restarting",
-                msg=f"Restarting ollama serve in {delay:g}s",
-                delay=delay,
-                attempt=failures,
-            )
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), timeout=delay)
-                return
-            self.board.server_restarts += 1
-            try:
-                await self._start_server(first=False)
-            except ServerError as exc:
-                log.error("server.restart_failed", msg=str(exc))
-            if self._stop.is_set():
-                return
-
     # ----- reconcile ---------------------------------------------------------------------------
 
     async def _reconcile_loop(self) -> None:
@@ -282,6 +207,7 @@ class Supervisor:
             try:
                 await self._cycle()
             except OllamaUnavailable as exc:
+                self.server.on_unanswered()
                 log.debug("watch.unavailable", msg=f"Ollama did not answer: {exc}")
             except OllamaAPIError as exc:
                 log.warning("watch.error", msg=f"Could not read Ollama's state: {exc}")
@@ -389,6 +315,8 @@ class Supervisor:
             )
 
     def _observe(self, loaded: list[LoadedModel]) -> None:
+        if self.server.on_observed(loaded, self.board):
+            self._tags_dirty = True
         now = datetime.now(UTC)
         mono = time.monotonic()
         keys = set()
@@ -452,6 +380,8 @@ class Supervisor:
         Sizes come from /api/tags, so a model is counted once it is pulled: this runs again
         whenever the sizes known change. It never stops anything.
         """
+        if not self.server.memory_is_local:
+            return  # this machine's memory says nothing about a server elsewhere
         on_disk = {m.key: m for m in tags}
         sizes = tuple(
             ModelSize(
@@ -465,8 +395,7 @@ class Supervisor:
         if not sizes or sizes == self._sizes_checked:
             return
         self._sizes_checked = sizes
-        compute = self.server.compute_lines() if self.server is not None else []
-        figures = await gather_figures(self.server_env, compute)
+        figures = await gather_figures(self.server.environment, self.server.compute_lines())
         held_system, held_gpu = held_by_runners(
             [(m.size, m.size_vram) for m in loaded], has_gpus=bool(figures.gpus)
         )
@@ -846,11 +775,11 @@ class Supervisor:
             log.warning("config.warning", msg=warning)
         log.info(
             "server.profile",
-            msg=self.profile.describe(),
-            profile=self.profile.profile,
-            quantization=self.profile.quantization,
-            env=self.profile.effective,
-            kept=list(self.profile.kept),
+            msg=self.server.profile.describe(),
+            profile=self.server.profile.profile,
+            quantization=self.server.profile.quantization,
+            env=self.server.profile.effective,
+            kept=list(self.server.profile.kept),
         )
         models = self.board.models
         if not models:

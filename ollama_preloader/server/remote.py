@@ -1,8 +1,8 @@
-"""Sidecar mode (`watch`): the supervisor for an Ollama it does not own, reached at OLLAMA_HOST.
+"""The Ollama we only watch (`watch`, sidecar mode), reached at OLLAMA_HOST: waits, restarts seen.
 
 The systemd service, a desktop app or a server on another host runs Ollama; the sidecar only
-talks to its API. It never starts, stops or signals Ollama: `self.server` stays None, so the
-shared shutdown and second-signal paths have no child to touch.
+talks to its API. It never starts, stops or signals Ollama: shutdown and the second signal have
+no child to touch.
 """
 
 from __future__ import annotations
@@ -10,14 +10,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from typing import TYPE_CHECKING, NoReturn
 
+from ollama_preloader.config.profiles import apply_profile
 from ollama_preloader.config.settings import Settings
-from ollama_preloader.errors import ConfigError, OllamaUnavailable
+from ollama_preloader.errors import ConfigError
 from ollama_preloader.observe.logs import get_logger
-from ollama_preloader.ollama.api import LoadedModel, LocalModel, OllamaAPI
 from ollama_preloader.reconcile.retry import backoff_seconds
 from ollama_preloader.reconcile.status import READY_STATES
-from ollama_preloader.reconcile.supervisor import Supervisor
+from ollama_preloader.server.process import force_exit
+
+if TYPE_CHECKING:
+    from ollama_preloader.ollama.api import LoadedModel
+    from ollama_preloader.reconcile.status import Board
+    from ollama_preloader.server.base import Link
 
 log = get_logger()
 
@@ -54,49 +60,85 @@ def check_sidecar_settings(settings: Settings) -> None:
         )
 
 
-class Sidecar(Supervisor):
-    """`watch`: pull, pin and re-pin on an existing server; wait for it whenever it is away."""
+class RemoteServer:
+    """`watch`: a server someone else runs; wait for it whenever it is away."""
 
-    def __init__(self, settings: Settings, *, api: OllamaAPI | None = None) -> None:
-        # No environment to pass on: there is no child.
-        super().__init__(settings, server_env={}, api=api)
+    can_see_runners = False  # its runners are another machine's, or another user's, processes
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.url = settings.ollama_host.base_url
+        # The memory figures are this machine's: they say nothing about a server elsewhere.
+        self.memory_is_local = settings.ollama_host.is_loopback
+        # No environment to pass on (there is no child): the profile is always "auto" here.
+        self.profile = apply_profile({}, settings.profile, settings.quantization)
+        self.environment = self.profile.env
+        self._up = False  # it answered since it was last lost
         self._seen_away = False  # a probe saw the server go away; its return says so already
         self._suspect = asyncio.Event()  # /api/ps went unanswered: is the server still there?
 
-    async def _start_server(self, *, first: bool) -> None:
+    async def start(self, link: Link, *, first: bool = True) -> None:
         """Nothing to start: wait until the server answers (health endpoints already do)."""
         if first:
             log.info(
                 "server.external",
-                msg=f"Keeping models loaded on the Ollama at {self.api.base_url}; it is never "
+                msg=f"Keeping models loaded on the Ollama at {link.api.base_url}; it is never "
                 "started, stopped or signalled from here",
-                url=self.api.base_url,
+                url=link.api.base_url,
             )
-        waited = await self._wait_reachable()
+        waited = await self._wait_reachable(link)
         if waited is None:
             return
         if not first:
-            self.board.server_restarts += 1  # here: times it came back after going away
+            link.server_restarted()  # here: times it came back after going away
         self._suspect.clear()  # an unanswered /api/ps from before it came back says nothing
-        await self._server_ready(waited, first=first)
+        await link.server_ready(waited, first=first)
+        self._up = True
 
-    async def _supervise_server(self) -> None:
+    async def supervise(self, link: Link) -> None:
         """Watch the server; when it goes away, wait for it again (and again)."""
-        while await self._watch_reachable():
-            self._ready.clear()
-            self.board.server_up = False
+        while await self._watch_reachable(link):
+            link.server_lost()
+            self._up = False
             self._seen_away = True
-            await self._start_server(first=False)
+            await self.start(link, first=False)
 
-    def _liveness(self) -> str | None:
-        """Live while the sidecar runs and the server it watches answers."""
-        if self._stop.is_set():
-            return "the supervisor is stopping"
-        if not self.board.server_up:
-            return f"Ollama at {self.api.base_url} is not answering; the sidecar waits for it"
+    def liveness(self) -> str | None:
+        """Live while the server it watches answers."""
+        if not self._up:
+            return f"Ollama at {self.url} is not answering; the sidecar waits for it"
         return None
 
-    async def _wait_reachable(self) -> float | None:
+    def on_unanswered(self) -> None:
+        """A read that got no answer makes `_watch_reachable` look."""
+        self._suspect.set()
+
+    def on_observed(self, loaded: list[LoadedModel], board: Board) -> bool:
+        """Ollama restarted between two looks (or cleared every runner, e.g. after an
+        out-of-memory error): the store may have changed too, so read it again. With one
+        model this is indistinguishable from an eviction, which model.evicted reports."""
+        ready = [m for m in board.models if m.state in READY_STATES]
+        lost = not loaded and len(ready) >= 2 and not self._seen_away
+        if lost:
+            log.warning(
+                "server.models_lost",
+                msg=f"All {len(ready)} loaded models left /api/ps at once (Ollama restarted, "
+                "or unloaded everything); loading every declared model again",
+                models=len(ready),
+            )
+        self._seen_away = False
+        return lost
+
+    def compute_lines(self) -> list[str]:
+        return []  # its output is not ours to read
+
+    async def stop(self) -> None:
+        """Nothing to stop: the server is not ours."""
+
+    def force_exit(self, signum: int) -> NoReturn:
+        force_exit(None, signum)
+
+    async def _wait_reachable(self, link: Link) -> float | None:
         """Probe `GET /` every watch interval until it answers; report the wait with backoff.
 
         Returns the seconds waited, or None when stopping. Never gives up: Ollama may be
@@ -105,8 +147,8 @@ class Sidecar(Supervisor):
         started = time.monotonic()
         reports = 0
         next_report = started + backoff_seconds(self.settings, 1)
-        while not self._stop.is_set():
-            reason = await self.api.unreachable_reason()
+        while not link.stopping.is_set():
+            reason = await link.api.unreachable_reason()
             if reason is None:
                 return time.monotonic() - started
             now = time.monotonic()
@@ -116,78 +158,49 @@ class Sidecar(Supervisor):
                 next_report = now + gap
                 log.warning(
                     "server.unreachable",
-                    msg=f"Ollama at {self.api.base_url} is not answering ({reason}) after "
+                    msg=f"Ollama at {link.api.base_url} is not answering ({reason}) after "
                     f"{now - started:.0f}s; {WHAT_TO_CHECK}. Still waiting",
-                    url=self.api.base_url,
+                    url=link.api.base_url,
                     error=reason,
                     waited=round(now - started, 1),
                     next_report_in=round(gap, 1),
                 )
-            await self._pause(self.settings.watch_interval)
+            await self._pause(link, self.settings.watch_interval)
         return None
 
-    async def _watch_reachable(self) -> bool:
+    async def _watch_reachable(self, link: Link) -> bool:
         """Return True once the server is gone, False when stopping.
 
         No probe while /api/ps answers: Ollama logs every request, and the reconcile loop
         already reads it every watch interval. Only when that read fails is `GET /` asked, twice
         (one lost answer on a busy or remote link is not an outage).
         """
-        stop = asyncio.create_task(self._stop.wait())
+        stop = asyncio.create_task(link.stopping.wait())
         try:
             while True:
                 suspect = asyncio.create_task(self._suspect.wait())
                 await asyncio.wait({stop, suspect}, return_when=asyncio.FIRST_COMPLETED)
                 suspect.cancel()
-                if self._stop.is_set():
+                if link.stopping.is_set():
                     return False
                 self._suspect.clear()
-                reason = await self.api.unreachable_reason()
+                reason = await link.api.unreachable_reason()
                 if reason is not None:
-                    reason = await self.api.unreachable_reason()
+                    reason = await link.api.unreachable_reason()
                 if reason is not None:
                     log.warning(
                         "server.lost",
-                        msg=f"Ollama at {self.api.base_url} stopped answering ({reason}); "
+                        msg=f"Ollama at {link.api.base_url} stopped answering ({reason}); "
                         "waiting for it to come back, then loading again every model it lost",
-                        url=self.api.base_url,
+                        url=link.api.base_url,
                         error=reason,
                     )
                     return True
         finally:
             stop.cancel()
 
-    async def _pause(self, seconds: float) -> bool:
+    async def _pause(self, link: Link, seconds: float) -> bool:
         """Wait between probes; True when the supervisor is stopping."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stop.wait(), timeout=seconds)
-        return self._stop.is_set()
-
-    async def _check_resources(self, tags: list[LocalModel], loaded: list[LoadedModel]) -> None:
-        # The memory figures are this machine's: they say nothing about a server elsewhere.
-        if self.settings.ollama_host.is_loopback:
-            await super()._check_resources(tags, loaded)
-
-    async def _cycle(self) -> None:
-        """The shared cycle; a read that gets no answer makes `_watch_reachable` look."""
-        try:
-            await super()._cycle()
-        except OllamaUnavailable:
-            self._suspect.set()
-            raise
-
-    def _observe(self, loaded: list[LoadedModel]) -> None:
-        # Ollama restarted between two looks (or cleared every runner, e.g. after an
-        # out-of-memory error): the store may have changed too, so read it again. With one
-        # model this is indistinguishable from an eviction, which model.evicted reports.
-        ready = [m for m in self.board.models if m.state in READY_STATES]
-        if not loaded and len(ready) >= 2 and not self._seen_away:
-            log.warning(
-                "server.models_lost",
-                msg=f"All {len(ready)} loaded models left /api/ps at once (Ollama restarted, "
-                "or unloaded everything); loading every declared model again",
-                models=len(ready),
-            )
-            self._tags_dirty = True
-        self._seen_away = False
-        super()._observe(loaded)
+            await asyncio.wait_for(link.stopping.wait(), timeout=seconds)
+        return link.stopping.is_set()
