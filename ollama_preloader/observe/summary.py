@@ -1,12 +1,14 @@
-"""The startup summary line: which models, of which kind, what must be pulled, how many bytes.
+"""What is said about the preload as a whole: the startup summary, and its completion.
 
-Logged once, when `ollama serve` first answers. Sizes come from /api/tags, so they are known
+The summary line (which models, of which kind, what must be pulled, how many bytes) is logged
+once, when `ollama serve` first answers. Sizes come from /api/tags, so they are known
 only for models already on disk: the registry tells a model's size only once its pull starts,
 and the line says "unknown" for those rather than guess.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from ollama_preloader.errors import OllamaAPIError
@@ -113,3 +115,17 @@ def describe(lines: list[Line], pull_policy: str) -> tuple[str, dict[str, object
     if not unknown:
         fields["total_bytes"] = known
     return "; ".join(parts), fields
+
+
+def note_all_ready(board: Board) -> None:
+    """`preload.complete`, the first time every declared model is loaded (pinned if it asks)."""
+    if board.models and board.all_ready and board.all_pinned_after is None:
+        elapsed = time.monotonic() - board.started_at
+        board.all_pinned_after = elapsed
+        log.info(
+            "preload.complete",
+            msg=f"✓ Preloading complete: all {len(board.models)} models loaded "
+            f"and pinned in {elapsed:.1f}s",
+            models=len(board.models),
+            seconds=round(elapsed, 3),
+        )

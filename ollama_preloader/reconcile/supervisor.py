@@ -10,23 +10,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import math
 import signal
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from ollama_preloader.config.durations import format_seconds
-from ollama_preloader.config.modelspec import ModelKind
 from ollama_preloader.config.settings import Settings
 from ollama_preloader.errors import (
-    ModelNotFound,
-    NotSupported,
     OllamaAPIError,
     OllamaUnavailable,
     PreloaderError,
-    ServerBusy,
 )
 from ollama_preloader.observe.health import HealthServer
 from ollama_preloader.observe.logs import get_logger
@@ -37,13 +31,13 @@ from ollama_preloader.observe.resources import (
     gather_figures,
     held_by_runners,
 )
-from ollama_preloader.observe.summary import log_startup_summary
+from ollama_preloader.observe.summary import log_startup_summary, note_all_ready
 from ollama_preloader.ollama.api import LoadedModel, LocalModel, OllamaAPI
-from ollama_preloader.reconcile import capacity
-from ollama_preloader.reconcile.drift import check_context, note_loaded, watching_context
+from ollama_preloader.reconcile.drift import check_context
+from ollama_preloader.reconcile.loading import Loader, apply_explicit_limit
 from ollama_preloader.reconcile.plan import Action, ActionKind, find_loaded, plan
 from ollama_preloader.reconcile.pulling import failure_reason, is_not_found, pull_model
-from ollama_preloader.reconcile.retry import backoff_seconds
+from ollama_preloader.reconcile.retry import backoff_seconds, fail
 from ollama_preloader.reconcile.status import READY_STATES, Board, ModelStatus, State
 from ollama_preloader.server.base import Server
 
@@ -78,6 +72,13 @@ class Supervisor:
         self._blobs: dict[tuple[str, str], str | None] = {}
         self._sizes_checked: tuple[ModelSize, ...] | None = None
         self._resources_warned: tuple[str, tuple[str, ...]] | None = None
+        self.loader = Loader(
+            settings,
+            self.api,
+            self.board,
+            read_ps=self._read_ps,
+            store_changed=self._store_changed,
+        )
         self.health: HealthServer | None = None
         if settings.health_port is not None:
             self.health = HealthServer(
@@ -93,7 +94,7 @@ class Supervisor:
     async def run(self) -> int:
         self._install_signal_handlers()
         self._log_plan()
-        self._apply_explicit_limit()
+        apply_explicit_limit(self.board, self.settings)
         if self.health is not None:
             await self.health.start()  # a taken port is a ConfigError before Ollama starts
         try:
@@ -227,7 +228,7 @@ class Supervisor:
                 status.present = local is not None
                 status.digest = local.digest if local else None
             self._tags_dirty = False
-        loaded = await self._with_blobs(await self.api.ps())
+        loaded = await self._read_ps()
         self._observe(loaded)
         if tags is not None:
             await self._check_resources(tags, loaded)
@@ -246,6 +247,12 @@ class Supervisor:
             if self._stop.is_set() or not self._ready.is_set():
                 return
             await self._act(action)
+
+    def _store_changed(self) -> None:
+        self._tags_dirty = True
+
+    async def _read_ps(self) -> list[LoadedModel]:
+        return await self._with_blobs(await self.api.ps())
 
     async def _with_blobs(self, loaded: list[LoadedModel]) -> list[LoadedModel]:
         """Fill in each runner's model file, but only when a declared model is not listed under
@@ -356,7 +363,7 @@ class Supervisor:
         self.undeclared = [m for m in loaded if m.key not in keys]
         self.board.observed_restarts = self.board.server_restarts
         self._note_capacity_freed(len(loaded))
-        self._note_all_ready()
+        note_all_ready(self.board)
 
     def _note_capacity_freed(self, runners: int) -> None:
         """A model that gave way is retried early once fewer runners are loaded than when it
@@ -431,18 +438,6 @@ class Supervisor:
                 gpu_source=figures.gpu_source,
             )
 
-    def _note_all_ready(self) -> None:
-        if self.board.models and self.board.all_ready and self.board.all_pinned_after is None:
-            elapsed = time.monotonic() - self.board.started_at
-            self.board.all_pinned_after = elapsed
-            log.info(
-                "preload.complete",
-                msg=f"✓ Preloading complete: all {len(self.board.models)} models loaded "
-                f"and pinned in {elapsed:.1f}s",
-                models=len(self.board.models),
-                seconds=round(elapsed, 3),
-            )
-
     async def _act(self, action: Action) -> None:
         status = self.board.get(action.key)
         assert status is not None
@@ -453,287 +448,14 @@ class Supervisor:
                 await self._pulls.put((status.spec.priority, status.key))
         elif action.kind == ActionKind.MISSING:
             self._tags_dirty = True
-            self._fail(
+            fail(
                 status,
                 "not on disk and PRELOADER_PULL_POLICY=never; run `ollama pull "
                 f"{status.spec.name}` or change the policy",
                 max(30.0, self.settings.watch_interval),
             )
         else:
-            await self._load(status, action)
-
-    # ----- loading -----------------------------------------------------------------------------
-
-    async def _detect_kind(self, status: ModelStatus) -> ModelKind:
-        if status.kind is not None:
-            return status.kind
-        details = await self.api.show(status.spec.name)
-        status.kind, status.blob = details.kind, details.blob
-        log.info(
-            "model.kind",
-            msg=f"{status.spec.display} is a {status.kind.value} model",
-            model=status.spec.display,
-            kind=status.kind.value,
-            source="capabilities" if details.capabilities is not None else "pooling_type",
-        )
-        return status.kind
-
-    async def _send_load(self, status: ModelStatus, kind: ModelKind) -> None:
-        spec = status.spec
-        if kind == ModelKind.EMBEDDING:
-            await self.api.load_embedding(spec.name, spec.keep_alive_value, spec.options_dict())
-        else:
-            await self.api.load_completion(spec.name, spec.keep_alive_value, spec.options_dict())
-
-    async def _send_load_detecting(self, status: ModelStatus, kind: ModelKind) -> ModelKind:
-        spec = status.spec
-        try:
-            await self._send_load(status, kind)
-        except NotSupported:
-            if spec.kind is not None or kind == ModelKind.EMBEDDING:
-                raise
-            # The server refused generate: it is an embedding model after all.
-            status.kind = kind = ModelKind.EMBEDDING
-            log.info(
-                "model.kind",
-                msg=f"{spec.display} does not support generate; loading it as an embedding model",
-                model=spec.display,
-                kind=kind.value,
-                source="generate refused",
-            )
-            await self._send_load(status, kind)
-        return kind
-
-    async def _load(self, status: ModelStatus, action: Action) -> None:
-        spec = status.spec
-        previous = status.state
-        refresh = action.kind == ActionKind.REFRESH
-        try:
-            kind = await self._detect_kind(status)
-        except ModelNotFound:
-            status.present, self._tags_dirty = False, True
-            return
-        except OllamaUnavailable:
-            return
-        except OllamaAPIError as exc:
-            self._load_failed(status, f"could not inspect the model: {exc}")
-            return
-        if refresh:
-            log.debug("model.refresh", msg=f"Refreshing {spec.display}", model=spec.display)
-        else:
-            if action.kind == ActionKind.REPIN:
-                log.warning(
-                    "model.unpinned",
-                    msg=f"{spec.display} is loaded but no longer pinned (a client changed its "
-                    "keep_alive); pinning it again",
-                    model=spec.display,
-                    expires_at=status.expires_at.isoformat() if status.expires_at else None,
-                )
-            status.state = State.LOADING
-            log.info(
-                "model.loading",
-                msg=f"Loading {spec.display} ({kind.value}, "
-                f"keep_alive {format_seconds(spec.keep_alive)})",
-                model=spec.display,
-                kind=kind.value,
-                reason=action.reason,
-                options=spec.options_dict() or None,
-            )
-        started = time.monotonic()
-        try:
-            kind = await watching_context(
-                self.api,
-                status,
-                self._send_load_detecting(status, kind),
-                self.settings.watch_interval,
-            )
-        except ModelNotFound:
-            # Deleted by hand since the last look: the next cycle pulls it (policy permitting).
-            status.state, status.present, self._tags_dirty = previous, False, True
-            log.warning(
-                "model.missing", msg=f"{spec.display} is no longer on disk", model=spec.display
-            )
-            return
-        except (OllamaUnavailable, ServerBusy) as exc:
-            # Transient: Ollama is restarting or its queue is full. Try again soon.
-            status.state = previous
-            status.failures += 1
-            delay = backoff_seconds(
-                self.settings, status.failures, floor=self.settings.watch_interval
-            )
-            status.retry_at = time.monotonic() + delay
-            log.warning(
-                "model.load.retry",
-                msg=f"Loading {spec.display}: {exc}; trying again in {delay:.1f}s",
-                model=spec.display,
-                error=str(exc),
-                wait=round(delay, 2),
-            )
-            return
-        except OllamaAPIError as exc:
-            status.state = previous
-            await self._load_error(status, exc)
-            return
-        elapsed = time.monotonic() - started
-        now = time.monotonic()
-        status.last_load_at = now
-        status.reason, status.failures, status.retry_at = None, 0, 0.0
-        status.state = State.PINNED if spec.pinned else State.LOADED
-        if refresh:
-            status.refreshes += 1
-            log.debug(
-                "model.refreshed",
-                msg=f"{spec.display} answered its refresh",
-                model=spec.display,
-                seconds=round(elapsed, 3),
-            )
-            return
-        status.loads += 1
-        status.reloads += action.reason == "evicted"
-        status.repins += action.kind == ActionKind.REPIN
-        status.load_seconds, status.ever_loaded = elapsed, True
-        status.load_durations.observe(elapsed)
-        await note_loaded(self.api, status)
-        verb = "Re-pinned" if action.kind == ActionKind.REPIN else "Loaded"
-        if spec.pinned and action.kind != ActionKind.REPIN:
-            verb = "Loaded and pinned"
-        log.info(
-            "model.pinned" if spec.pinned else "model.loaded",
-            msg=f"✓ {verb} {spec.display} ({kind.value}) in {elapsed:.2f}s",
-            model=spec.display,
-            kind=kind.value,
-            seconds=round(elapsed, 3),
-            reason=action.reason,
-        )
-        if action.reason in ("evicted", "unpinned"):
-            status.reload_times.append(now)
-            if capacity.is_thrashing(status.reload_times, now):
-                status.reload_times.clear()
-                self._give_way(status, capacity.thrash_message(status), runners=None)
-                return
-        await self._check_evictions(status)
-        # A re-pin leaves the runner as it was (warm); a load starts a cold one.
-        if (
-            self.settings.warmup
-            and action.kind != ActionKind.REPIN
-            and status.state == State.PINNED
-        ):
-            await self._warm_up(status, kind)
-        self._note_all_ready()
-
-    async def _evicted_by(self, status: ModelStatus) -> tuple[list[ModelStatus], int] | None:
-        """Declared pinned models that vanished while `status` loaded, and the runner count."""
-        try:
-            loaded = await self._with_blobs(await self.api.ps())
-        except OllamaAPIError:
-            return None
-        gone = [
-            m
-            for m in self.board.models
-            if m is not status
-            and m.spec.pinned
-            and m.state in READY_STATES
-            and find_loaded(m, loaded) is None
-        ]
-        return gone, len(loaded)
-
-    async def _check_evictions(self, status: ModelStatus) -> None:
-        """Did this load push a declared model out? Then one of them gives way, by priority."""
-        found = await self._evicted_by(status)
-        if found is None:
-            return
-        gone, runners = found
-        verdict = capacity.judge_eviction(status, gone)
-        if verdict is None:
-            return
-        log.error(
-            "capacity.conflict",
-            msg=verdict.message,
-            losers=[m.spec.display for m in verdict.losers],
-            keep=[m.spec.display for m in verdict.keep],
-        )
-        if status in verdict.losers:
-            with contextlib.suppress(OllamaAPIError):
-                await self.api.unload(status.spec.name)  # free the slot for the kept models
-            runners -= 1
-        runners += sum(1 for m in verdict.keep if m is not status)
-        for loser in verdict.losers:
-            self._give_way(loser, verdict.message, runners=runners)
-        for kept in verdict.keep:
-            if kept is not status:
-                kept.state, kept.reason = State.EVICTED, "evicted"
-
-    async def _load_error(self, status: ModelStatus, exc: OllamaAPIError) -> None:
-        """A load Ollama refused. One that ran out of memory, or cleared others, is capacity."""
-        found = await self._evicted_by(status)
-        gone, runners = found if found is not None else ([], 0)
-        if capacity.is_out_of_memory(str(exc)) or gone:
-            for other in gone:
-                other.state, other.reason = State.EVICTED, "evicted"
-            self._give_way(status, capacity.oom_message(status, gone, str(exc)), runners=runners)
-            return
-        self._load_failed(status, f"load failed: {exc}")
-
-    def _give_way(self, status: ModelStatus, reason: str, *, runners: int | None) -> None:
-        """Mark a model `failed` for capacity: long backoff, or earlier when room frees up."""
-        delay = self.settings.capacity_backoff * min(8, 2**status.failures)
-        status.capacity_loaded = runners
-        self._fail(status, reason, delay, summary=f"{status.spec.display} gives way")
-
-    async def _warm_up(self, status: ModelStatus, kind: ModelKind) -> None:
-        """One tiny request so the first real one does not pay first-token costs.
-
-        It sends the load's keep_alive and options unchanged (a different runner option would
-        reload the model); a failure is only reported: the model stays pinned.
-        """
-        spec = status.spec
-        started = time.monotonic()
-        try:
-            if kind == ModelKind.EMBEDDING:
-                await self.api.warm_embedding(spec.name, spec.keep_alive_value, spec.options_dict())
-            else:
-                await self.api.warm_completion(
-                    spec.name, spec.keep_alive_value, spec.options_dict()
-                )
-        except OllamaAPIError as exc:
-            log.warning(
-                "model.warmup_failed",
-                msg=f"Warm-up of {spec.display} failed ({exc}); it stays loaded",
-                model=spec.display,
-                kind=kind.value,
-                error=str(exc),
-            )
-            return
-        elapsed = time.monotonic() - started
-        status.warmup_seconds = elapsed
-        log.info(
-            "model.warmup",
-            msg=f"✓ Warmed up {spec.display} ({kind.value}) in {elapsed:.2f}s",
-            model=spec.display,
-            kind=kind.value,
-            seconds=round(elapsed, 3),
-        )
-
-    def _load_failed(self, status: ModelStatus, reason: str) -> None:
-        delay = backoff_seconds(
-            self.settings, status.failures + 1, floor=self.settings.watch_interval
-        )
-        self._fail(status, reason, delay)
-
-    def _fail(
-        self, status: ModelStatus, reason: str, retry_in: float, *, summary: str | None = None
-    ) -> None:
-        """The one way a model becomes `failed`: its state, its reason, one log event."""
-        status.fail(reason, retry_in=retry_in)
-        never = math.isinf(retry_in)
-        later = "not retried" if never else f"retrying in {format_seconds(retry_in)}"
-        log.error(
-            "model.failed",
-            msg=f"{summary or status.spec.display}: {reason}; {later}",
-            model=status.spec.display,
-            reason=reason,
-            retry_in=None if never else round(retry_in, 1),
-        )
+            await self.loader.load(status, action)
 
     # ----- pulling -----------------------------------------------------------------------------
 
@@ -766,7 +488,7 @@ class Supervisor:
             self.settings, status.failures + 1, floor=self.settings.retry_max
         )
         self._tags_dirty = True
-        self._fail(status, reason, delay)
+        fail(status, reason, delay)
 
     # ----- reporting ---------------------------------------------------------------------------
 
@@ -797,20 +519,6 @@ class Supervisor:
             models=len(models),
             pull_policy=self.settings.pull_policy,
         )
-
-    def _apply_explicit_limit(self) -> None:
-        """With an explicit OLLAMA_MAX_LOADED_MODELS below the pinned list, loading the rest
-        would only evict the first ones: they give way before anything is loaded."""
-        limit = self.settings.ollama_max_loaded_models
-        over = capacity.over_explicit_limit(self.board.models, limit)
-        if not over or limit is None:
-            return
-        fits = [m for m in self.board.models if m.spec.pinned and m not in over]
-        message = capacity.limit_message(limit, fits, over)
-        log.warning("capacity.warning", msg=message, limit=limit, declared=len(fits) + len(over))
-        for status in over:
-            # Ollama fixes the limit for the life of the process: no retry would succeed.
-            self._fail(status, message, math.inf, summary=f"{status.spec.display} is not loaded")
 
     def snapshot(self) -> dict[str, Any]:
         """What `/status` and `status --json` show."""
