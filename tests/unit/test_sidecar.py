@@ -151,9 +151,9 @@ async def test_memory_check_only_for_a_server_on_this_machine(
         calls.append(env)
         return MemoryFigures(system=None)
 
-    monkeypatch.setattr("ollama_preloader.reconcile.supervisor.gather_figures", figures)
+    monkeypatch.setattr("ollama_preloader.reconcile.observation.gather_figures", figures)
     sidecar, _ = watching(settings("llama3.2", host=host))
-    await sidecar._check_resources([LocalModel("llama3.2:latest", "d" * 64, 2 * 10**9)], [])
+    await sidecar.observer.check_resources([LocalModel("llama3.2:latest", "d" * 64, 2 * 10**9)], [])
     assert bool(calls) is checked
     await sidecar.api.aclose()
 
@@ -168,13 +168,13 @@ def test_every_model_leaving_ps_at_once_is_noticed() -> None:
     sidecar, _ = watching(settings("llama3.2,devstral"))
     sidecar._observe([pinned("llama3.2:latest"), pinned("devstral:latest")])
     assert [m.state for m in sidecar.board.models] == [State.PINNED, State.PINNED]
-    sidecar._tags_dirty = False
+    sidecar.observer.tags_dirty = False
     with capture_logs() as logs:
         sidecar._observe([])
     events = [e["event"] for e in logs]
     assert events.count("server.models_lost") == 1
     assert events.count("model.evicted") == 2
-    assert sidecar._tags_dirty
+    assert sidecar.observer.tags_dirty
 
 
 def test_one_model_leaving_is_an_eviction_not_a_restart() -> None:
