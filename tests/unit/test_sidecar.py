@@ -17,6 +17,7 @@ from ollama_preloader.ollama.api import LoadedModel, LocalModel, OllamaAPI
 from ollama_preloader.ollama.host import parse_ollama_host
 from ollama_preloader.reconcile.status import State
 from ollama_preloader.reconcile.supervisor import Supervisor
+from ollama_preloader.server.owned import OwnedServer
 from ollama_preloader.server.remote import RemoteServer, check_sidecar_settings
 
 Handler = Callable[[httpx.Request], httpx.Response]
@@ -194,3 +195,15 @@ def test_an_outage_already_seen_is_not_reported_twice() -> None:
     with capture_logs() as logs:
         sidecar._observe([])
     assert "server.models_lost" not in [e["event"] for e in logs]
+
+
+def test_the_two_servers_state_what_can_be_checked() -> None:
+    """`run` and `watch` differ only in the server: its facts and its liveness reason."""
+    owned = OwnedServer(settings("llama3.2"), {"PATH": "/bin"})
+    remote = RemoteServer(settings("llama3.2", host="http://10.0.0.5:11434"))
+    assert (owned.memory_is_local, owned.can_see_runners) == (True, True)
+    assert (remote.memory_is_local, remote.can_see_runners) == (False, False)
+    assert owned.liveness() == "ollama serve is not running (the supervisor is restarting it)"
+    assert remote.liveness() == (
+        "Ollama at http://10.0.0.5:11434 is not answering; the sidecar waits for it"
+    )
