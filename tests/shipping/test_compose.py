@@ -9,8 +9,8 @@ import yaml
 from shipping import dockerfile
 from shipping.checkers import REPO, run_tool
 
-from ollama_preloader.durations import parse_go_duration
-from ollama_preloader.settings import Settings
+from ollama_preloader.config.durations import parse_go_duration
+from ollama_preloader.config.settings import Settings
 
 COMPOSE = REPO / "docker-compose.yml"
 

@@ -10,7 +10,7 @@ import yaml
 from shipping.checkers import REPO, run_tool
 from shipping.variables import known_variables
 
-from ollama_preloader.settings import Settings
+from ollama_preloader.config.settings import Settings
 
 MANIFESTS = sorted((REPO / "deploy" / "kubernetes").glob("*.yaml"))
 # The oldest and the newest schema kubernetes-validate ships that we support.

@@ -17,9 +17,9 @@ from shipping.systemd import ENV_EXAMPLE, UNIT, directives, environment_file, ex
 from shipping.variables import known_variables
 
 from ollama_preloader.cli import app
+from ollama_preloader.config.settings import load_settings
 from ollama_preloader.errors import EXIT_CONFIG, ConfigError
-from ollama_preloader.settings import load_settings
-from ollama_preloader.sidecar import check_sidecar_settings
+from ollama_preloader.server.remote import check_sidecar_settings
 
 INSTALLED = "/usr/local/bin/ollama-preloader"  # where both README install routes put it
 ENV_FILE = "/etc/ollama-preloader.env"

@@ -2,7 +2,7 @@
 
 import pytest
 
-from ollama_preloader.modelspec import ModelKind, SpecError, parse_model_list
+from ollama_preloader.config.modelspec import ModelKind, SpecError, parse_model_list
 
 
 def test_seed_configuration() -> None:

@@ -2,7 +2,7 @@
 
 import pytest
 
-from ollama_preloader.names import InvalidName, ModelName, name_key
+from ollama_preloader.ollama.names import InvalidName, ModelName, name_key
 
 
 @pytest.mark.parametrize(

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
+from ollama_preloader.config.settings import load_settings, server_environment
 from ollama_preloader.errors import ConfigError
-from ollama_preloader.settings import load_settings, server_environment
 
 
 @pytest.fixture(autouse=True)

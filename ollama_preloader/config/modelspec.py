@@ -6,8 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from ollama_preloader.durations import parse_seconds_or_duration
-from ollama_preloader.names import InvalidName, ModelName
+from ollama_preloader.config.durations import parse_seconds_or_duration
+from ollama_preloader.ollama.names import InvalidName, ModelName
 
 ENV_MODELS = "OLLAMA_PRELOAD_MODELS"
 

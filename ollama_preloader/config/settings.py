@@ -10,12 +10,12 @@ from typing import Annotated, Any, Literal
 from pydantic import AliasChoices, BeforeValidator, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from ollama_preloader.durations import parse_seconds_or_duration
+from ollama_preloader.config.durations import parse_seconds_or_duration
+from ollama_preloader.config.modelspec import ModelSpec, SpecError, parse_model_list
+from ollama_preloader.config.profiles import PROFILE_ALIASES, Profile, Quantization
 from ollama_preloader.errors import ConfigError
-from ollama_preloader.healthcheck import DEFAULT_HOST, DEFAULT_PORT, parse_health_port
-from ollama_preloader.host import InvalidHost, OllamaHost, parse_ollama_host
-from ollama_preloader.modelspec import ModelSpec, SpecError, parse_model_list
-from ollama_preloader.profiles import PROFILE_ALIASES, Profile, Quantization
+from ollama_preloader.observe.healthcheck import DEFAULT_HOST, DEFAULT_PORT, parse_health_port
+from ollama_preloader.ollama.host import InvalidHost, OllamaHost, parse_ollama_host
 
 PullPolicy = Literal["if-missing", "always", "never"]
 ServerExitPolicy = Literal["restart", "exit"]

@@ -14,9 +14,9 @@ from collections import deque
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, BinaryIO, NoReturn
 
-from ollama_preloader import terminal
 from ollama_preloader.errors import ServerError, exit_code_for_signal
-from ollama_preloader.logs import get_logger
+from ollama_preloader.observe import terminal
+from ollama_preloader.observe.logs import get_logger
 
 log = get_logger()
 TAIL_LINES = 40

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ollama_preloader.status import ModelStatus
+from ollama_preloader.reconcile.status import ModelStatus
 
 FIX = "raise OLLAMA_MAX_LOADED_MODELS, use smaller or quantised tags, or trim OLLAMA_PRELOAD_MODELS"
 THRASH_LOADS = 5  # reloads of one model ...

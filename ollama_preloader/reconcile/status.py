@@ -9,13 +9,14 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from ollama_preloader import __version__, psformat
-from ollama_preloader.modelspec import ModelKind, ModelSpec
+from ollama_preloader import __version__
+from ollama_preloader.config.modelspec import ModelKind, ModelSpec
+from ollama_preloader.ollama import psformat
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from ollama_preloader.ollama_api import LoadedModel
+    from ollama_preloader.ollama.api import LoadedModel
 
 
 class State(StrEnum):

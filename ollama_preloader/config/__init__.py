@@ -1,0 +1,1 @@
+"""Settings: the variables, the model list, the profiles and Go-style durations."""
