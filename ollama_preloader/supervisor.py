@@ -37,7 +37,7 @@ from ollama_preloader.health import HealthServer
 from ollama_preloader.logs import get_logger
 from ollama_preloader.modelspec import ModelKind
 from ollama_preloader.ollama_api import LoadedModel, LocalModel, OllamaAPI
-from ollama_preloader.process import OllamaServer, force_exit
+from ollama_preloader.process import OllamaServer, force_exit, signal_name
 from ollama_preloader.profiles import apply_profile
 from ollama_preloader.pulling import failure_reason, is_not_found, pull_model
 from ollama_preloader.reconcile import Action, ActionKind, find_loaded, plan
@@ -240,18 +240,11 @@ class Supervisor:
                 return
             self._ready.clear()
             self.board.server_up = False
-            log.error(
-                "server.exited",
-                msg=f"ollama serve exited unexpectedly with code {code}: "
-                f"{server.last_error_line()}",
-                returncode=code,
-            )
+            message = server.exit_message(code)
+            log.error("server.exited", msg=message, returncode=code, signal=signal_name(code))
             await server.stop(0)  # kill runners left in its group, holding GPU memory
             if self.settings.on_server_exit == "exit":
-                raise ServerExited(
-                    f"ollama serve exited with code {code} and PRELOADER_ON_SERVER_EXIT=exit",
-                    code,
-                )
+                raise ServerExited(f"{message}; exiting too (PRELOADER_ON_SERVER_EXIT=exit)", code)
             failures = 1 if time.monotonic() - started > HEALTHY_RUN else failures + 1
             delay = min(RESTART_BACKOFF_MAX, 2.0 ** (failures - 1))
             log.info(

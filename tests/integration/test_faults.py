@@ -133,7 +133,10 @@ def test_serve_killed_is_restarted_and_models_return(launcher: Launcher) -> None
     old = run.fake_events("serve_start")[-1]["pid"]
     assert len(processes_in_group(old)) == 3
     os.kill(old, signal.SIGKILL)
-    run.wait_event("server.exited")
+    exited = run.wait_event("server.exited")
+    # Its last output was access lines for our loads: none of them is quoted as the cause.
+    assert exited["msg"] == "ollama serve was killed by SIGKILL (signal 9)"
+    assert (exited["returncode"], exited["signal"]) == (-signal.SIGKILL, "SIGKILL")
     run.wait_event("server.ready", restart=True)
     run.wait_for(lambda: len(pinned_names(run)) == 2, "both models back")
     assert processes_in_group(old) == []
@@ -152,6 +155,10 @@ def test_serve_dying_with_exit_policy_exits_with_its_code(launcher: Launcher) ->
     os.kill(pid, signal.SIGKILL)
     assert run.wait_exit() == 128 + signal.SIGKILL
     assert processes_in_group(pid) == []
+    assert run.lines[-1] == (
+        "ollama-preloader: error: ollama serve was killed by SIGKILL (signal 9); "
+        "exiting too (PRELOADER_ON_SERVER_EXIT=exit)"
+    )
 
 
 def test_crashed_runner_is_repaired_by_the_refresh(launcher: Launcher) -> None:
