@@ -77,6 +77,12 @@ def oom_message(loaded: ModelStatus, evicted: Sequence[ModelStatus], error: str)
     )
 
 
+def give_way_backoff(backoff: float, failures: int) -> float:
+    """The wait of a model that gave way after `failures` failures in a row: PRELOADER_CAPACITY_
+    BACKOFF, doubling, up to 8 times it."""
+    return backoff * 2.0 ** min(3, max(0, failures))
+
+
 def is_thrashing(reload_times: Sequence[float], now: float) -> bool:
     """Too many reloads of one model in the window: something keeps pushing it out."""
     recent = [t for t in reload_times if now - t <= THRASH_WINDOW]

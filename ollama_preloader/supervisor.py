@@ -740,7 +740,7 @@ class Supervisor:
 
     def _give_way(self, status: ModelStatus, reason: str, *, runners: int | None) -> None:
         """Mark a model `failed` for capacity: long backoff, or earlier when room frees up."""
-        delay = self.settings.capacity_backoff * min(8, 2**status.failures)
+        delay = capacity.give_way_backoff(self.settings.capacity_backoff, status.failures)
         status.capacity_loaded = runners
         self._fail(status, reason, delay, summary=f"{status.spec.display} gives way")
 
