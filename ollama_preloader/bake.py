@@ -116,10 +116,7 @@ class Baker:
                     await work
         if server.returncode is not None and not self._stop.is_set():
             # Pulls against a dead server would only fail one by one: say why instead.
-            raise ServerError(
-                f"ollama serve exited with code {server.returncode} during the pulls: "
-                f"{server.last_error_line()}"
-            )
+            raise ServerError(server.exit_message(server.returncode, " during the pulls"))
         if work.done() and not work.cancelled():
             work.result()
 

@@ -90,6 +90,7 @@ class Settings(BaseSettings):
     api_timeout: Seconds = 10.0
     refresh_interval: Seconds = 300.0
     capacity_backoff: Seconds = 900.0
+    oom_retry: Seconds = 30.0
     pull_policy: Annotated[PullPolicy, BeforeValidator(_lower)] = "if-missing"
     ready_timeout: Seconds = 300.0
     shutdown_grace: Seconds = 20.0

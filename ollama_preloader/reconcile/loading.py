@@ -266,18 +266,35 @@ class Loader:
         """A load Ollama refused. One that ran out of memory, or cleared others, is capacity."""
         found = await self._evicted_by(status)
         gone, runners = found if found is not None else ([], 0)
-        if capacity.is_out_of_memory(str(exc)) or gone:
+        oom = capacity.is_out_of_memory(str(exc))
+        if oom or gone:
             for other in gone:
                 other.state, other.reason = State.EVICTED, "evicted"
-            self._give_way(status, capacity.oom_message(status, gone, str(exc)), runners=runners)
+            retry_in = None
+            if oom:
+                status.oom_times.append(time.monotonic())
+                retry_in = capacity.oom_retry(
+                    status, gone, first=self.settings.oom_retry, cap=self.settings.capacity_backoff
+                )
+            message = capacity.oom_message(status, gone, str(exc), oom=oom)
+            self._give_way(status, message, runners=runners, retry_in=retry_in)
             return
         self._load_failed(status, f"load failed: {exc}")
 
-    def _give_way(self, status: ModelStatus, reason: str, *, runners: int | None) -> None:
-        """Mark a model `failed` for capacity: long backoff, or earlier when room frees up."""
-        delay = self.settings.capacity_backoff * min(8, 2**status.failures)
+    def _give_way(
+        self,
+        status: ModelStatus,
+        reason: str,
+        *,
+        runners: int | None,
+        retry_in: float | None = None,
+    ) -> None:
+        """Mark a model `failed` for capacity: long backoff unless `retry_in` says otherwise, or
+        earlier when room frees up."""
+        if retry_in is None:
+            retry_in = capacity.give_way_backoff(self.settings.capacity_backoff, status.failures)
         status.capacity_loaded = runners
-        fail(status, reason, delay, summary=f"{status.spec.display} gives way")
+        fail(status, reason, retry_in, summary=f"{status.spec.display} gives way")
 
     async def _warm_up(self, status: ModelStatus, kind: ModelKind) -> None:
         """One tiny request so the first real one does not pay first-token costs.

@@ -25,6 +25,7 @@ from ollama_preloader.observe.resources import (
 )
 from ollama_preloader.observe.summary import note_all_ready
 from ollama_preloader.ollama.api import LoadedModel, LocalModel, OllamaAPI
+from ollama_preloader.reconcile import capacity
 from ollama_preloader.reconcile.drift import check_context
 from ollama_preloader.reconcile.plan import find_loaded
 from ollama_preloader.reconcile.status import READY_STATES, Board, ModelStatus, State
@@ -189,6 +190,8 @@ class Observer:
         for status in self.board.models:
             if status.capacity_loaded is None or runners >= status.capacity_loaded:
                 continue
+            if capacity.oom_hour_opens(status.oom_times) > time.monotonic():
+                continue  # its out-of-memory loads this hour are used up, room or not
             before = [m for m in self.board.models if m.spec.priority < status.spec.priority]
             if all(m.state in READY_STATES for m in before):
                 status.capacity_loaded, status.retry_at = None, 0.0

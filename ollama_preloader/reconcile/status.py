@@ -86,6 +86,8 @@ class ModelStatus:
     refreshes: int = 0
     reload_times: deque[float] = field(default_factory=lambda: deque(maxlen=16))
     capacity_loaded: int | None = None  # runners loaded when it gave way; fewer = room freed
+    # Monotonic times of loads that ran out of memory, oldest first (capacity.oom_retry_delay).
+    oom_times: deque[float] = field(default_factory=lambda: deque(maxlen=32))
     blob: str | None = None  # model file (FROM line of /api/show): names can share a runner
     shared_with: str | None = None  # the name whose runner serves this model, if not its own
     digest: str | None = None  # manifest digest on disk (/api/tags)

@@ -16,7 +16,7 @@ from ollama_preloader.config.profiles import apply_profile
 from ollama_preloader.config.settings import Settings
 from ollama_preloader.errors import ServerError, ServerExited
 from ollama_preloader.observe.logs import get_logger
-from ollama_preloader.server.process import OllamaServer, force_exit
+from ollama_preloader.server.process import OllamaServer, force_exit, signal_name
 
 if TYPE_CHECKING:
     from ollama_preloader.ollama.api import LoadedModel
@@ -73,18 +73,11 @@ class OwnedServer:
             if link.stopping.is_set():
                 return
             link.server_lost()
-            log.error(
-                "server.exited",
-                msg=f"ollama serve exited unexpectedly with code {code}: "
-                f"{process.last_error_line()}",
-                returncode=code,
-            )
+            message = process.exit_message(code)
+            log.error("server.exited", msg=message, returncode=code, signal=signal_name(code))
             await process.stop(0)  # kill runners left in its group, holding GPU memory
             if self.settings.on_server_exit == "exit":
-                raise ServerExited(
-                    f"ollama serve exited with code {code} and PRELOADER_ON_SERVER_EXIT=exit",
-                    code,
-                )
+                raise ServerExited(f"{message}; exiting too (PRELOADER_ON_SERVER_EXIT=exit)", code)
             failures = 1 if time.monotonic() - started > HEALTHY_RUN else failures + 1
             delay = min(RESTART_BACKOFF_MAX, 2.0 ** (failures - 1))
             log.info(
