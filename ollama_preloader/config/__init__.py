@@ -1,1 +1,2 @@
-"""Settings: the variables, the model list, the profiles and Go-style durations."""
+"""Configuration: the variables, the model list and its sources, profiles, Go-style durations,
+and how the declared set changes while running."""
