@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -32,8 +33,10 @@ __all__ = [
     "RealLauncher",
     "RealServe",
     "Registry",
+    "access_count",
     "find_kit",
     "processes_with_home",
+    "ps_rows",
 ]
 
 ENV_VAR = "PRELOADER_REAL_OLLAMA"
@@ -369,6 +372,23 @@ class RealLauncher(Launcher):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
             time.sleep(0.1)
+
+
+def ps_rows(run: Run) -> list[list[str]]:
+    """`ollama ps` as the user reads it: one list of cells per model row (exit 0 asserted)."""
+    done = run.ollama("ps")
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stdout.splitlines() if line.strip()]
+    assert lines, done.stdout
+    assert lines[0].split()[0] == "NAME", done.stdout
+    # UNTIL may be several words ("4 minutes from now"): cells are split on runs of spaces.
+    return [re.split(r"\s{2,}", line.strip()) for line in lines[1:]]
+
+
+def access_count(run: Run, method: str, path: str) -> int:
+    """Requests Ollama's own access log (relayed by the supervisor) shows for `path`."""
+    pattern = re.compile(rf'^\[GIN\] .*\| {method} +"{re.escape(path)}"')
+    return sum(1 for line in list(run.lines) if pattern.match(line))
 
 
 def build_template_store(kit: Kit, registry: Registry, work: Path) -> Path:
