@@ -423,3 +423,40 @@ def wait_http(url: str, timeout: float = WAIT) -> None:
         except (OSError, ValueError, urllib.error.URLError):
             time.sleep(0.05)
     raise AssertionError(f"{url} did not answer")
+
+
+def kit_catalog(registry: Registry) -> dict[str, dict[str, Any]]:
+    """A catalog for the fake that mirrors the kit's three models as the real server reports
+    them (the kit's README and /api/tags, /api/ps of v0.33), under this registry's names."""
+    base = {"pull_seconds": 0.05, "load_seconds": 0.27}
+    models = {
+        "tiny-chat": {
+            "size": 1867363,
+            "vram": 16798186,
+            "context_length": 8192,
+            "embedding_length": 128,
+            "family": "llama",
+            "parameter_size": "919K",
+            "quantization_level": "F16",
+        },
+        "tiny-chat2": {
+            "size": 4404000,
+            "vram": 25836911,
+            "context_length": 8192,
+            "embedding_length": 256,
+            "family": "llama",
+            "parameter_size": "4.07M",
+            "quantization_level": "Q8_0",
+        },
+        "tiny-embed": {
+            "kind": "embedding",
+            "size": 753298,
+            "vram": 2715810,
+            "context_length": 512,
+            "embedding_length": 128,
+            "family": "bert",
+            "parameter_size": "369K",
+            "quantization_level": "F16",
+        },
+    }
+    return {f"{registry.name(m)}:latest": {**base, **entry} for m, entry in models.items()}
