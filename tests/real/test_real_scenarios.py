@@ -5,24 +5,12 @@ from __future__ import annotations
 import json
 import os
 import signal
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 from preloader_harness import Run
-from real_harness import Kit, RealLauncher, Registry, access_count, free_port_pair, ps_rows
+from real_harness import RealLauncher, Registry, access_count, ps_rows
 
 RUNNER_START = "starting llama-server"  # Ollama's log line for each runner it starts
-
-
-@pytest.fixture
-def tls_own_registry(kit: Kit, tls_registry: Registry) -> Iterator[Registry]:
-    """A TLS registry of this test's own (stopped and started by it); shares the session's CA."""
-    assert tls_registry.ca.exists()
-    reg = Registry(kit, free_port_pair(), tls=True)
-    yield reg
-    if reg.running:
-        reg.stop()
 
 
 def pins(run: Run, model: str) -> int:

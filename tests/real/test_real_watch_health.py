@@ -7,25 +7,13 @@ import json
 import os
 import threading
 import urllib.request
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
-import pytest
 from preloader_harness import Run
 from prometheus_client.parser import text_string_to_metric_families
-from real_harness import Kit, RealLauncher, RealServe, Registry, free_port_pair, ps_rows
+from real_harness import RealLauncher, RealServe, Registry, ps_rows
 
 CENTURY = timedelta(days=365 * 100)
-
-
-@pytest.fixture
-def tls_own_registry(kit: Kit, tls_registry: Registry) -> Iterator[Registry]:
-    """A TLS registry of this test's own, not started yet; shares the session's CA."""
-    assert tls_registry.ca.exists()
-    reg = Registry(kit, free_port_pair(), tls=True)
-    yield reg
-    if reg.running:
-        reg.stop()
 
 
 def pinned_on(server: RealServe) -> list[str]:
