@@ -300,3 +300,28 @@ def test_watch_applies_an_edit(launcher: Launcher, fake: FakeOllama) -> None:
     assert now[CHAT]["pid"] == chat_pid
     assert len(fake.events("serve_start")) == 1
     assert run.stop() == 0
+
+
+def test_sighup_applies_a_new_log_level(launcher: Launcher) -> None:
+    """PRELOADER_LOG_LEVEL=warning in `.env` on SIGHUP: the info events of the reload and of
+    the new model's pin are no longer logged; warnings still are."""
+    env = launcher.env(FAKE_OLLAMA_CATALOG=write_catalog(launcher.tmp / "catalog.json"))
+    del env["PRELOADER_LOG_LEVEL"]  # the real environment would win over `.env`
+    work = launcher.tmp / "work"
+    work.mkdir(exist_ok=True)
+    dotenv = work / ".env"
+    dotenv.write_text(f"OLLAMA_PRELOAD_MODELS={CHAT}\nPRELOADER_LOG_LEVEL=info\n")
+    run = launcher.start(env=env)
+    run.wait_all_pinned()
+
+    dotenv.write_text(
+        f"OLLAMA_PRELOAD_MODELS={CHAT},{EMBED}\nPRELOADER_LOG_LEVEL=warning\n"
+        "PRELOADER_PULL_ATTEMPTS=2\n"
+    )
+    run.proc.send_signal(signal.SIGHUP)
+    run.wait_event("config.restart_needed")
+    run.wait_for(lambda: runners(run).get(EMBED, {}).get("pinned"), "the new model pinned")
+    assert declared(run) == [CHAT, EMBED]
+    assert run.count_events("config.reloaded") == 0
+    assert run.count_events("model.pinned", model=EMBED) == 0
+    assert run.stop() == 0
