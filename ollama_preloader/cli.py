@@ -82,8 +82,9 @@ def run(env_file: EnvFile = Path(".env")) -> None:
     from ollama_preloader.server.owned import OwnedServer
 
     configure(settings.log_level, settings.log_format)
-    server = OwnedServer(settings, server_environment(env_file=env_file))
-    _run_to_exit(Supervisor(settings, server).run())
+    env = server_environment(env_file=env_file)
+    server = OwnedServer(settings, env)
+    _run_to_exit(Supervisor(settings, server, env_file=env_file, server_env=env).run())
 
 
 @app.command()
@@ -104,7 +105,7 @@ def watch(env_file: EnvFile = Path(".env")) -> None:
     except ConfigError as exc:
         raise _fail(str(exc), EXIT_CONFIG) from None
     configure(settings.log_level, settings.log_format)
-    _run_to_exit(Supervisor(settings, RemoteServer(settings)).run())
+    _run_to_exit(Supervisor(settings, RemoteServer(settings), env_file=env_file).run())
 
 
 @app.command()

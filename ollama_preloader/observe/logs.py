@@ -91,5 +91,13 @@ def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = No
     )
 
 
+def set_level(level: str) -> None:
+    """Change the level live (a reload), leaving the format and the stream as configured: a
+    second `configure` would restart the live pull bars on a terminal."""
+    structlog.configure(
+        wrapper_class=structlog.make_filtering_bound_logger(_LEVELS.get(level, logging.INFO))
+    )
+
+
 def get_logger() -> Any:
     return structlog.get_logger()

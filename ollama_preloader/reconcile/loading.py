@@ -171,6 +171,10 @@ class Loader:
         status.last_load_at = now
         status.reason, status.failures, status.retry_at = None, 0, 0.0
         status.state = State.PINNED if spec.pinned else State.LOADED
+        if status.spec is spec:
+            # Loaded with the entry in force; a reload during the load leaves the mark set,
+            # so the new request is sent next cycle.
+            status.respec = False
         if refresh:
             status.refreshes += 1
             log.debug(

@@ -50,6 +50,12 @@ class Observer:
         self._sizes_checked: tuple[ModelSize, ...] | None = None
         self._resources_warned: tuple[str, tuple[str, ...]] | None = None
 
+    def declared_changed(self) -> None:
+        """A live reload changed the declared set: read the store for the new models, and
+        check the memory estimate for the new set."""
+        self.tags_dirty = True
+        self._sizes_checked = None
+
     def store_changed(self) -> None:
         """A pull, a deletion or a restart may have changed the store: read it next cycle."""
         self.tags_dirty = True
@@ -161,7 +167,8 @@ class Observer:
             if status.retry_at > mono:
                 continue  # gave way (capacity) or failed: leave it alone until its retry
             if entry is not None and status.state not in (State.PINNED, State.LOADED):
-                if status.spec.pinned and entry.is_pinned(now):
+                # A changed entry (respec) is pinned with its old request: not "already" ours.
+                if status.spec.pinned and entry.is_pinned(now) and not status.respec:
                     # Already pinned before we asked (another run of ours, or a sidecar restart).
                     status.state, status.reason = State.PINNED, None
                     status.ever_loaded, status.last_load_at = True, mono

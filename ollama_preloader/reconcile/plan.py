@@ -57,7 +57,13 @@ def plan(
         entry = find_loaded(status, loaded)
         spec = status.spec
         if entry is not None:
-            if backing_off or not spec.pinned:
+            if backing_off:
+                continue
+            if status.respec:
+                # A live reload changed its request: the runner listed has the old one.
+                actions.append(Action(ActionKind.LOAD, status.key, "changed"))
+                continue
+            if not spec.pinned:
                 continue
             if not entry.is_pinned(now):
                 actions.append(Action(ActionKind.REPIN, status.key, "unpinned"))
@@ -69,7 +75,7 @@ def plan(
             continue
         if backing_off or status.present is None:
             continue
-        if not spec.pinned and status.ever_loaded:
+        if not spec.pinned and status.ever_loaded and not status.respec:
             continue  # a finite keep_alive was asked for: it may expire
         if not status.present:
             if pull_policy == "never":
@@ -80,6 +86,6 @@ def plan(
         if pull_policy == "always" and not status.pulled:
             actions.append(Action(ActionKind.PULL, status.key, "pull policy always"))
             continue
-        reason = "evicted" if status.ever_loaded else "preload"
+        reason = "changed" if status.respec else "evicted" if status.ever_loaded else "preload"
         actions.append(Action(ActionKind.LOAD, status.key, reason))
     return actions

@@ -158,6 +158,7 @@ class PullQueue:
         self._wake = wake  # a pull that ends starts the next cycle at once
         self._pulls: asyncio.PriorityQueue[tuple[int, str]] = asyncio.PriorityQueue()
         self._queued: set[str] = set()
+        self._running: tuple[str, asyncio.Task[None]] | None = None
 
     async def put(self, status: ModelStatus) -> None:
         """Queue a pull of `status`, unless one is queued or running already."""
@@ -166,15 +167,39 @@ class PullQueue:
             status.state = State.PULLING
             await self._pulls.put((status.spec.priority, status.key))
 
+    def forget(self, keys: set[str]) -> None:
+        """Models a live reload removed: a queued pull is skipped, a running one cancelled
+        (the download stops; Ollama keeps the layers it has, so a later pull resumes)."""
+        self._queued -= keys
+        if self._running is not None and self._running[0] in keys:
+            self._running[1].cancel()
+
     async def run(self) -> None:
         """The worker: a main-loop task."""
         while True:
             _, key = await self._pulls.get()
             status = self.board.get(key)
-            assert status is not None
+            # Off the Board (a live reload removed it), or queued twice and pulled already.
+            if status is None or status.state != State.PULLING:
+                self._queued.discard(key)
+                continue
+            # Its own task, awaited at once, only so that `forget` can cancel this one pull
+            # and not the worker; cancelling the worker cancels it too.
+            pull = asyncio.create_task(self._pull(status))
+            self._running = (key, pull)
             try:
-                await self._pull(status)
+                await pull
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    raise
+                log.info(
+                    "model.pull.cancelled",
+                    msg=f"Stopped pulling {status.spec.display}: it is no longer declared",
+                    model=status.spec.display,
+                )
             finally:
+                self._running = None
                 self._queued.discard(key)
                 self._wake.set()
 

@@ -12,9 +12,11 @@ import asyncio
 import contextlib
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
+from pathlib import Path
 
+from ollama_preloader.config.reload import ModelSource
 from ollama_preloader.config.settings import Settings
 from ollama_preloader.errors import OllamaAPIError, OllamaUnavailable, PreloaderError
 from ollama_preloader.observe.health import HealthServer
@@ -25,6 +27,7 @@ from ollama_preloader.reconcile.loading import Loader, apply_explicit_limit
 from ollama_preloader.reconcile.observation import Observer
 from ollama_preloader.reconcile.plan import Action, ActionKind, plan
 from ollama_preloader.reconcile.pulling import PullQueue
+from ollama_preloader.reconcile.redeclare import Redeclarer
 from ollama_preloader.reconcile.retry import fail
 from ollama_preloader.reconcile.status import Board
 from ollama_preloader.server.base import Server
@@ -35,7 +38,17 @@ log = get_logger()
 class Supervisor:
     """One supervisor run. `run()` returns the exit code or raises a PreloaderError."""
 
-    def __init__(self, settings: Settings, server: Server, *, api: OllamaAPI | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        server: Server,
+        *,
+        api: OllamaAPI | None = None,
+        env_file: Path | None = None,
+        server_env: Mapping[str, str] | None = None,
+    ) -> None:
+        """`env_file` is what SIGHUP re-reads; `server_env` the environment `ollama serve`
+        was started with (`run`), to name OLLAMA_* variables edited in it (None: `watch`)."""
         self.settings = settings
         self.server = server
         self.board = Board.for_specs(settings.models)
@@ -62,6 +75,15 @@ class Supervisor:
             self.api,
             self.board,
             store_changed=self.observer.store_changed,
+            wake=self._wake,
+        )
+        self.source = ModelSource(settings, env_file=env_file, server_env=server_env)
+        self.changes = Redeclarer(
+            settings,
+            self.api,
+            self.board,
+            observer=self.observer,
+            pulls=self.pulls,
             wake=self._wake,
         )
         self.health: HealthServer | None = None
@@ -99,6 +121,7 @@ class Supervisor:
                 tg.create_task(self._guard(lambda: self.server.supervise(self))),
                 tg.create_task(self._guard(self._reconcile_loop)),
                 tg.create_task(self._guard(self.pulls.run)),
+                tg.create_task(self._guard(lambda: self.source.run(self.changes.apply))),
             ]
             if self.health is not None:
                 tasks.append(tg.create_task(self._guard(self.health.serve)))
@@ -124,6 +147,8 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._on_signal, signum)
+        # Re-read the model list (and .env) instead of dying, the signal's default action.
+        loop.add_signal_handler(signal.SIGHUP, self.source.request_reload)
 
     def _on_signal(self, signum: int) -> None:
         self._signals += 1
@@ -191,6 +216,7 @@ class Supervisor:
             # another model must start the next cycle at once, not a watch interval later.
             self._wake.clear()
             try:
+                await self.changes.settle()  # between cycles: no load of ours in flight
                 await self._cycle()
             except OllamaUnavailable as exc:
                 self.server.on_unanswered()
@@ -230,7 +256,8 @@ class Supervisor:
 
     async def _act(self, action: Action) -> None:
         status = self.board.get(action.key)
-        assert status is not None
+        if status is None:
+            return  # removed by a live reload since this cycle's plan
         if action.kind == ActionKind.PULL:
             await self.pulls.put(status)
         elif action.kind == ActionKind.MISSING:

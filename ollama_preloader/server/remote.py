@@ -35,10 +35,16 @@ WHAT_TO_CHECK = (
 
 def check_sidecar_settings(settings: Settings) -> None:
     """ConfigError for settings that cannot work without our own `ollama serve`."""
+    if not settings.models and settings.models_file is not None:
+        raise ConfigError(
+            f"PRELOADER_MODELS_FILE={settings.models_file} lists no model: `watch` has no "
+            "model to keep loaded; add an entry to the file (one a line)"
+        )
     if not settings.models:
         raise ConfigError(
             "OLLAMA_PRELOAD_MODELS is empty: `watch` has no model to keep loaded; set it (for "
-            "systemd, in the EnvironmentFile /etc/ollama-preloader.env)"
+            "systemd, in the EnvironmentFile /etc/ollama-preloader.env), or name a models "
+            "file in PRELOADER_MODELS_FILE"
         )
     if settings.ollama_host.host == "ollama.com":
         raise ConfigError(

@@ -114,3 +114,34 @@ def test_same_name_twice_prefers_the_pinned_runner() -> None:
     b = board("a")
     ps = [loaded("a:latest", NOW + timedelta(minutes=5)), loaded("a:latest")]
     assert kinds(b, ps) == []
+
+
+def test_changed_entry_is_loaded_again_though_it_is_pinned() -> None:
+    """A live reload changed its options (respec): the pinned runner has the old ones."""
+    b = board("a,b")
+    for m in b.models:
+        m.state, m.ever_loaded = State.PINNED, True
+    b.redeclare(parse_model_list("a?num_ctx=8192,b").specs)
+    assert b.models[0].respec
+    assert kinds(b, [loaded("a:latest"), loaded("b:latest")]) == [
+        (ActionKind.LOAD, "a:latest", "changed")
+    ]
+
+
+def test_changed_to_a_finite_keep_alive_is_loaded_once_even_if_gone() -> None:
+    """Pinned, evicted, then changed to keep_alive=1h: one load with the new request; once it
+    is loaded the mark is cleared and a finite keep_alive may expire."""
+    b = board("a")
+    b.models[0].state, b.models[0].ever_loaded = State.EVICTED, True
+    b.redeclare(parse_model_list("a?keep_alive=1h").specs)
+    assert kinds(b, []) == [(ActionKind.LOAD, "a:latest", "changed")]
+    b.models[0].respec = False
+    assert kinds(b, []) == []
+
+
+def test_changed_entry_backing_off_waits() -> None:
+    """A changed entry still respects a retry time set after the change."""
+    b = board("a")
+    b.redeclare(parse_model_list("a?num_ctx=8192").specs)
+    b.models[0].retry_at = 10.0
+    assert kinds(b, [loaded("a:latest")], mono=1.0) == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import httpx
 import pytest
@@ -129,6 +130,9 @@ def test_sidecar_refuses_settings_it_cannot_work_with() -> None:
     """No models, or Ollama's cloud as the server: configuration errors naming the variable."""
     with pytest.raises(ConfigError, match="OLLAMA_PRELOAD_MODELS is empty"):
         check_sidecar_settings(settings(""))
+    empty_file = settings("").model_copy(update={"models_file": Path("/etc/models.txt")})
+    with pytest.raises(ConfigError, match=r"^PRELOADER_MODELS_FILE=/etc/models\.txt lists no"):
+        check_sidecar_settings(empty_file)
     with pytest.raises(ConfigError, match=r"OLLAMA_HOST='ollama\.com'"):
         check_sidecar_settings(settings("llama3.2", host="ollama.com"))
     with pytest.raises(ConfigError, match="PRELOADER_PROFILE='gpu'"):
