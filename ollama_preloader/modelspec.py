@@ -82,10 +82,21 @@ def _parse_int(entry: str, key: str, value: str, minimum: int) -> int:
     return number
 
 
-def _parse_params(entry: str, query: str) -> tuple[float, dict[str, int | bool], ModelKind | None]:
-    keep_alive = -1.0
-    options: dict[str, int | bool] = {}
+def _parse_bool(entry: str, key: str, value: str) -> bool:
+    if value.lower() not in ("true", "false", "1", "0"):
+        raise SpecError(f"{ENV_MODELS} entry {entry!r}: {key} must be true or false")
+    return value.lower() in ("true", "1")
+
+
+@dataclass
+class _Params:
+    keep_alive: float = -1.0
+    options: dict[str, int | bool] = field(default_factory=dict)
     kind: ModelKind | None = None
+
+
+def _parse_params(entry: str, query: str) -> _Params:
+    params = _Params()
     seen: set[str] = set()
     for pair in query.split("&"):
         if not pair:
@@ -101,30 +112,28 @@ def _parse_params(entry: str, query: str) -> tuple[float, dict[str, int | bool],
         seen.add(key)
         if key == "keep_alive":
             try:
-                keep_alive = parse_seconds_or_duration(value)
+                params.keep_alive = parse_seconds_or_duration(value)
             except ValueError:
                 raise SpecError(
                     f"{ENV_MODELS} entry {entry!r}: keep_alive={value!r} is not a duration "
                     "(use -1 for forever, seconds like 3600, or 30m, 24h)"
                 ) from None
-            if keep_alive == 0:
+            if params.keep_alive == 0:
                 raise SpecError(
                     f"{ENV_MODELS} entry {entry!r}: keep_alive=0 would unload the model at once; "
                     "use -1 to keep it loaded or remove the entry"
                 )
         elif key == "kind":
             try:
-                kind = ModelKind(value.lower())
+                params.kind = ModelKind(value.lower())
             except ValueError:
                 raise SpecError(
                     f"{ENV_MODELS} entry {entry!r}: kind={value!r} must be completion or embedding"
                 ) from None
         elif key in _INT_OPTIONS:
-            options[key] = _parse_int(entry, key, value, _INT_OPTIONS[key])
+            params.options[key] = _parse_int(entry, key, value, _INT_OPTIONS[key])
         elif key in _BOOL_OPTIONS:
-            if value.lower() not in ("true", "false", "1", "0"):
-                raise SpecError(f"{ENV_MODELS} entry {entry!r}: {key} must be true or false")
-            options[key] = value.lower() in ("true", "1")
+            params.options[key] = _parse_bool(entry, key, value)
         elif key in _SAMPLING:
             raise SpecError(
                 f"{ENV_MODELS} entry {entry!r}: {key} is a sampling option and has no effect on "
@@ -135,7 +144,7 @@ def _parse_params(entry: str, query: str) -> tuple[float, dict[str, int | bool],
                 f"{ENV_MODELS} entry {entry!r}: unknown parameter {key!r} "
                 f"(allowed: {', '.join(ALLOWED_KEYS)})"
             )
-    return keep_alive, options, kind
+    return params
 
 
 def parse_entry(entry: str, priority: int) -> ModelSpec:
@@ -153,14 +162,14 @@ def parse_entry(entry: str, priority: int) -> ModelSpec:
             f"{ENV_MODELS} entry {entry!r}: cloud models run on ollama.com and cannot be "
             "preloaded; remove it from the list"
         )
-    keep_alive, options, kind = _parse_params(entry, query)
+    params = _parse_params(entry, query)
     return ModelSpec(
         name=name,
         ref=ref,
         priority=priority,
-        keep_alive=keep_alive,
-        options=tuple(sorted(options.items())),
-        kind=kind,
+        keep_alive=params.keep_alive,
+        options=tuple(sorted(params.options.items())),
+        kind=params.kind,
         entry=entry,
     )
 
