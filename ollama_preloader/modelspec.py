@@ -22,7 +22,7 @@ class ModelKind(StrEnum):
 _INT_OPTIONS = {"num_ctx": 1, "num_batch": 1, "num_gpu": -1, "num_thread": 0, "main_gpu": 0}
 _BOOL_OPTIONS = {"use_mmap"}
 _SAMPLING = {"temperature", "top_k", "top_p", "min_p", "seed", "num_predict", "repeat_penalty"}
-ALLOWED_KEYS = ("keep_alive", "kind", *_INT_OPTIONS, *_BOOL_OPTIONS)
+ALLOWED_KEYS = ("keep_alive", "kind", "insecure", *_INT_OPTIONS, *_BOOL_OPTIONS)
 
 
 class SpecError(ValueError):
@@ -39,6 +39,9 @@ class ModelSpec:
     keep_alive: float = -1.0
     options: tuple[tuple[str, int | bool], ...] = ()
     kind: ModelKind | None = None
+    # Ollama's pull flag: talk to this entry's registry over plain HTTP. A pull setting, never
+    # a load option.
+    insecure: bool = False
     entry: str = field(default="", compare=False)
 
     @property
@@ -93,6 +96,7 @@ class _Params:
     keep_alive: float = -1.0
     options: dict[str, int | bool] = field(default_factory=dict)
     kind: ModelKind | None = None
+    insecure: bool = False
 
 
 def _parse_params(entry: str, query: str) -> _Params:
@@ -130,6 +134,8 @@ def _parse_params(entry: str, query: str) -> _Params:
                 raise SpecError(
                     f"{ENV_MODELS} entry {entry!r}: kind={value!r} must be completion or embedding"
                 ) from None
+        elif key == "insecure":
+            params.insecure = _parse_bool(entry, key, value)
         elif key in _INT_OPTIONS:
             params.options[key] = _parse_int(entry, key, value, _INT_OPTIONS[key])
         elif key in _BOOL_OPTIONS:
@@ -170,6 +176,7 @@ def parse_entry(entry: str, priority: int) -> ModelSpec:
         keep_alive=params.keep_alive,
         options=tuple(sorted(params.options.items())),
         kind=params.kind,
+        insecure=params.insecure,
         entry=entry,
     )
 

@@ -39,7 +39,7 @@ from ollama_preloader.modelspec import ModelKind
 from ollama_preloader.ollama_api import LoadedModel, LocalModel, OllamaAPI
 from ollama_preloader.process import OllamaServer, force_exit
 from ollama_preloader.profiles import apply_profile
-from ollama_preloader.pulling import failure_reason, is_not_found, pull_model
+from ollama_preloader.pulling import failure_reason, permanent_backoff, pull_model
 from ollama_preloader.reconcile import Action, ActionKind, find_loaded, plan
 from ollama_preloader.resources import (
     ModelSize,
@@ -57,7 +57,6 @@ log = get_logger()
 
 HEALTHY_RUN = 300.0  # a serve that ran this long resets the restart backoff
 RESTART_BACKOFF_MAX = 60.0
-NOT_FOUND_BACKOFF = 600.0  # a name the registry does not know will not appear soon
 
 
 class Supervisor:
@@ -824,9 +823,7 @@ class Supervisor:
         try:
             await pull_model(self.api, self.settings, status)
         except OllamaAPIError as exc:
-            self._pull_failed(
-                status, failure_reason(exc), NOT_FOUND_BACKOFF if is_not_found(exc) else None
-            )
+            self._pull_failed(status, failure_reason(exc), permanent_backoff(exc))
             return
         self._tags_dirty = True  # the new model's size, for the memory check
         status.state = State.EVICTED if status.ever_loaded else State.PENDING
