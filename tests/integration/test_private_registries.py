@@ -111,3 +111,17 @@ def test_pull_command_with_insecure_bakes_the_model(launcher: Launcher) -> None:
     result = launcher.run_once(("pull",), env=env)
     assert result.returncode == 0, result.stderr
     assert "bake.complete" in result.stderr
+
+
+def test_a_wrong_ssl_cert_file_is_exit_2_before_anything_starts(launcher: Launcher) -> None:
+    """A CA path that does not exist: one line naming SSL_CERT_FILE, exit 2, no server."""
+    missing = str(launcher.tmp / "no-such-ca.pem")
+    env = registry_env(launcher, f"{TLS}", SSL_CERT_FILE=missing)
+    result = launcher.run_once(("run",), env=env)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"ollama-preloader: error: SSL_CERT_FILE={missing!r}: cannot be read as CA certificates "
+        "(no such file or directory); name the PEM file of the CA that signed your registry's "
+        "certificate, or unset it"
+    ]
+    assert not Path(env["FAKE_OLLAMA_LOG"]).exists()

@@ -2,11 +2,14 @@
 
 import json
 import os
+from pathlib import Path
 
+import certifi
 import httpx
 import pytest
 
 from ollama_preloader.errors import (
+    ConfigError,
     OllamaAPIError,
     PullStreamError,
     RegistryProblem,
@@ -20,7 +23,7 @@ from ollama_preloader.pulling import (
     permanent_backoff,
     pull_model,
 )
-from ollama_preloader.settings import load_settings
+from ollama_preloader.settings import check_ca_file, load_settings
 from ollama_preloader.status import ModelStatus
 
 # Texts of Ollama v0.33.0-rc2 against the distribution registry (../shared/realollama), and
@@ -188,3 +191,23 @@ async def test_pull_model_does_not_retry_a_registry_error(monkeypatch: pytest.Mo
     assert len(seen) == 1
     assert seen[0]["insecure"] is False
     await api.aclose()
+
+
+def test_a_ca_file_that_does_not_load_is_one_line_naming_it(tmp_path: Path) -> None:
+    """Missing, not PEM, a directory: ConfigError naming SSL_CERT_FILE; a real bundle passes."""
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a certificate\n")
+    for path, why in (
+        (tmp_path / "missing.pem", "no such file or directory"),
+        (junk, "no certificate or crl found"),
+        (tmp_path, "is a directory"),
+    ):
+        with pytest.raises(ConfigError) as info:
+            check_ca_file({"SSL_CERT_FILE": str(path)})
+        assert str(info.value) == (
+            f"SSL_CERT_FILE={str(path)!r}: cannot be read as CA certificates ({why}); name the "
+            "PEM file of the CA that signed your registry's certificate, or unset it"
+        )
+    check_ca_file({"SSL_CERT_FILE": certifi.where()})
+    check_ca_file({"SSL_CERT_FILE": ""})
+    check_ca_file({})
