@@ -47,6 +47,7 @@ class Run:
     workdir: Path
     lines: list[str] = field(default_factory=list)
     _reader: threading.Thread | None = None
+    ollama_bin: Path = FAKE_BIN / "ollama"  # the `ollama` CLI a user would type
 
     @property
     def base_url(self) -> str:
@@ -178,7 +179,7 @@ class Run:
 
     def ollama(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [str(FAKE_BIN / "ollama"), *args],
+            [str(self.ollama_bin), *args],
             env=self.env,
             capture_output=True,
             text=True,
