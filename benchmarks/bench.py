@@ -268,7 +268,10 @@ class Contestant:
         return ["bash", str(BASELINE)]
 
     def start(self) -> None:
-        env = self.started_env = self.env()
+        self.launch(self.env())
+
+    def launch(self, env: dict[str, str]) -> None:
+        self.started_env = env
         self._out = (self.workdir / "contestant.out").open("wb")
         self.launched = time.time()
         self.proc = subprocess.Popen(
@@ -314,6 +317,16 @@ class Contestant:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             text = resp.read().decode()
         return json.loads(text) if text.strip() else None
+
+    @property
+    def ollama_cli(self) -> Path:
+        """The `ollama` command a user types next to this server."""
+        return FAKE_BIN / "ollama"
+
+    def take_away(self, plan: ModelPlan) -> str:
+        """Unload a pinned model the way the server's own scheduler would; how it was done."""
+        self.http("POST", "/_fake/evict", {"model": plan.name})
+        return "evicted"
 
     def serve_pid(self) -> int | None:
         for r in self.log.records:
@@ -435,10 +448,8 @@ def timed(command: list[str], env: dict[str, str], cwd: Path) -> dict[str, Any]:
 def measure_health(c: Contestant, runs: int) -> list[dict[str, Any]]:
     """`ollama-preloader health` as a container's HEALTHCHECK runs it; the stock check
     (`ollama list`) for the baseline."""
-    if c.who == PRODUCT:
-        command = [*preloader_command(), "health"]
-    else:
-        command = [str(FAKE_BIN / "ollama"), "list"]
+    product = [*preloader_command(), "health"]
+    command = product if c.who == PRODUCT else [str(c.ollama_cli), "list"]
     return [timed(command, c.started_env, c.workdir) for _ in range(runs)]
 
 
@@ -471,8 +482,7 @@ def measure_repairs(
         time.sleep(rng.uniform(*scenario.repair_gap))
         if i % 2 == 0:
             plan = plans[(i // 2) % len(plans)]
-            how = "evicted"
-            c.http("POST", "/_fake/evict", {"model": plan.name})
+            how = c.take_away(plan)
         else:
             plan = completions[(i // 2) % len(completions)]
             how = "unpinned"
@@ -501,10 +511,15 @@ def measure_repairs(
     return out
 
 
-def cold_start(who: str, index: int, scenario: Scenario, base: Path) -> RunResult:
+Make = Callable[..., contextlib.AbstractContextManager[Contestant]]
+
+
+def cold_start(
+    who: str, index: int, scenario: Scenario, base: Path, make: Make = contestant
+) -> RunResult:
     result = RunResult(who=who, run=index, pinned=False)
     plans = scenario.models
-    with contestant(who, plans, base / f"{who}-{index}", scenario.startup_delay) as c:
+    with make(who, plans, base / f"{who}-{index}", scenario.startup_delay) as c:
         if not c.wait_all_loaded():
             result.error = f"not all pinned within {WAIT:g}s; see {c.workdir}/contestant.out"
             return result
