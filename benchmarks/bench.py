@@ -1015,7 +1015,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 scenario = dataclasses.replace(scenario, models=real.plans(registry))
                 make = partial(real.real_contestant, kit=kit)
                 info.update(server="real", ollama=real.version(kit))
-                print(f"# real Ollama {info['ollama']} from {kit.root}", flush=True)
+                info["proxy"] = real.proxy_overhead(kit, base)
+                print(
+                    f"# real Ollama {info['ollama']} from {kit.root}; GET /api/ps takes"
+                    f" {info['proxy']['direct_ms']:.2f} ms straight,"
+                    f" {info['proxy']['proxied_ms']:.2f} ms through the recording proxy",
+                    flush=True,
+                )
             for i in range(scenario.runs):
                 # Alternate who goes first, so a busier moment on a shared machine hits both.
                 order = (PRODUCT, SHELL) if i % 2 == 0 else (SHELL, PRODUCT)

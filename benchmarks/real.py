@@ -11,6 +11,7 @@ proxy's upstream port (logging `serve_start`) and every other command as the rea
 from __future__ import annotations
 
 import contextlib
+import http.client
 import os
 import signal
 import socket
@@ -21,7 +22,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks.analysis import ModelPlan
+from benchmarks.analysis import ModelPlan, median
 from benchmarks.bench import (
     PRODUCT,
     ROOT,
@@ -51,6 +52,11 @@ if [ "${1:-}" = serve ]; then
 fi
 exec "$BENCH_OLLAMA" "$@"
 """
+
+
+def recorder_command(listen: int, upstream: int, log: Path) -> list[str]:
+    ports = ("--listen", str(listen), "--upstream", str(upstream))
+    return [sys.executable, str(RECORDER), *ports, "--log", str(log)]
 
 
 def kit_path() -> Path:
@@ -140,9 +146,8 @@ class RealContestant(Contestant):
 
     def start(self) -> None:
         env = self.env()
-        ports = ("--listen", str(self.port), "--upstream", str(self.upstream))
         self.recorder = subprocess.Popen(
-            [sys.executable, str(RECORDER), *ports, "--log", str(self.log.path)],
+            recorder_command(self.port, self.upstream, self.log.path),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=(self.workdir / "recorder.err").open("wb"),
@@ -184,6 +189,69 @@ def real_contestant(
         yield c
     finally:
         c.stop()
+
+
+def proxy_overhead(kit: Kit, base: Path, requests: int = 100) -> dict[str, float]:
+    """What the recording proxy adds to one request: `GET /api/ps` on one kept-alive
+    connection, straight to a real `ollama serve` and through the proxy (medians, ms)."""
+    work = base / "proxy-overhead"
+    (work / "home").mkdir(parents=True, exist_ok=True)
+    listen, upstream = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OLLAMA_")}
+    env.update(
+        HOME=str(work / "home"),
+        OLLAMA_HOST=f"127.0.0.1:{upstream}",
+        OLLAMA_MODELS=str(work / "models"),
+        OLLAMA_NO_CLOUD="1",
+    )
+    serve = subprocess.Popen(
+        [str(kit.ollama), "serve"],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    recorder = subprocess.Popen(
+        recorder_command(listen, upstream, work / "log.jsonl"),
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        _wait_answering(upstream)
+        _wait_answering(listen)
+        direct = _timed_gets(upstream, requests)
+        proxied = _timed_gets(listen, requests)
+    finally:
+        for proc in (recorder, serve):
+            proc.terminate()
+            proc.wait(timeout=30)
+    return {"direct_ms": median(direct), "proxied_ms": median(proxied)}
+
+
+def _wait_answering(port: int) -> None:
+    deadline = time.monotonic() + WAIT
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError, http.client.HTTPException):
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            conn.request("GET", "/")
+            if conn.getresponse().status == 200:
+                conn.close()
+                return
+        time.sleep(0.02)
+    raise RuntimeError(f"nothing answered on port {port}")
+
+
+def _timed_gets(port: int, count: int) -> list[float]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    out = []
+    for _ in range(count):
+        start = time.perf_counter()
+        conn.request("GET", "/api/ps")
+        conn.getresponse().read()
+        out.append(1000.0 * (time.perf_counter() - start))
+    conn.close()
+    return out
 
 
 @contextlib.contextmanager
