@@ -19,6 +19,7 @@ from ollama_preloader.errors import (
     RegistryTLSError,
 )
 from ollama_preloader.logs import get_logger
+from ollama_preloader.modelspec import ENV_MODELS
 from ollama_preloader.ollama_api import OllamaAPI
 from ollama_preloader.retry import pull_retrying
 from ollama_preloader.settings import Settings
@@ -30,7 +31,6 @@ PROGRESS_EVERY = 5.0  # seconds between pull progress events off a TTY
 # A name the registry does not know, or a registry the configuration cannot reach, will not
 # change soon: pull again after this long rather than on the usual backoff.
 PERMANENT_BACKOFF = 600.0
-ENTRIES = "OLLAMA_PRELOAD_MODELS"
 
 
 def is_not_found(exc: OllamaAPIError) -> bool:
@@ -76,12 +76,12 @@ def _registry_fix(problem: RegistryProblem, registry: str) -> str:
     if problem is RegistryProblem.PLAIN_HTTP:
         return (
             f"{registry} speaks plain HTTP and Ollama uses HTTPS unless told otherwise; "
-            f"add ?insecure=true to this entry of {ENTRIES}"
+            f"add ?insecure=true to this entry of {ENV_MODELS}"
         )
     if problem is RegistryProblem.HTTPS_ONLY:
         return (
             f"{registry} speaks HTTPS but insecure=true makes Ollama use plain HTTP; "
-            f"remove insecure=true from this entry of {ENTRIES}"
+            f"remove insecure=true from this entry of {ENV_MODELS}"
         )
     if problem is RegistryProblem.UNKNOWN_CA:
         return f"ollama serve does not trust the CA that signed the certificate of {registry}; {ca}"
