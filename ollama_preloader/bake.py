@@ -14,13 +14,13 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from ollama_preloader.config.settings import Settings
 from ollama_preloader.errors import OllamaAPIError, ServerError
-from ollama_preloader.logs import get_logger
-from ollama_preloader.ollama_api import OllamaAPI
-from ollama_preloader.process import OllamaServer, force_exit
-from ollama_preloader.pulling import failure_reason, pull_model
-from ollama_preloader.settings import Settings
-from ollama_preloader.status import Board, ModelStatus
+from ollama_preloader.observe.logs import get_logger
+from ollama_preloader.ollama.api import OllamaAPI
+from ollama_preloader.reconcile.pulling import failure_reason, pull_model
+from ollama_preloader.reconcile.status import Board, ModelStatus
+from ollama_preloader.server.process import OllamaServer, force_exit
 
 log = get_logger()
 
@@ -116,10 +116,7 @@ class Baker:
                     await work
         if server.returncode is not None and not self._stop.is_set():
             # Pulls against a dead server would only fail one by one: say why instead.
-            raise ServerError(
-                f"ollama serve exited with code {server.returncode} during the pulls: "
-                f"{server.last_error_line()}"
-            )
+            raise ServerError(server.exit_message(server.returncode, " during the pulls"))
         if work.done() and not work.cancelled():
             work.result()
 

@@ -25,7 +25,7 @@ from ollama_preloader.errors import (
 )
 
 if TYPE_CHECKING:
-    from ollama_preloader.settings import Settings
+    from ollama_preloader.config.settings import Settings
 
 EXIT_NOT_READY = EXIT_INTERNAL  # `status` and `health`: 1 means "not every model is pinned"
 
@@ -54,7 +54,7 @@ def _fail(message: str, code: int) -> typer.Exit:
 def _settings(env_file: Path) -> Settings:
     """Settings or a one-line exit 2. Callers import `ollama` only after this: importing it
     builds a default client from OLLAMA_HOST and would crash on a value refused here."""
-    from ollama_preloader.settings import load_settings
+    from ollama_preloader.config.settings import load_settings
 
     try:
         return load_settings(env_file)
@@ -74,15 +74,16 @@ def _run_to_exit(main: Coroutine[Any, Any, int]) -> NoReturn:
 @app.command()
 def run(env_file: EnvFile = Path(".env")) -> None:
     """Start `ollama serve`, pull and pin the declared models, keep them pinned until stopped."""
-    from ollama_preloader.logs import configure
-    from ollama_preloader.settings import server_environment
+    from ollama_preloader.config.settings import server_environment
+    from ollama_preloader.observe.logs import configure
 
     settings = _settings(env_file)
-    from ollama_preloader.supervisor import Supervisor
+    from ollama_preloader.reconcile.supervisor import Supervisor
+    from ollama_preloader.server.owned import OwnedServer
 
     configure(settings.log_level, settings.log_format)
-    supervisor = Supervisor(settings, server_env=server_environment(env_file=env_file))
-    _run_to_exit(supervisor.run())
+    server = OwnedServer(settings, server_environment(env_file=env_file))
+    _run_to_exit(Supervisor(settings, server).run())
 
 
 @app.command()
@@ -92,17 +93,18 @@ def watch(env_file: EnvFile = Path(".env")) -> None:
     Sidecar mode, for the Linux systemd service, the desktop apps or a remote server: it waits
     for the server whenever it is away and never starts, stops or signals it.
     """
-    from ollama_preloader.logs import configure
+    from ollama_preloader.observe.logs import configure
 
     settings = _settings(env_file)
-    from ollama_preloader.sidecar import Sidecar, check_sidecar_settings
+    from ollama_preloader.reconcile.supervisor import Supervisor
+    from ollama_preloader.server.remote import RemoteServer, check_sidecar_settings
 
     try:
         check_sidecar_settings(settings)
     except ConfigError as exc:
         raise _fail(str(exc), EXIT_CONFIG) from None
     configure(settings.log_level, settings.log_format)
-    _run_to_exit(Sidecar(settings).run())
+    _run_to_exit(Supervisor(settings, RemoteServer(settings)).run())
 
 
 @app.command()
@@ -112,8 +114,8 @@ def pull(env_file: EnvFile = Path(".env")) -> None:
     For a `RUN` step in a Dockerfile: exit 0 when every model is in the store, 4 naming the
     models that could not be pulled.
     """
-    from ollama_preloader.logs import configure
-    from ollama_preloader.settings import server_environment
+    from ollama_preloader.config.settings import server_environment
+    from ollama_preloader.observe.logs import configure
 
     settings = _settings(env_file)
     configure(settings.log_level, settings.log_format)
@@ -150,8 +152,13 @@ def status(
     """
     import json
 
-    from ollama_preloader.healthcheck import HealthConfigError, Unreachable, fetch, resolve_address
-    from ollama_preloader.statustable import render
+    from ollama_preloader.observe.healthcheck import (
+        HealthConfigError,
+        Unreachable,
+        fetch,
+        resolve_address,
+    )
+    from ollama_preloader.observe.statustable import render
 
     try:
         address = resolve_address(env_file)
@@ -185,7 +192,7 @@ def health(
     For Docker's HEALTHCHECK and Kubernetes exec probes. The console script runs this without
     loading the rest of the app (see entry.py); this command is the same code.
     """
-    from ollama_preloader.healthcheck import run_health
+    from ollama_preloader.observe.healthcheck import run_health
 
     args = ["--env-file", str(env_file)]
     raise typer.Exit(run_health(["--live", *args] if live else args))

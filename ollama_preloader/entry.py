@@ -12,7 +12,7 @@ import sys
 def main() -> None:
     args = sys.argv[1:]
     if args[:1] == ["health"]:
-        from ollama_preloader.healthcheck import run_health
+        from ollama_preloader.observe.healthcheck import run_health
 
         sys.exit(run_health(args[1:]))
     from ollama_preloader.cli import main as cli_main

@@ -64,7 +64,7 @@ class ServerExited(ServerError):
 
 
 class OllamaAPIError(PreloaderError):
-    """A call to Ollama's API failed; HTTP-library exceptions never escape ollama_api.py."""
+    """A call to Ollama's API failed; HTTP-library exceptions never escape ollama/api.py."""
 
     transient = False
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -32,8 +33,10 @@ __all__ = [
     "RealLauncher",
     "RealServe",
     "Registry",
+    "access_count",
     "find_kit",
     "processes_with_home",
+    "ps_rows",
 ]
 
 ENV_VAR = "PRELOADER_REAL_OLLAMA"
@@ -371,6 +374,23 @@ class RealLauncher(Launcher):
             time.sleep(0.1)
 
 
+def ps_rows(run: Run) -> list[list[str]]:
+    """`ollama ps` as the user reads it: one list of cells per model row (exit 0 asserted)."""
+    done = run.ollama("ps")
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stdout.splitlines() if line.strip()]
+    assert lines, done.stdout
+    assert lines[0].split()[0] == "NAME", done.stdout
+    # UNTIL may be several words ("4 minutes from now"): cells are split on runs of spaces.
+    return [re.split(r"\s{2,}", line.strip()) for line in lines[1:]]
+
+
+def access_count(run: Run, method: str, path: str) -> int:
+    """Requests Ollama's own access log (relayed by the supervisor) shows for `path`."""
+    pattern = re.compile(rf'^\[GIN\] .*\| {method} +"{re.escape(path)}"')
+    return sum(1 for line in list(run.lines) if pattern.match(line))
+
+
 def build_template_store(kit: Kit, registry: Registry, work: Path) -> Path:
     """Pull the kit's three models once per session; tests copy what they need from here."""
     store = work / "template-models"
@@ -403,3 +423,40 @@ def wait_http(url: str, timeout: float = WAIT) -> None:
         except (OSError, ValueError, urllib.error.URLError):
             time.sleep(0.05)
     raise AssertionError(f"{url} did not answer")
+
+
+def kit_catalog(registry: Registry) -> dict[str, dict[str, Any]]:
+    """A catalog for the fake that mirrors the kit's three models as the real server reports
+    them (the kit's README and /api/tags, /api/ps of v0.33), under this registry's names."""
+    base = {"pull_seconds": 0.05, "load_seconds": 0.27}
+    models = {
+        "tiny-chat": {
+            "size": 1867363,
+            "vram": 16798186,
+            "context_length": 8192,
+            "embedding_length": 128,
+            "family": "llama",
+            "parameter_size": "919K",
+            "quantization_level": "F16",
+        },
+        "tiny-chat2": {
+            "size": 4404000,
+            "vram": 25836911,
+            "context_length": 8192,
+            "embedding_length": 256,
+            "family": "llama",
+            "parameter_size": "4.07M",
+            "quantization_level": "Q8_0",
+        },
+        "tiny-embed": {
+            "kind": "embedding",
+            "size": 753298,
+            "vram": 2715810,
+            "context_length": 512,
+            "embedding_length": 128,
+            "family": "bert",
+            "parameter_size": "369K",
+            "quantization_level": "F16",
+        },
+    }
+    return {f"{registry.name(m)}:latest": {**base, **entry} for m, entry in models.items()}

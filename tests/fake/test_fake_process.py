@@ -10,6 +10,7 @@ import subprocess
 from pathlib import Path
 
 import httpx
+from fake_ollama.cli import STOP_SPINNER
 from fake_ollama.harness import OLLAMA_EXE, fake_env, pid_alive, processes_in_group
 
 from .conftest import MakeFake
@@ -135,7 +136,8 @@ def test_cli_commands(make_fake: MakeFake) -> None:
     assert fake.cli("stop", "llama3.2:1b").returncode == 0
     fake.wait_for(lambda: not fake.ps(), what="stopped")
     missing = fake.cli("stop", "nosuch")
-    assert missing.stderr == 'Error: couldn\'t find model "nosuch" to stop\n'
+    # The real CLI draws (and clears) its spinner on stderr before the error, even off a TTY.
+    assert missing.stderr == STOP_SPINNER + 'Error: couldn\'t find model "nosuch" to stop\n'
     assert fake.cli("rm", "mini:copy").stdout == "deleted 'mini:copy'\n"
     gone = fake.cli("rm", "mini:copy")
     assert (gone.returncode, gone.stderr) == (1, "Error: model 'mini:copy' not found\n")

@@ -12,7 +12,7 @@ from .names import normalize
 
 DEFAULT_PULL_SECONDS = 0.3
 DEFAULT_LOAD_SECONDS = 0.1
-DEFAULT_UNLOAD_SECONDS = 0.05
+DEFAULT_UNLOAD_SECONDS = 0.05  # with a GPU; unset on CPU means 0 (see scheduler)
 DEFAULT_TOKEN_SECONDS = 0.002
 
 _FILE_TYPES = {"F32": 0, "F16": 1, "Q4_0": 2, "Q8_0": 7, "Q4_K_M": 15, "Q5_K_M": 17, "Q6_K": 18}
@@ -114,7 +114,7 @@ class ModelSpec:
     vram: int
     pull_seconds: float
     load_seconds: float
-    unload_seconds: float
+    unload_seconds: float | None  # None: the scheduler's default for the server's GPU
     token_seconds: float
     capabilities: tuple[str, ...]
     parameters: dict[str, Any] = field(default_factory=dict)
@@ -188,7 +188,9 @@ def build_spec(name: str, raw: dict[str, Any], base: ModelSpec | None = None) ->
         vram=int(get("vram", int(size * 1.1) + 100_000_000)),
         pull_seconds=float(get("pull_seconds", DEFAULT_PULL_SECONDS)),
         load_seconds=float(get("load_seconds", DEFAULT_LOAD_SECONDS)),
-        unload_seconds=float(get("unload_seconds", DEFAULT_UNLOAD_SECONDS)),
+        unload_seconds=None
+        if get("unload_seconds", None) is None
+        else float(get("unload_seconds", None)),
         token_seconds=float(get("token_seconds", DEFAULT_TOKEN_SECONDS)),
         capabilities=caps,
         parameters=dict(get("parameters", {})),

@@ -99,13 +99,25 @@ class Client:
                 yield obj
 
 
+# The real CLI's spinner, which `ollama stop` draws and clears on stderr even off a TTY
+# (byte for byte what the kit's v0.33 wrote to a pipe).
+STOP_SPINNER = (
+    "\x1b[?25l\x1b[?2026h\x1b[?25l\x1b[1G\x1b[K\x1b[?25h\x1b[?2026l\x1b[2K\x1b[1G\x1b[?25h"
+)
+
+
 def _table(header: list[str], rows: list[list[str]]) -> str:
-    """tablewriter with no borders and 4-space padding, left aligned."""
+    """tablewriter with no borders and 4-space padding, left aligned.
+
+    As the kit's real v0.33 CLI prints it: every cell padded to its column's width and
+    followed by 4 spaces, except the header's last cell, which is followed by one.
+    """
     cols = [header, *rows]
     widths = [max(len(r[i]) for r in cols) for i in range(len(header))]
     lines = []
-    for r in cols:
-        lines.append("    ".join(c.ljust(widths[i]) for i, c in enumerate(r)).rstrip() + "    ")
+    for n, r in enumerate(cols):
+        cells = [c.ljust(widths[i]) for i, c in enumerate(r)]
+        lines.append("    ".join(cells) + (" " if n == 0 else "    "))
     return "\n".join(lines) + "\n"
 
 
@@ -229,9 +241,11 @@ def cmd_stop(c: Client, args: list[str]) -> int:
     try:
         c.json("POST", "/api/generate", {"model": args[0], "keep_alive": 0})
     except StatusError as e:
+        sys.stderr.write(STOP_SPINNER)
         if e.status == 404:
             raise CLIError(f'couldn\'t find model "{args[0]}" to stop') from None
         raise
+    sys.stderr.write(STOP_SPINNER)
     return 0
 
 

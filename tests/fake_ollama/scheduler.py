@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .catalog import DEFAULT_UNLOAD_SECONDS
 from .envconfig import Settings
 from .eventlog import Logger
 from .faults import Faults
@@ -258,6 +259,7 @@ class Scheduler:
         self._threads = [
             threading.Thread(target=self._process_loop, name="sched-pending", daemon=True),
             threading.Thread(target=self._timer_loop, name="sched-timers", daemon=True),
+            threading.Thread(target=self._reap_loop, name="sched-reaper", daemon=True),
         ]
 
     def start(self) -> None:
@@ -335,8 +337,9 @@ class Scheduler:
                 return None
             pid = r.pid
             _kill(r.proc)
+        # The real server logs nothing when a runner dies: nothing watches it (§5.2). Its
+        # warning comes with the next request for the model (see _process).
         self.log.event("runner_crash", r.display, pid=pid)
-        self.log.slog_warn("server.go:1480", "llama-server process exited", pid=pid)
         return pid
 
     def runtime_oom(self) -> None:
@@ -353,7 +356,9 @@ class Scheduler:
         now = time.time_ns()
         with self.cond:
             runners = list(self.loaded.values())
-            runners.sort(key=lambda r: r.expires_ns(now), reverse=True)
+            # By whole seconds, as the kit's real v0.33 server sorts: two models pinned within
+            # the same second may come in either order (observed), here in load order.
+            runners.sort(key=lambda r: r.expires_ns(now) // SECOND, reverse=True)
             return [r.ps_entry(now) for r in runners]
 
     def state(self) -> list[dict[str, Any]]:
@@ -439,6 +444,11 @@ class Scheduler:
             return
         r.unloading = True
         r.deadline = None
+        if r.unload_seconds <= 0:
+            # A CPU runner dies at once on SIGKILL: the real CPU-only server has it out of
+            # /api/ps before it answers the keep_alive:0 request (observed on the kit's v0.33).
+            self._do_unload(r, reason)
+            return
         threading.Thread(target=self._do_unload, args=(r, reason), daemon=True).start()
 
     def _do_unload(self, r: Runner, reason: str) -> None:
@@ -453,6 +463,14 @@ class Scheduler:
             self.unload_seq += 1
             self.cond.notify_all()
         self.log.event("unload", r.display, reason=reason, pid=r.pid)
+
+    def _unload_seconds(self, rt: dict[str, Any]) -> float:
+        """How long an unloading runner stays listed: a GPU waits for its VRAM to come back;
+        on CPU the kit's real server lists nothing once the runner is killed."""
+        value = rt.get("unload_seconds")
+        if value is None:
+            return DEFAULT_UNLOAD_SECONDS if self.settings.gpu else 0.0
+        return float(value)
 
     def _find_victim(self) -> Runner:
         runners = sorted(self.loaded.values(), key=lambda r: (_uint64(r.session_duration), r.key))
@@ -480,6 +498,17 @@ class Scheduler:
                     elif nxt is None or r.deadline < nxt:
                         nxt = r.deadline
                 self.cond.wait(1.0 if nxt is None else max(0.001, min(1.0, nxt - now)))
+
+    def _reap_loop(self) -> None:
+        """Collect runners that died on their own, as Go's exec does at once: a runner killed
+        from outside must not linger as a zombie child of `ollama serve` (observed: the real
+        server's killed llama-server is gone from the process table at once)."""
+        while not self.stopping:
+            with self.cond:
+                procs = list(self.procs)
+            for p in procs:
+                p.poll()
+            time.sleep(0.05)
 
     def _process_loop(self) -> None:
         while True:
@@ -518,6 +547,17 @@ class Scheduler:
                         self._use(r, req)
                         req.succeed(r)
                         return
+                    if reason == "runner_died":
+                        # What the kit's real server logs here (v0.33, llama_server.go:1196).
+                        code = r.proc.returncode or 0
+                        self.log.slog_warn(
+                            "llama_server.go:1196",
+                            "llama-server process no longer running",
+                            sys=-code if code < 0 else code,
+                            string=f"signal: {(signal.strsignal(-code) or '').lower()}"
+                            if code < 0
+                            else f"exit status {code}",
+                        )
                     self.log.event("reload", r.display, reason=reason, pid=r.pid)
                     self._evict(r, "reload")
                     self._wait_unload_since(seq)
@@ -683,7 +723,7 @@ class Scheduler:
             size=need,
             size_vram=need if s.gpu else 0,
             token_seconds=s.scaled(float(rt.get("token_seconds", 0.002))),
-            unload_seconds=s.scaled(float(rt.get("unload_seconds", 0.05))),
+            unload_seconds=s.scaled(self._unload_seconds(rt)),
             refcount=1,
             slots=threading.Semaphore(parallel),
         )

@@ -100,7 +100,56 @@ def test_oom_on_load_gives_way_and_others_return(launcher: Launcher) -> None:
     failed = run.wait_event("model.failed", model="huge:latest")
     assert "ran out of memory" in failed["reason"]
     assert run.fake_events("oom")
+    # It pushed out models earlier in the list: no quick retry, which would evict them again.
+    assert "pushed out models earlier in the list" in failed["reason"]
+    assert failed["retry_in"] == 900  # PRELOADER_CAPACITY_BACKOFF's default
     run.wait_for(lambda: pinned_names(run) == {"a:latest", "b:latest"}, "a and b back")
+    assert run.stop() == 0
+
+
+def test_transient_oom_is_retried_after_a_short_delay(launcher: Launcher) -> None:
+    """Two loads that run out of memory, then room: retried after PRELOADER_OOM_RETRY, then
+    twice that, not after the capacity backoff; then pinned."""
+    env = launcher.env(
+        OLLAMA_PRELOAD_MODELS="llama3.2",
+        FAKE_OLLAMA_PRESENT="llama3.2",
+        PRELOADER_OOM_RETRY="0.3",
+        PRELOADER_CAPACITY_BACKOFF="10m",
+    )
+    Path(env["FAKE_OLLAMA_FAULTS"]).write_text(json.dumps({"load_oom": {"llama3.2": {"times": 2}}}))
+    run = launcher.start(env=env)
+    pinned = run.wait_event("model.pinned", model="llama3.2:latest")
+    assert pinned["reason"] == "preload"
+    failed = run.events("model.failed")
+    assert [e["retry_in"] for e in failed] == [0.3, 0.6]
+    assert "out-of-memory loads in the last hour: 1 of at most 6" in failed[0]["reason"]
+    assert "out-of-memory loads in the last hour: 2 of at most 6" in failed[1]["reason"]
+    assert [r["body"]["model"] for r in run.requests("/api/generate")] == ["llama3.2"] * 3
+    assert pinned_names(run) == {"llama3.2:latest"}
+    assert run.stop() == 0
+
+
+def test_model_that_never_fits_is_tried_six_times_an_hour(launcher: Launcher) -> None:
+    """Every load runs out of memory: doubling waits up to the capacity backoff, then the sixth
+    failure waits for the hour to pass; no seventh load."""
+    catalog = {"huge:latest": model(size=30.0, vram=30 * GB)}
+    run = start(
+        launcher,
+        "huge",
+        catalog,
+        FAKE_OLLAMA_VRAM=str(10 * GB),
+        PRELOADER_OOM_RETRY="0.1",
+        PRELOADER_CAPACITY_BACKOFF="1",
+    )
+    run.wait_for(lambda: len(run.events("model.failed")) >= 6, "six out-of-memory loads")
+    settle(run, 20)  # 4 s of watch cycles: without the bound, four more loads at the 1 s cap
+    failed = run.events("model.failed")
+    assert [e["retry_in"] for e in failed[:5]] == [0.1, 0.2, 0.4, 0.8, 1.0]
+    assert len(failed) == 6
+    assert failed[5]["retry_in"] > 3000  # an hour after the first of the six
+    assert "6 of at most 6" in failed[5]["reason"]
+    assert len(run.requests("/api/generate")) == 6
+    assert run.proc.poll() is None
     assert run.stop() == 0
 
 
@@ -133,7 +182,10 @@ def test_serve_killed_is_restarted_and_models_return(launcher: Launcher) -> None
     old = run.fake_events("serve_start")[-1]["pid"]
     assert len(processes_in_group(old)) == 3
     os.kill(old, signal.SIGKILL)
-    run.wait_event("server.exited")
+    exited = run.wait_event("server.exited")
+    # Its last output was access lines for our loads: none of them is quoted as the cause.
+    assert exited["msg"] == "ollama serve was killed by SIGKILL (signal 9)"
+    assert (exited["returncode"], exited["signal"]) == (-signal.SIGKILL, "SIGKILL")
     run.wait_event("server.ready", restart=True)
     run.wait_for(lambda: len(pinned_names(run)) == 2, "both models back")
     assert processes_in_group(old) == []
@@ -152,6 +204,10 @@ def test_serve_dying_with_exit_policy_exits_with_its_code(launcher: Launcher) ->
     os.kill(pid, signal.SIGKILL)
     assert run.wait_exit() == 128 + signal.SIGKILL
     assert processes_in_group(pid) == []
+    assert run.lines[-1] == (
+        "ollama-preloader: error: ollama serve was killed by SIGKILL (signal 9); "
+        "exiting too (PRELOADER_ON_SERVER_EXIT=exit)"
+    )
 
 
 def test_crashed_runner_is_repaired_by_the_refresh(launcher: Launcher) -> None:

@@ -51,6 +51,17 @@ def own_registry(kit: Kit) -> Iterator[Registry]:
         reg.stop()
 
 
+@pytest.fixture
+def tls_own_registry(kit: Kit, tls_registry: Registry) -> Iterator[Registry]:
+    """A TLS registry of this test's own, not started yet, which it may stop and start again;
+    it shares the session's CA, which `real` already gives Ollama."""
+    assert tls_registry.ca.exists()
+    reg = Registry(kit, free_port_pair(), tls=True)
+    yield reg
+    if reg.running:
+        reg.stop()
+
+
 @pytest.fixture(scope="session")
 def template_store(
     kit: Kit, tls_registry: Registry, tmp_path_factory: pytest.TempPathFactory

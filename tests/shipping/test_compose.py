@@ -9,8 +9,8 @@ import yaml
 from shipping import dockerfile
 from shipping.checkers import REPO, run_tool
 
-from ollama_preloader.durations import parse_go_duration
-from ollama_preloader.settings import Settings
+from ollama_preloader.config.durations import parse_go_duration
+from ollama_preloader.config.settings import Settings
 
 COMPOSE = REPO / "docker-compose.yml"
 
@@ -74,3 +74,39 @@ def test_commented_example_waits_for_healthy() -> None:
     text = COMPOSE.read_text()
     assert "#   depends_on:" in text
     assert "#       condition: service_healthy" in text
+
+
+def _with_models_file_uncommented() -> str:
+    """The file as a user makes it after following the models-file comment."""
+    example = {
+        "# - ./models.txt:/etc/ollama-preloader/models.txt:ro",
+        "# environment:",
+        "#   PRELOADER_MODELS_FILE: /etc/ollama-preloader/models.txt",
+    }
+    lines = COMPOSE.read_text().splitlines()
+    out = [line.replace("# ", "", 1) if line.strip() in example else line for line in lines]
+    assert len([a for a, b in zip(lines, out, strict=True) if a != b]) == len(example)
+    return "\n".join(out) + "\n"
+
+
+def test_models_file_example_is_valid_and_coherent(tmp_path: Path) -> None:
+    """Uncommented, the example validates, bind-mounts ./models.txt read-only, and points
+    PRELOADER_MODELS_FILE at the mounted path; the image's entrypoint is tini, which passes
+    `docker compose kill -s HUP` on to the supervisor."""
+    assert "environment" not in service()  # commented out by default: the list is in .env
+    text = _with_models_file_uncommented()
+    changed = tmp_path / "compose.yml"
+    changed.write_text(text)
+    result = run_tool("check-jsonschema", "--builtin-schema", "vendor.compose-spec", changed)
+    assert result.returncode == 0, result.stdout + result.stderr
+    svc = yaml.safe_load(text)["services"]["ollama"]
+    mounts = [v for v in svc["volumes"] if v.startswith("./models.txt:")]
+    assert len(mounts) == 1
+    source, target, mode = mounts[0].split(":")
+    assert (source, mode) == ("./models.txt", "ro")
+    assert svc["environment"] == {"PRELOADER_MODELS_FILE": target}
+    entrypoint = next(i for i in dockerfile.parse(REPO / "Dockerfile") if i.keyword == "ENTRYPOINT")
+    argv = entrypoint.exec_form
+    assert argv is not None
+    assert argv[0].endswith("/tini")
+    assert argv[1:3] == ["--", "/opt/ollama-preloader/bin/ollama-preloader"]

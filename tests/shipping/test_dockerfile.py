@@ -8,7 +8,7 @@ from pathlib import Path
 from shipping import dockerfile
 from shipping.checkers import REPO, run_tool
 
-from ollama_preloader.durations import parse_go_duration
+from ollama_preloader.config.durations import parse_go_duration
 
 DOCKERFILE = REPO / "Dockerfile"
 

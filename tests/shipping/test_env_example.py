@@ -16,7 +16,7 @@ from shipping.variables import (
     settings_variables,
 )
 
-from ollama_preloader.settings import Settings, load_settings
+from ollama_preloader.config.settings import Settings, load_settings
 
 EXAMPLE = REPO / ".env.example"
 EXAMPLES_MARKER = "===== Example configurations"

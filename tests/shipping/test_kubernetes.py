@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,8 @@ import yaml
 from shipping.checkers import REPO, run_tool
 from shipping.variables import known_variables
 
-from ollama_preloader.settings import Settings
+from ollama_preloader.config.models_file import parse_models_file
+from ollama_preloader.config.settings import Settings, load_settings
 
 MANIFESTS = sorted((REPO / "deploy" / "kubernetes").glob("*.yaml"))
 # The oldest and the newest schema kubernetes-validate ships that we support.
@@ -57,6 +59,7 @@ def test_the_expected_resources() -> None:
     """A StatefulSet with its PVC template, the Services and the ConfigMap."""
     assert set(documents()) == {
         "ConfigMap/ollama-preloader",
+        "ConfigMap/ollama-preloader-models",
         "StatefulSet/ollama",
         "Service/ollama",
         "Service/ollama-headless",
@@ -64,7 +67,7 @@ def test_the_expected_resources() -> None:
     sts = documents()["StatefulSet/ollama"]["spec"]
     claims = {c["metadata"]["name"]: c for c in sts["volumeClaimTemplates"]}
     mounts = {m["name"]: m["mountPath"] for m in container()["volumeMounts"]}
-    assert mounts == {"models": "/root/.ollama"}
+    assert mounts == {"models": "/root/.ollama", "model-list": "/etc/ollama-preloader"}
     assert "models" in claims
     assert sts["serviceName"] == "ollama-headless"
 
@@ -77,7 +80,39 @@ def test_gpu_request_and_config() -> None:
     data = documents()["ConfigMap/ollama-preloader"]["data"]
     unknown = set(data) - known_variables()
     assert not unknown, f"the ConfigMap sets {unknown}, which the product would ignore"
-    assert data["OLLAMA_PRELOAD_MODELS"]
+    assert data["PRELOADER_MODELS_FILE"]
+    assert "OLLAMA_PRELOAD_MODELS" not in data  # both together would be exit 2
+
+
+def test_the_model_list_is_a_mounted_file_that_follows_edits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PRELOADER_MODELS_FILE names a key of the models ConfigMap, mounted as a whole directory
+    (a subPath mount never sees an edit), read-only; the list in it parses, and with the env
+    ConfigMap's variables it makes valid settings."""
+    env = documents()["ConfigMap/ollama-preloader"]["data"]
+    listing = documents()["ConfigMap/ollama-preloader-models"]["data"]
+    pod = documents()["StatefulSet/ollama"]["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    (mount,) = [m for m in container()["volumeMounts"] if m["name"] == "model-list"]
+    assert volumes["model-list"]["configMap"]["name"] == "ollama-preloader-models"
+    assert "subPath" not in mount
+    assert "subPathExpr" not in mount
+    assert mount["readOnly"] is True
+    path = Path(env["PRELOADER_MODELS_FILE"])
+    assert path.parent == Path(mount["mountPath"])
+    assert path.name in listing
+    specs = parse_models_file(listing[path.name].encode(), path).specs
+    assert [s.display for s in specs] == ["llama3.2:latest", "nomic-embed-text:latest"]
+    for name in list(os.environ):
+        if name.startswith(("OLLAMA_", "PRELOADER_")):
+            monkeypatch.delenv(name)
+    local = tmp_path / path.name
+    local.write_text(listing[path.name])
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("PRELOADER_MODELS_FILE", str(local))
+    assert load_settings(None).models == specs
 
 
 def test_probes_use_the_supervisors_health() -> None:

@@ -17,9 +17,9 @@ from shipping.systemd import ENV_EXAMPLE, UNIT, directives, environment_file, ex
 from shipping.variables import known_variables
 
 from ollama_preloader.cli import app
+from ollama_preloader.config.settings import load_settings
 from ollama_preloader.errors import EXIT_CONFIG, ConfigError
-from ollama_preloader.settings import load_settings
-from ollama_preloader.sidecar import check_sidecar_settings
+from ollama_preloader.server.remote import check_sidecar_settings
 
 INSTALLED = "/usr/local/bin/ollama-preloader"  # where both README install routes put it
 ENV_FILE = "/etc/ollama-preloader.env"
@@ -124,3 +124,19 @@ def test_environment_file_shows_the_real_defaults(clean_env: pytest.MonkeyPatch)
         clean_env.setenv(name, value)
         assert load_settings(None) == defaults, name
         clean_env.delenv(name)
+
+
+def test_reload_sends_sighup_to_the_supervisor() -> None:
+    """`systemctl reload` signals the main process (the supervisor), never Ollama."""
+    assert one("Service", "ExecReload") == "/bin/kill -HUP $MAINPID"
+    assert one("Service", "Type") == "exec"  # MAINPID is the supervisor itself
+
+
+def test_environment_file_explains_the_live_list(clean_env: pytest.MonkeyPatch) -> None:
+    """The example says how to make the list live: a models file named by the variable
+    (a commented `# NAME=value` would have to show the default, so it is prose)."""
+    text = ENV_EXAMPLE.read_text()
+    assert "PRELOADER_MODELS_FILE" in text
+    assert "systemctl reload ollama-preloader" in text
+    assigned, shown = environment_file()
+    assert "PRELOADER_MODELS_FILE" not in assigned | shown

@@ -9,7 +9,7 @@ from pydantic import AliasChoices
 from shipping.checkers import REPO
 
 from ollama_preloader.cli import app
-from ollama_preloader.settings import Settings
+from ollama_preloader.config.settings import Settings
 
 
 def settings_variables() -> dict[str, str]:

@@ -8,13 +8,13 @@ import socket
 
 import pytest
 
-from ollama_preloader.drift import check_context
+from ollama_preloader.config.modelspec import parse_entry
 from ollama_preloader.errors import ConfigError
-from ollama_preloader.health import HealthServer, _parse_head
-from ollama_preloader.modelspec import parse_entry
-from ollama_preloader.ollama_api import LoadedModel
-from ollama_preloader.pulling import _count_bytes
-from ollama_preloader.status import Board, ModelStatus, State
+from ollama_preloader.observe.health import HealthServer, _parse_head
+from ollama_preloader.ollama.api import LoadedModel
+from ollama_preloader.reconcile.drift import check_context
+from ollama_preloader.reconcile.pulling import _count_bytes
+from ollama_preloader.reconcile.status import Board, ModelStatus, State
 
 
 def free_port() -> int:

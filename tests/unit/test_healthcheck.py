@@ -9,15 +9,15 @@ from pathlib import Path
 
 import pytest
 
+from ollama_preloader.config.settings import load_settings
 from ollama_preloader.errors import ConfigError
-from ollama_preloader.healthcheck import (
+from ollama_preloader.observe.healthcheck import (
     HealthConfigError,
     connect_host,
     parse_health_port,
     resolve_address,
     run_health,
 )
-from ollama_preloader.settings import load_settings
 
 
 @pytest.fixture(autouse=True)

@@ -2,8 +2,12 @@
 
 import pytest
 
-from ollama_preloader.durations import format_seconds, parse_go_duration, parse_seconds_or_duration
-from ollama_preloader.host import InvalidHost, parse_ollama_host
+from ollama_preloader.config.durations import (
+    format_seconds,
+    parse_go_duration,
+    parse_seconds_or_duration,
+)
+from ollama_preloader.ollama.host import InvalidHost, parse_ollama_host
 
 
 @pytest.mark.parametrize(

@@ -2,7 +2,7 @@
 
 import pytest
 
-from ollama_preloader.modelspec import ModelKind, SpecError, parse_model_list
+from ollama_preloader.config.modelspec import ModelKind, SpecError, parse_model_list
 
 
 def test_seed_configuration() -> None:
@@ -63,6 +63,8 @@ def test_duplicates_collapse_with_warning() -> None:
         ("llama3.2?num_ctx=1&num_ctx=2", "given twice"),
         ("?num_ctx=1", "the model name is missing"),
         ("bad name", "invalid model"),
+        ("llama3.2:?num_ctx=1", "'llama3.2:?num_ctx=1': the tag in 'llama3.2:' is empty"),
+        ("library//llama3.2", "the namespace in 'library//llama3.2' is empty"),
         ("gpt-oss:120b-cloud", "cloud models"),
         ("llama3.2?use_mmap=maybe", "use_mmap must be true or false"),
     ],

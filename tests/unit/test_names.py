@@ -2,7 +2,7 @@
 
 import pytest
 
-from ollama_preloader.names import InvalidName, ModelName, name_key
+from ollama_preloader.ollama.names import InvalidName, ModelName, name_key
 
 
 @pytest.mark.parametrize(
@@ -38,6 +38,34 @@ def test_invalid_names_are_refused(text: str) -> None:
     """Names Ollama would answer `invalid model name` for are refused up front."""
     with pytest.raises(InvalidName):
         ModelName.parse(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "part"),
+    [
+        ("llama3.2:", "tag"),
+        ("library/llama3.2:", "tag"),
+        ("llama3.2::", "tag"),
+        ("/llama3.2", "namespace"),
+        ("library//llama3.2", "namespace"),
+        ("myhost:5000//x", "namespace"),
+        ("//x", "namespace"),
+        ("/library/llama3.2", "host"),
+        ("library/", "model"),
+        ("host/ns/", "model"),
+        (":latest", "model"),
+        ("ns/:v1", "model"),
+    ],
+)
+def test_empty_promised_parts_are_refused(text: str, part: str) -> None:
+    """A separator with nothing on its side is a missing part in Ollama, not the default."""
+    with pytest.raises(InvalidName, match=f"the {part} in .* is empty"):
+        ModelName.parse(text)
+
+
+def test_scheme_without_host_takes_the_default_host() -> None:
+    """`https:///ns/m` is valid in Ollama: the empty host after the scheme is not promised."""
+    assert ModelName.parse("https:///jmorgan/m").display() == "jmorgan/m:latest"
 
 
 def test_cloud_tags_are_recognised() -> None:

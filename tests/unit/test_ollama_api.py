@@ -6,6 +6,7 @@ from collections.abc import Callable
 import httpx
 import pytest
 
+from ollama_preloader.config.modelspec import ModelKind
 from ollama_preloader.errors import (
     ModelNotFound,
     NotSupported,
@@ -13,8 +14,7 @@ from ollama_preloader.errors import (
     PullStreamError,
     ServerBusy,
 )
-from ollama_preloader.modelspec import ModelKind
-from ollama_preloader.ollama_api import OllamaAPI
+from ollama_preloader.ollama.api import OllamaAPI
 
 Handler = Callable[[httpx.Request], httpx.Response]
 

@@ -8,6 +8,8 @@ import certifi
 import httpx
 import pytest
 
+from ollama_preloader.config.modelspec import SpecError, parse_model_list
+from ollama_preloader.config.settings import check_ca_file, load_settings
 from ollama_preloader.errors import (
     ConfigError,
     OllamaAPIError,
@@ -15,16 +17,14 @@ from ollama_preloader.errors import (
     RegistryProblem,
     RegistryTLSError,
 )
-from ollama_preloader.modelspec import SpecError, parse_model_list
-from ollama_preloader.ollama_api import OllamaAPI, registry_problem
-from ollama_preloader.pulling import (
+from ollama_preloader.ollama.api import OllamaAPI, registry_problem
+from ollama_preloader.reconcile.pulling import (
     PERMANENT_BACKOFF,
     failure_reason,
     permanent_backoff,
     pull_model,
 )
-from ollama_preloader.settings import check_ca_file, load_settings
-from ollama_preloader.status import ModelStatus
+from ollama_preloader.reconcile.status import ModelStatus
 
 # Texts of Ollama v0.33.0-rc2 against the distribution registry (../shared/realollama), and
 # (WRONG_NAME) the form Go gives a certificate issued for another name.

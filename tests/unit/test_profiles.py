@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
+from ollama_preloader.config.profiles import Profile, apply_profile, profile_variables
+from ollama_preloader.config.settings import load_settings
 from ollama_preloader.errors import ConfigError
-from ollama_preloader.profiles import Profile, apply_profile, profile_variables
-from ollama_preloader.settings import load_settings
 
 BASE = {"PATH": "/usr/bin", "OLLAMA_HOST": "127.0.0.1:11434"}
 

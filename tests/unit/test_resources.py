@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from ollama_preloader.resources import (
+from ollama_preloader.observe.resources import (
     NVIDIA_SMI_QUERY,
     GpuMemory,
     MemoryFigures,

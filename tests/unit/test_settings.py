@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
+from ollama_preloader.config.settings import load_settings, server_environment
 from ollama_preloader.errors import ConfigError
-from ollama_preloader.settings import load_settings, server_environment
 
 
 @pytest.fixture(autouse=True)
@@ -74,3 +74,147 @@ def test_bad_values(monkeypatch: pytest.MonkeyPatch, name: str, value: str, frag
         load_settings(None)
     assert fragment in str(info.value)
     assert "\n" not in str(info.value)
+
+
+# ----- PRELOADER_MODELS_FILE, PRELOADER_ON_REMOVE, OLLAMA_KEEP_ALIVE ------------------------
+
+
+def test_models_come_from_the_models_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """PRELOADER_MODELS_FILE (a relative path is from the working directory) is the list."""
+    (tmp_path / "models.txt").write_text("# chat\ndevstral?num_ctx=8192\nllama3.2\ndevstral\n")
+    monkeypatch.setenv("PRELOADER_MODELS_FILE", "models.txt")
+    s = load_settings(None)
+    assert [(m.display, m.priority) for m in s.models] == [
+        ("devstral:latest", 0),
+        ("llama3.2:latest", 1),
+    ]
+    assert s.models_file == Path("models.txt")
+    assert s.models_source == "models-file"
+    (warning,) = s.parse_warnings  # the duplicate on line 4, named by its line
+    assert "models.txt, line 4" in warning
+
+
+def test_models_file_from_dotenv(tmp_path: Path) -> None:
+    """The variable can be set in `.env` too, like every knob."""
+    (tmp_path / "models.txt").write_text("llama3.2\n")
+    env_file = tmp_path / ".env"
+    env_file.write_text(f"PRELOADER_MODELS_FILE={tmp_path / 'models.txt'}\n")
+    assert [m.display for m in load_settings(env_file).models] == ["llama3.2:latest"]
+
+
+def test_empty_models_file_variable_is_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    """PRELOADER_MODELS_FILE= (empty) means no file, as `.env.example` shows it."""
+    monkeypatch.setenv("PRELOADER_MODELS_FILE", "  ")
+    monkeypatch.setenv("OLLAMA_PRELOAD_MODELS", "llama3.2")
+    s = load_settings(None)
+    assert s.models_file is None
+    assert [m.display for m in s.models] == ["llama3.2:latest"]
+    assert s.models_source == "environment"
+
+
+@pytest.mark.parametrize("where", ["environment", "dotenv"])
+def test_models_file_and_variable_together_are_refused(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, where: str
+) -> None:
+    """Both set: exit 2 naming both, and where each came from, before the list is parsed."""
+    (tmp_path / "models.txt").write_text("llama3.2\n")
+    monkeypatch.setenv("PRELOADER_MODELS_FILE", str(tmp_path / "models.txt"))
+    env_file = tmp_path / ".env"
+    value = "devstral?bogus=1"  # a bad entry: the conflict is still the error shown
+    if where == "environment":
+        monkeypatch.setenv("OLLAMA_PRELOAD_MODELS", value)
+    else:
+        env_file.write_text(f"OLLAMA_PRELOAD_MODELS={value}\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(env_file)
+    message = str(info.value)
+    assert "PRELOADER_MODELS_FILE (from the environment)" in message
+    expected = "the environment" if where == "environment" else str(env_file)
+    assert f"OLLAMA_PRELOAD_MODELS (from {expected})" in message
+    assert "both set" in message
+    assert info.value.exit_code == 2
+    assert "\n" not in message
+
+
+def test_models_file_with_an_empty_variable_is_fine(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """OLLAMA_PRELOAD_MODELS="" (as compose files often leave it) does not conflict."""
+    (tmp_path / "models.txt").write_text("llama3.2\n")
+    monkeypatch.setenv("PRELOADER_MODELS_FILE", str(tmp_path / "models.txt"))
+    monkeypatch.setenv("OLLAMA_PRELOAD_MODELS", '""')
+    assert [m.display for m in load_settings(None).models] == ["llama3.2:latest"]
+
+
+def test_missing_models_file_names_the_path(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A missing file at start is a configuration error (exit 2) naming the path."""
+    path = tmp_path / "absent.txt"
+    monkeypatch.setenv("PRELOADER_MODELS_FILE", str(path))
+    with pytest.raises(ConfigError) as info:
+        load_settings(None)
+    assert str(info.value).startswith(f"PRELOADER_MODELS_FILE={path}: no such file")
+    assert info.value.exit_code == 2
+
+
+def test_bad_line_in_models_file_names_the_line(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A bad entry at start: exit 2 naming the file and the line."""
+    (tmp_path / "models.txt").write_text("llama3.2\n\ndevstral?num_ctx=0\n")
+    monkeypatch.setenv("PRELOADER_MODELS_FILE", str(tmp_path / "models.txt"))
+    with pytest.raises(ConfigError, match=r"models\.txt, line 3: entry 'devstral\?num_ctx=0'"):
+        load_settings(None)
+
+
+def test_reading_the_file_can_be_left_to_the_caller(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """read_models_file=False: the rest of the settings, without touching the (absent) file."""
+    monkeypatch.setenv("PRELOADER_MODELS_FILE", str(tmp_path / "absent.txt"))
+    s = load_settings(None, read_models_file=False)
+    assert (s.models, s.models_source) == ((), "models-file")
+
+
+def test_models_source(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Where the list came from: what a SIGHUP can re-read depends on it."""
+    env_file = tmp_path / ".env"
+    assert load_settings(env_file).models_source == "unset"
+    env_file.write_text("OLLAMA_PRELOAD_MODELS=llama3.2\n")
+    assert load_settings(env_file).models_source == "env-file"
+    monkeypatch.setenv("OLLAMA_PRELOAD_MODELS", "devstral")
+    s = load_settings(env_file)
+    assert (s.models_source, s.models[0].display) == ("environment", "devstral:latest")
+
+
+@pytest.mark.parametrize("value", ["release", "UNLOAD", " keep "])
+def test_on_remove_choices(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    """PRELOADER_ON_REMOVE: release (default), unload or keep, case-insensitive."""
+    assert load_settings(None).on_remove == "release"
+    monkeypatch.setenv("PRELOADER_ON_REMOVE", value)
+    assert load_settings(None).on_remove == value.strip().lower()
+
+
+def test_on_remove_bad_value(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Anything else is one line naming the variable."""
+    monkeypatch.setenv("PRELOADER_ON_REMOVE", "delete")
+    with pytest.raises(ConfigError, match="PRELOADER_ON_REMOVE='delete'"):
+        load_settings(None)
+
+
+@pytest.mark.parametrize(
+    "raw", ["", "5m", "10m30s", "-1", "-5m", "0", "3600", " '24h' ", "1d", "soon", "1.5", "+90"]
+)
+def test_ollama_keep_alive_is_read_as_ollama_reads_it(
+    monkeypatch: pytest.MonkeyPatch, raw: str
+) -> None:
+    """Same value as the fake's envconfig.KeepAlive (a Go duration, whole seconds, else 5m;
+    negative = forever), never an error: the server would not refuse it either."""
+    from fake_ollama.envconfig import var
+    from fake_ollama.gotime import MAX_INT64, env_keep_alive
+
+    monkeypatch.setenv("OLLAMA_KEEP_ALIVE", raw)
+    nanoseconds = env_keep_alive(var("OLLAMA_KEEP_ALIVE"))
+    expected = -1.0 if nanoseconds == MAX_INT64 else nanoseconds / 1e9
+    assert load_settings(None).ollama_keep_alive == expected

@@ -10,13 +10,15 @@ import httpx
 import pytest
 from structlog.testing import capture_logs
 
+from ollama_preloader.config.settings import Settings
 from ollama_preloader.errors import ConfigError
-from ollama_preloader.host import parse_ollama_host
-from ollama_preloader.ollama_api import LoadedModel, LocalModel, OllamaAPI
-from ollama_preloader.resources import MemoryFigures
-from ollama_preloader.settings import Settings
-from ollama_preloader.sidecar import Sidecar, check_sidecar_settings
-from ollama_preloader.status import State
+from ollama_preloader.observe.resources import MemoryFigures
+from ollama_preloader.ollama.api import LoadedModel, LocalModel, OllamaAPI
+from ollama_preloader.ollama.host import parse_ollama_host
+from ollama_preloader.reconcile.status import State
+from ollama_preloader.reconcile.supervisor import Supervisor
+from ollama_preloader.server.owned import OwnedServer
+from ollama_preloader.server.remote import RemoteServer, check_sidecar_settings
 
 Handler = Callable[[httpx.Request], httpx.Response]
 
@@ -117,6 +119,12 @@ def settings(models: str, host: str = "127.0.0.1:11434") -> Settings:
     return Settings(OLLAMA_PRELOAD_MODELS=models, OLLAMA_HOST=host, _env_file=None)  # type: ignore[call-arg]
 
 
+def watching(settings: Settings) -> tuple[Supervisor, RemoteServer]:
+    """The supervisor `watch` builds: the shared one, handed a remote server."""
+    server = RemoteServer(settings)
+    return Supervisor(settings, server), server
+
+
 def test_sidecar_refuses_settings_it_cannot_work_with() -> None:
     """No models, or Ollama's cloud as the server: configuration errors naming the variable."""
     with pytest.raises(ConfigError, match="OLLAMA_PRELOAD_MODELS is empty"):
@@ -144,9 +152,9 @@ async def test_memory_check_only_for_a_server_on_this_machine(
         calls.append(env)
         return MemoryFigures(system=None)
 
-    monkeypatch.setattr("ollama_preloader.supervisor.gather_figures", figures)
-    sidecar = Sidecar(settings("llama3.2", host=host))
-    await sidecar._check_resources([LocalModel("llama3.2:latest", "d" * 64, 2 * 10**9)], [])
+    monkeypatch.setattr("ollama_preloader.reconcile.observation.gather_figures", figures)
+    sidecar, _ = watching(settings("llama3.2", host=host))
+    await sidecar.observer.check_resources([LocalModel("llama3.2:latest", "d" * 64, 2 * 10**9)], [])
     assert bool(calls) is checked
     await sidecar.api.aclose()
 
@@ -158,21 +166,21 @@ def pinned(name: str) -> LoadedModel:
 
 def test_every_model_leaving_ps_at_once_is_noticed() -> None:
     """Two pinned models gone in one look: one server.models_lost, and the store is re-read."""
-    sidecar = Sidecar(settings("llama3.2,devstral"))
+    sidecar, _ = watching(settings("llama3.2,devstral"))
     sidecar._observe([pinned("llama3.2:latest"), pinned("devstral:latest")])
     assert [m.state for m in sidecar.board.models] == [State.PINNED, State.PINNED]
-    sidecar._tags_dirty = False
+    sidecar.observer.tags_dirty = False
     with capture_logs() as logs:
         sidecar._observe([])
     events = [e["event"] for e in logs]
     assert events.count("server.models_lost") == 1
     assert events.count("model.evicted") == 2
-    assert sidecar._tags_dirty
+    assert sidecar.observer.tags_dirty
 
 
 def test_one_model_leaving_is_an_eviction_not_a_restart() -> None:
     """A single pinned model gone is reported as evicted only."""
-    sidecar = Sidecar(settings("llama3.2"))
+    sidecar, _ = watching(settings("llama3.2"))
     sidecar._observe([pinned("llama3.2:latest")])
     with capture_logs() as logs:
         sidecar._observe([])
@@ -181,9 +189,21 @@ def test_one_model_leaving_is_an_eviction_not_a_restart() -> None:
 
 def test_an_outage_already_seen_is_not_reported_twice() -> None:
     """After the probes saw the server go away, the empty /api/ps on its return is expected."""
-    sidecar = Sidecar(settings("llama3.2,devstral"))
+    sidecar, server = watching(settings("llama3.2,devstral"))
     sidecar._observe([pinned("llama3.2:latest"), pinned("devstral:latest")])
-    sidecar._seen_away = True
+    server._seen_away = True
     with capture_logs() as logs:
         sidecar._observe([])
     assert "server.models_lost" not in [e["event"] for e in logs]
+
+
+def test_the_two_servers_state_what_can_be_checked() -> None:
+    """`run` and `watch` differ only in the server: its facts and its liveness reason."""
+    owned = OwnedServer(settings("llama3.2"), {"PATH": "/bin"})
+    remote = RemoteServer(settings("llama3.2", host="http://10.0.0.5:11434"))
+    assert (owned.memory_is_local, owned.can_see_runners) == (True, True)
+    assert (remote.memory_is_local, remote.can_see_runners) == (False, False)
+    assert owned.liveness() == "ollama serve is not running (the supervisor is restarting it)"
+    assert remote.liveness() == (
+        "Ollama at http://10.0.0.5:11434 is not answering; the sidecar waits for it"
+    )

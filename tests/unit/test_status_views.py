@@ -8,13 +8,13 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from ollama_preloader.metrics import build_registry
-from ollama_preloader.modelspec import ModelKind, parse_entry
-from ollama_preloader.ollama_api import LoadedModel
-from ollama_preloader.psformat import human_bytes, processor, until
-from ollama_preloader.status import Board, State
-from ollama_preloader.statustable import render, rows
-from ollama_preloader.summary import Line, describe
+from ollama_preloader.config.modelspec import ModelKind, parse_entry
+from ollama_preloader.observe.metrics import build_registry
+from ollama_preloader.observe.statustable import render, rows
+from ollama_preloader.observe.summary import Line, describe
+from ollama_preloader.ollama.api import LoadedModel
+from ollama_preloader.ollama.psformat import human_bytes, processor, until
+from ollama_preloader.reconcile.status import Board, State
 
 NOW = datetime(2026, 11, 22, 10, 0, 0, tzinfo=UTC)
 

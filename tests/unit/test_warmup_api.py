@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from ollama_preloader.errors import OllamaResponseError, OllamaUnavailable
-from ollama_preloader.ollama_api import OllamaAPI
+from ollama_preloader.ollama.api import OllamaAPI
 
 Handler = Callable[[httpx.Request], httpx.Response]
 

@@ -19,6 +19,7 @@ import httpx
 import ollama
 import pydantic
 
+from ollama_preloader.config.modelspec import ModelKind
 from ollama_preloader.errors import (
     ModelNotFound,
     NotSupported,
@@ -30,8 +31,7 @@ from ollama_preloader.errors import (
     RegistryTLSError,
     ServerBusy,
 )
-from ollama_preloader.modelspec import ModelKind
-from ollama_preloader.names import name_key
+from ollama_preloader.ollama.names import name_key
 
 T = TypeVar("T")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import ssl
 from collections.abc import Mapping
 from pathlib import Path
@@ -11,17 +12,21 @@ from typing import Annotated, Any, Literal
 from pydantic import AliasChoices, BeforeValidator, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from ollama_preloader.durations import parse_seconds_or_duration
+from ollama_preloader.config.durations import parse_go_duration, parse_seconds_or_duration
+from ollama_preloader.config.models_file import ENV_MODELS_FILE, load_models_file
+from ollama_preloader.config.modelspec import ENV_MODELS, ModelSpec, SpecError, parse_model_list
+from ollama_preloader.config.profiles import PROFILE_ALIASES, Profile, Quantization
 from ollama_preloader.errors import ConfigError
-from ollama_preloader.healthcheck import DEFAULT_HOST, DEFAULT_PORT, parse_health_port
-from ollama_preloader.host import InvalidHost, OllamaHost, parse_ollama_host
-from ollama_preloader.modelspec import ModelSpec, SpecError, parse_model_list
-from ollama_preloader.profiles import PROFILE_ALIASES, Profile, Quantization
+from ollama_preloader.observe.healthcheck import DEFAULT_HOST, DEFAULT_PORT, parse_health_port
+from ollama_preloader.ollama.host import InvalidHost, OllamaHost, parse_ollama_host
 
 PullPolicy = Literal["if-missing", "always", "never"]
 ServerExitPolicy = Literal["restart", "exit"]
 LogFormat = Literal["auto", "console", "plain", "json"]
 LogLevel = Literal["debug", "info", "warning", "error"]
+RemovePolicy = Literal["release", "unload", "keep"]
+# Where the declared list came from: it decides what a live reload can re-read.
+ModelsSource = Literal["unset", "environment", "env-file", "models-file"]
 
 
 def _seconds(value: Any) -> Any:
@@ -64,6 +69,32 @@ def _lower_or_unset(value: Any) -> Any:
     return None if value == "" else value
 
 
+def _path_or_unset(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.strip() or None
+    return value
+
+
+_WHOLE_NUMBER = re.compile(r"[+-]?[0-9]+")
+
+
+def _ollama_keep_alive(value: Any) -> Any:
+    """OLLAMA_KEEP_ALIVE exactly as `ollama serve` reads it (envconfig.KeepAlive): a Go duration,
+    else whole seconds, else silently 5m; negative is forever (-1 here). What the server uses
+    is what matters, so a value it ignores is ignored here too, without an error."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip().strip("\"'")
+    seconds = 300.0
+    if text:
+        try:
+            seconds = parse_go_duration(text)
+        except ValueError:
+            if _WHOLE_NUMBER.fullmatch(text):
+                seconds = float(int(text))
+    return -1.0 if seconds < 0 else seconds
+
+
 Seconds = Annotated[float, BeforeValidator(_seconds), Field(gt=0)]
 
 
@@ -87,10 +118,18 @@ class Settings(BaseSettings):
     ollama_max_loaded_models: Annotated[int | None, BeforeValidator(_optional_count)] = Field(
         default=None, validation_alias=AliasChoices("OLLAMA_MAX_LOADED_MODELS")
     )
+    # The server's default keep-alive: what a removed model is released to (PRELOADER_ON_REMOVE).
+    ollama_keep_alive: Annotated[float, BeforeValidator(_ollama_keep_alive)] = Field(
+        default=300.0, validation_alias=AliasChoices("OLLAMA_KEEP_ALIVE")
+    )
+    # The list as a file, re-read live; excludes OLLAMA_PRELOAD_MODELS (see load_settings).
+    models_file: Annotated[Path | None, BeforeValidator(_path_or_unset)] = None
+    on_remove: Annotated[RemovePolicy, BeforeValidator(_lower)] = "release"
     watch_interval: Seconds = 1.0
     api_timeout: Seconds = 10.0
     refresh_interval: Seconds = 300.0
     capacity_backoff: Seconds = 900.0
+    oom_retry: Seconds = 30.0
     pull_policy: Annotated[PullPolicy, BeforeValidator(_lower)] = "if-missing"
     ready_timeout: Seconds = 300.0
     shutdown_grace: Seconds = 20.0
@@ -111,6 +150,7 @@ class Settings(BaseSettings):
 
     # Warnings found while parsing (duplicates); logged once logging is configured.
     parse_warnings: tuple[str, ...] = Field(default=(), exclude=True)
+    models_source: ModelsSource = Field(default="unset", exclude=True)
 
     @field_validator("models", mode="before")
     @classmethod
@@ -128,8 +168,8 @@ class Settings(BaseSettings):
         return value
 
 
-# Field name (or alias) -> the variable a user sets, for error messages.
-def _env_name(field: str) -> str:
+def variable_name(field: str) -> str:
+    """Field name (or alias) -> the variable a user sets, for messages."""
     if field.isupper():
         return field
     info = Settings.model_fields.get(field)
@@ -150,7 +190,7 @@ def _one_line(exc: ValidationError) -> str:
     elif message.startswith("Value error, "):
         message = message.removeprefix("Value error, ")
     given = err.get("input")
-    name = _env_name(field)
+    name = variable_name(field)
     if isinstance(inner, SpecError):
         return message  # already names OLLAMA_PRELOAD_MODELS and the entry
     if isinstance(given, str):
@@ -158,8 +198,26 @@ def _one_line(exc: ValidationError) -> str:
     return f"{name}: {message}"
 
 
-def load_settings(env_file: Path | None = Path(".env")) -> Settings:
-    """Build Settings from the environment and `.env`; ConfigError with one line on bad input."""
+def load_settings(
+    env_file: Path | None = Path(".env"), *, read_models_file: bool = True
+) -> Settings:
+    """Build Settings from the environment and `.env`; ConfigError with one line on bad input.
+
+    With PRELOADER_MODELS_FILE the models come from that file (ModelsFileError, a ConfigError
+    naming the path, when it is missing or has a bad line); `read_models_file=False` leaves
+    `models` empty for a caller that reads the file itself (the live reload).
+    """
+    dotenv = read_dotenv(env_file)
+    models_file, file_origin = _raw(ENV_MODELS_FILE, dotenv)
+    raw, models_origin = _raw(ENV_MODELS, dotenv)
+    # Checked before anything is parsed: a bad entry in a list that must go anyway is not the
+    # error to show first.
+    if (models_file or "").strip() and (raw or "").strip().strip("\"'").strip():
+        raise ConfigError(
+            f"{ENV_MODELS_FILE} (from {_where(file_origin, env_file)}) and {ENV_MODELS} (from "
+            f"{_where(models_origin, env_file)}) are both set: declare the models in one place; "
+            f"move the list into the file and remove {ENV_MODELS}, or unset {ENV_MODELS_FILE}"
+        )
     try:
         settings = Settings(_env_file=env_file)  # type: ignore[call-arg]
     except ValidationError as exc:
@@ -170,10 +228,35 @@ def load_settings(env_file: Path | None = Path(".env")) -> Settings:
             f"({settings.retry_max:g}s < {settings.retry_initial:g}s)"
         )
     check_ca_file(os.environ)
-    raw = os.environ.get("OLLAMA_PRELOAD_MODELS")
-    if raw is None:
-        raw = read_dotenv(env_file).get("OLLAMA_PRELOAD_MODELS")
-    return settings.model_copy(update={"parse_warnings": parse_model_list(raw).warnings})
+    if settings.models_file is not None:
+        if not read_models_file:
+            return settings.model_copy(update={"models_source": "models-file"})
+        parsed = load_models_file(settings.models_file)
+        return settings.model_copy(
+            update={
+                "models": parsed.specs,
+                "parse_warnings": parsed.warnings,
+                "models_source": "models-file",
+            }
+        )
+    source: ModelsSource = "unset" if raw is None else models_origin
+    return settings.model_copy(
+        update={"parse_warnings": parse_model_list(raw).warnings, "models_source": source}
+    )
+
+
+def _raw(
+    name: str, dotenv: Mapping[str, str]
+) -> tuple[str | None, Literal["environment", "env-file"]]:
+    """A variable's text as Settings sees it (the real environment wins over `.env`), and which
+    of the two it came from."""
+    if name in os.environ:
+        return os.environ[name], "environment"
+    return dotenv.get(name), "env-file"
+
+
+def _where(origin: Literal["environment", "env-file"], env_file: Path | None) -> str:
+    return "the environment" if origin == "environment" else str(env_file)
 
 
 def check_ca_file(environ: Mapping[str, str]) -> None:

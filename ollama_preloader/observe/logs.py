@@ -12,7 +12,7 @@ from typing import Any, TextIO, cast
 
 import structlog
 
-from ollama_preloader import terminal
+from ollama_preloader.observe import terminal
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}
 _LEVELS["error"] = logging.ERROR

@@ -1,29 +1,31 @@
-"""Pulling one model: progress events, retries with backoff, and the reason a pull failed.
+"""Pulling: one model's pull (progress, retries, the reason it failed) and the supervisor's queue.
 
-Shared by the supervisor's pull worker and the `pull` command (build-time baking), so both
-retry, report progress and word failures the same way.
+`pull_model` is shared by the supervisor's `PullQueue` and the `pull` command (build-time
+baking), so both retry, report progress and word failures the same way.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
+from collections.abc import Callable
 
 from tenacity import RetryCallState
 
-from ollama_preloader import terminal
+from ollama_preloader.config.modelspec import ENV_MODELS
+from ollama_preloader.config.settings import Settings
 from ollama_preloader.errors import (
     OllamaAPIError,
     PullStreamError,
     RegistryProblem,
     RegistryTLSError,
 )
-from ollama_preloader.logs import get_logger
-from ollama_preloader.modelspec import ENV_MODELS
-from ollama_preloader.ollama_api import OllamaAPI
-from ollama_preloader.retry import pull_retrying
-from ollama_preloader.settings import Settings
-from ollama_preloader.status import ModelStatus, State
+from ollama_preloader.observe import terminal
+from ollama_preloader.observe.logs import get_logger
+from ollama_preloader.ollama.api import OllamaAPI
+from ollama_preloader.reconcile.retry import backoff_seconds, fail, pull_retrying
+from ollama_preloader.reconcile.status import Board, ModelStatus, State
 
 log = get_logger()
 
@@ -185,3 +187,60 @@ def _count_bytes(status: ModelStatus, digest: str, completed: int, total: int) -
         status.pull_bytes += completed - counted
         counted = completed
     status.pull_counted[digest] = counted
+
+
+class PullQueue:
+    """The supervisor's pulls: one model at a time, highest priority first, while loads go on."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        api: OllamaAPI,
+        board: Board,
+        *,
+        store_changed: Callable[[], None],
+        wake: asyncio.Event,
+    ) -> None:
+        self.settings = settings
+        self.api = api
+        self.board = board
+        self._store_changed = store_changed  # a pull (or its failure) changes the store
+        self._wake = wake  # a pull that ends starts the next cycle at once
+        self._pulls: asyncio.PriorityQueue[tuple[int, str]] = asyncio.PriorityQueue()
+        self._queued: set[str] = set()
+
+    async def put(self, status: ModelStatus) -> None:
+        """Queue a pull of `status`, unless one is queued or running already."""
+        if status.key not in self._queued:
+            self._queued.add(status.key)
+            status.state = State.PULLING
+            await self._pulls.put((status.spec.priority, status.key))
+
+    async def run(self) -> None:
+        """The worker: a main-loop task."""
+        while True:
+            _, key = await self._pulls.get()
+            status = self.board.get(key)
+            assert status is not None
+            try:
+                await self._pull(status)
+            finally:
+                self._queued.discard(key)
+                self._wake.set()
+
+    async def _pull(self, status: ModelStatus) -> None:
+        try:
+            await pull_model(self.api, self.settings, status)
+        except OllamaAPIError as exc:
+            self._pull_failed(status, failure_reason(exc), permanent_backoff(exc))
+            return
+        self._store_changed()  # the new model's size, for the memory check
+        status.state = State.EVICTED if status.ever_loaded else State.PENDING
+        status.failures = 0
+
+    def _pull_failed(self, status: ModelStatus, reason: str, retry_in: float | None) -> None:
+        delay = retry_in or backoff_seconds(
+            self.settings, status.failures + 1, floor=self.settings.retry_max
+        )
+        self._store_changed()
+        fail(status, reason, delay)

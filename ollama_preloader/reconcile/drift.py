@@ -14,10 +14,10 @@ from collections.abc import Awaitable
 from typing import TypeVar
 
 from ollama_preloader.errors import OllamaAPIError
-from ollama_preloader.logs import get_logger
-from ollama_preloader.ollama_api import OllamaAPI
-from ollama_preloader.reconcile import find_loaded
-from ollama_preloader.status import READY_STATES, ModelStatus
+from ollama_preloader.observe.logs import get_logger
+from ollama_preloader.ollama.api import OllamaAPI
+from ollama_preloader.reconcile.plan import find_loaded
+from ollama_preloader.reconcile.status import READY_STATES, ModelStatus
 
 log = get_logger()
 T = TypeVar("T")

@@ -1,19 +1,26 @@
-"""The startup summary line: which models, of which kind, what must be pulled, how many bytes.
+"""What is said about the preload as a whole: the plan, the startup summary, its completion.
 
-Logged once, when `ollama serve` first answers. Sizes come from /api/tags, so they are known
+The summary line (which models, of which kind, what must be pulled, how many bytes) is logged
+once, when `ollama serve` first answers. Sizes come from /api/tags, so they are known
 only for models already on disk: the registry tells a model's size only once its pull starts,
 and the line says "unknown" for those rather than guess.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ollama_preloader.errors import OllamaAPIError
-from ollama_preloader.logs import get_logger
-from ollama_preloader.ollama_api import LocalModel, OllamaAPI
-from ollama_preloader.psformat import human_bytes
-from ollama_preloader.status import Board
+from ollama_preloader.observe.logs import get_logger
+from ollama_preloader.ollama.api import LocalModel, OllamaAPI
+from ollama_preloader.ollama.psformat import human_bytes
+from ollama_preloader.reconcile.status import Board
+
+if TYPE_CHECKING:
+    from ollama_preloader.config.profiles import ProfileResult
+    from ollama_preloader.config.settings import Settings
 
 log = get_logger()
 
@@ -26,6 +33,36 @@ class Line:
     kind: str | None  # None: known after the pull
     size: int | None  # bytes on disk; None: not on disk (or /api/tags failed)
     action: str  # "load", "pull", or "missing" (policy never)
+
+
+def log_plan(settings: Settings, board: Board, profile: ProfileResult) -> None:
+    """Before anything starts: configuration warnings, the profile, the models in order."""
+    for warning in settings.parse_warnings:
+        log.warning("config.warning", msg=warning)
+    log.info(
+        "server.profile",
+        msg=profile.describe(),
+        profile=profile.profile,
+        quantization=profile.quantization,
+        env=profile.effective,
+        kept=list(profile.kept),
+    )
+    models = board.models
+    if not models:
+        log.info(
+            "preload.plan",
+            msg="No models to preload (OLLAMA_PRELOAD_MODELS is empty); supervising "
+            "ollama serve only",
+            models=0,
+        )
+        return
+    names = ", ".join(m.spec.display for m in models)
+    log.info(
+        "preload.plan",
+        msg=f"Preloading {len(models)} models in priority order: {names}",
+        models=len(models),
+        pull_policy=settings.pull_policy,
+    )
 
 
 async def log_startup_summary(api: OllamaAPI, board: Board, pull_policy: str) -> None:
@@ -113,3 +150,17 @@ def describe(lines: list[Line], pull_policy: str) -> tuple[str, dict[str, object
     if not unknown:
         fields["total_bytes"] = known
     return "; ".join(parts), fields
+
+
+def note_all_ready(board: Board) -> None:
+    """`preload.complete`, the first time every declared model is loaded (pinned if it asks)."""
+    if board.models and board.all_ready and board.all_pinned_after is None:
+        elapsed = time.monotonic() - board.started_at
+        board.all_pinned_after = elapsed
+        log.info(
+            "preload.complete",
+            msg=f"✓ Preloading complete: all {len(board.models)} models loaded "
+            f"and pinned in {elapsed:.1f}s",
+            models=len(board.models),
+            seconds=round(elapsed, 3),
+        )

@@ -11,17 +11,63 @@ import signal
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from typing import Any, BinaryIO, NoReturn
 
-from ollama_preloader import terminal
 from ollama_preloader.errors import ServerError, exit_code_for_signal
-from ollama_preloader.logs import get_logger
+from ollama_preloader.observe import terminal
+from ollama_preloader.observe.logs import get_logger
 
 log = get_logger()
 TAIL_LINES = 40
 # gin's access lines for the supervisor's own polling: one a second would drown Ollama's log.
 _POLL_LINE = re.compile(rb'^\[GIN\].*\| (GET|HEAD) +"(/|/api/ps)"\s*$')
+
+
+# Lines that never explain a failure: gin's access log, and Ollama's routine slog levels.
+_ROUTINE_LINE = re.compile(r"^\[GIN\]|\blevel=(INFO|DEBUG|TRACE)\b")
+_WARNING_LINE = re.compile(r"\blevel=WARN\b")
+# slog ERROR, cobra's `Error: ...` (what `ollama serve` prints last before exiting), a Go panic
+# or fatal runtime error, and llama.cpp's own `... failed` / `error ...` lines.
+_ERROR_LINE = re.compile(r"\blevel=(ERROR|FATAL)\b|\b(error|failed|fatal|panic)\b", re.IGNORECASE)
+
+
+def signal_name(code: int) -> str | None:
+    """`SIGKILL` for a child killed by signal 9 (asyncio reports -9), None for a plain exit."""
+    if code >= 0:
+        return None
+    try:
+        return signal.Signals(-code).name
+    except ValueError:
+        return f"signal {-code}"
+
+
+def describe_exit(code: int) -> str:
+    """How a child ended, as a phrase: `exited with code 1`, `was killed by SIGKILL (signal 9)`."""
+    name = signal_name(code)
+    if name is None:
+        return f"exited with code {code}"
+    if name.startswith("SIG"):
+        return f"was killed by {name} (signal {-code})"
+    return f"was killed by {name}"
+
+
+def error_line(lines: Iterable[str]) -> str | None:
+    """The last line that looks like an error (else the last warning), or None.
+
+    Access-log and INFO lines never count: after a crash they are only what it was doing.
+    An error beats a later warning: Ollama warns at start about things that do not stop it.
+    """
+    error = warning = None
+    for raw in lines:
+        line = raw.strip()
+        if not line or _ROUTINE_LINE.search(line):
+            continue
+        if _WARNING_LINE.search(line):
+            warning = line
+        elif _ERROR_LINE.search(line):
+            error = line
+    return error or warning
 
 
 def explain(line: str) -> str:
@@ -127,13 +173,26 @@ class OllamaServer:
         """Ollama's `inference compute` lines: the devices and memory it found at start."""
         return list(self._compute)
 
-    def last_error_line(self) -> str:
-        """The line that best explains an early exit: Ollama prints `Error: ...` last."""
+    def last_error_line(self) -> str | None:
+        """The recent line that best explains an exit (`Error: ...` is what Ollama prints
+        last), or None: then there is no line worth quoting as the cause."""
+        return error_line(self._tail)
+
+    def last_output_line(self) -> str:
+        """The error line if there is one, else the last line that is not an access-log line:
+        where a server that never became ready got stuck (GPU discovery, say)."""
+        found = self.last_error_line()
+        if found is not None:
+            return found
         lines = [line.strip() for line in self._tail if line.strip()]
-        for line in reversed(lines):
-            if line.startswith("Error:") or "level=ERROR" in line:
-                return line
+        lines = [line for line in lines if not line.startswith("[GIN]")]
         return lines[-1] if lines else "(no output)"
+
+    def exit_message(self, code: int, when: str = "") -> str:
+        """`ollama serve was killed by SIGKILL (signal 9)`, with the error line it printed."""
+        text = f"ollama serve {describe_exit(code)}{when}"
+        found = self.last_error_line()
+        return f"{text}: {explain(found)}" if found else text
 
     async def wait_ready(
         self,
@@ -160,16 +219,13 @@ class OllamaServer:
                     return False
                 if exited.done():
                     attempt.cancel()
-                    raise ServerError(
-                        f"ollama serve exited with code {exited.result()} before it was ready: "
-                        f"{explain(self.last_error_line())}"
-                    )
+                    raise ServerError(self.exit_message(exited.result(), " before it was ready"))
                 if attempt.result():
                     return True
                 if time.monotonic() > deadline:
                     raise ServerError(
                         f"ollama serve did not answer on {url} within {within:g}s "
-                        f"(PRELOADER_READY_TIMEOUT); last output: {self.last_error_line()}"
+                        f"(PRELOADER_READY_TIMEOUT); last output: {self.last_output_line()}"
                     )
                 # A refused connection answers at once; poll often so readiness is seen quickly.
                 await asyncio.wait({exited, stop}, timeout=0.05)

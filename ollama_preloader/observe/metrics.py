@@ -16,8 +16,8 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
 from ollama_preloader import __version__
-from ollama_preloader.ollama_api import LoadedModel
-from ollama_preloader.status import Board, State
+from ollama_preloader.ollama.api import LoadedModel
+from ollama_preloader.reconcile.status import Board, State
 
 PREFIX = "ollama_preloader"
 

@@ -6,8 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from ollama_preloader.durations import parse_seconds_or_duration
-from ollama_preloader.names import InvalidName, ModelName
+from ollama_preloader.config.durations import parse_seconds_or_duration
+from ollama_preloader.ollama.names import InvalidName, ModelName
 
 ENV_MODELS = "OLLAMA_PRELOAD_MODELS"
 
@@ -26,7 +26,16 @@ ALLOWED_KEYS = ("keep_alive", "kind", "insecure", *_INT_OPTIONS, *_BOOL_OPTIONS)
 
 
 class SpecError(ValueError):
-    """A bad entry; the message names the entry and what to do."""
+    """A bad entry; the message names the entry and what to do.
+
+    `problem` is the message without the `OLLAMA_PRELOAD_MODELS entry '...': ` prefix, for
+    sources that name the entry their own way (a models file names its line).
+    """
+
+    def __init__(self, entry: str, problem: str) -> None:
+        super().__init__(f"{ENV_MODELS} entry {entry!r}: {problem}")
+        self.entry = entry
+        self.problem = problem
 
 
 @dataclass(frozen=True)
@@ -77,17 +86,15 @@ def _parse_int(entry: str, key: str, value: str, minimum: int) -> int:
     try:
         number = int(value)
     except ValueError:
-        raise SpecError(
-            f"{ENV_MODELS} entry {entry!r}: {key}={value!r} is not a whole number"
-        ) from None
+        raise SpecError(entry, f"{key}={value!r} is not a whole number") from None
     if number < minimum:
-        raise SpecError(f"{ENV_MODELS} entry {entry!r}: {key} must be at least {minimum}")
+        raise SpecError(entry, f"{key} must be at least {minimum}")
     return number
 
 
 def _parse_bool(entry: str, key: str, value: str) -> bool:
     if value.lower() not in ("true", "false", "1", "0"):
-        raise SpecError(f"{ENV_MODELS} entry {entry!r}: {key} must be true or false")
+        raise SpecError(entry, f"{key} must be true or false")
     return value.lower() in ("true", "1")
 
 
@@ -110,30 +117,30 @@ def _parse_params(entry: str, query: str) -> _Params:
         if key == "keepalive":  # PR #13342 spells it without the underscore
             key = "keep_alive"
         if not eq or not value:
-            raise SpecError(f"{ENV_MODELS} entry {entry!r}: {key!r} needs a value (key=value)")
+            raise SpecError(entry, f"{key!r} needs a value (key=value)")
         if key in seen:
-            raise SpecError(f"{ENV_MODELS} entry {entry!r}: {key} is given twice")
+            raise SpecError(entry, f"{key} is given twice")
         seen.add(key)
         if key == "keep_alive":
             try:
                 params.keep_alive = parse_seconds_or_duration(value)
             except ValueError:
                 raise SpecError(
-                    f"{ENV_MODELS} entry {entry!r}: keep_alive={value!r} is not a duration "
-                    "(use -1 for forever, seconds like 3600, or 30m, 24h)"
+                    entry,
+                    f"keep_alive={value!r} is not a duration (use -1 for forever, seconds like "
+                    "3600, or 30m, 24h)",
                 ) from None
             if params.keep_alive == 0:
                 raise SpecError(
-                    f"{ENV_MODELS} entry {entry!r}: keep_alive=0 would unload the model at once; "
-                    "use -1 to keep it loaded or remove the entry"
+                    entry,
+                    "keep_alive=0 would unload the model at once; use -1 to keep it loaded or "
+                    "remove the entry",
                 )
         elif key == "kind":
             try:
                 params.kind = ModelKind(value.lower())
             except ValueError:
-                raise SpecError(
-                    f"{ENV_MODELS} entry {entry!r}: kind={value!r} must be completion or embedding"
-                ) from None
+                raise SpecError(entry, f"kind={value!r} must be completion or embedding") from None
         elif key == "insecure":
             params.insecure = _parse_bool(entry, key, value)
         elif key in _INT_OPTIONS:
@@ -142,13 +149,13 @@ def _parse_params(entry: str, query: str) -> _Params:
             params.options[key] = _parse_bool(entry, key, value)
         elif key in _SAMPLING:
             raise SpecError(
-                f"{ENV_MODELS} entry {entry!r}: {key} is a sampling option and has no effect on "
-                "loading; set it in your client or a Modelfile"
+                entry,
+                f"{key} is a sampling option and has no effect on loading; set it in your "
+                "client or a Modelfile",
             )
         else:
             raise SpecError(
-                f"{ENV_MODELS} entry {entry!r}: unknown parameter {key!r} "
-                f"(allowed: {', '.join(ALLOWED_KEYS)})"
+                entry, f"unknown parameter {key!r} (allowed: {', '.join(ALLOWED_KEYS)})"
             )
     return params
 
@@ -158,15 +165,15 @@ def parse_entry(entry: str, priority: int) -> ModelSpec:
     name, _, query = entry.partition("?")
     name = name.strip()
     if not name:
-        raise SpecError(f"{ENV_MODELS} entry {entry!r}: the model name is missing")
+        raise SpecError(entry, "the model name is missing")
     try:
         ref = ModelName.parse(name)
     except InvalidName as exc:
-        raise SpecError(f"{ENV_MODELS} entry {entry!r}: {exc}") from None
+        raise SpecError(entry, str(exc)) from None
     if ref.is_cloud:
         raise SpecError(
-            f"{ENV_MODELS} entry {entry!r}: cloud models run on ollama.com and cannot be "
-            "preloaded; remove it from the list"
+            entry,
+            "cloud models run on ollama.com and cannot be preloaded; remove it from the list",
         )
     params = _parse_params(entry, query)
     return ModelSpec(

@@ -1,9 +1,11 @@
-"""Retry policies (tenacity), built from Settings; the only module that imports tenacity."""
+"""Retries: tenacity policies from Settings (the only module importing tenacity), the backoff
+of a failed model, and `fail`, the one way a model becomes `failed`."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tenacity import (
     AsyncRetrying,
@@ -13,8 +15,15 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from ollama_preloader.config.durations import format_seconds
+from ollama_preloader.config.settings import Settings
 from ollama_preloader.errors import OllamaAPIError
-from ollama_preloader.settings import Settings
+from ollama_preloader.observe.logs import get_logger
+
+if TYPE_CHECKING:
+    from ollama_preloader.reconcile.status import ModelStatus
+
+log = get_logger()
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -38,3 +47,17 @@ def backoff_seconds(settings: Settings, failures: int, *, floor: float = 0.0) ->
     """Delay before retrying a model that failed `failures` times in a row (capped)."""
     delay = settings.retry_initial * 2.0 ** max(0, failures - 1)
     return max(floor, min(settings.retry_max * 5, delay))
+
+
+def fail(status: ModelStatus, reason: str, retry_in: float, *, summary: str | None = None) -> None:
+    """The one way a model becomes `failed`: its state, its reason, one log event."""
+    status.fail(reason, retry_in=retry_in)
+    never = math.isinf(retry_in)
+    later = "not retried" if never else f"retrying in {format_seconds(retry_in)}"
+    log.error(
+        "model.failed",
+        msg=f"{summary or status.spec.display}: {reason}; {later}",
+        model=status.spec.display,
+        reason=reason,
+        retry_in=None if never else round(retry_in, 1),
+    )

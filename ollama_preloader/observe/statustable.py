@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ollama_preloader.psformat import human_bytes
+from ollama_preloader.ollama.psformat import human_bytes
 
 HEADER = ("NAME", "KIND", "STATE", "UNTIL", "SIZE", "PROCESSOR", "CONTEXT", "REASON")
 NONE = "-"

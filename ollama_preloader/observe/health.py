@@ -18,10 +18,10 @@ from http import HTTPStatus
 from typing import Any
 
 from ollama_preloader.errors import ConfigError
-from ollama_preloader.logs import get_logger
-from ollama_preloader.metrics import build_registry, render
-from ollama_preloader.ollama_api import LoadedModel
-from ollama_preloader.status import Board
+from ollama_preloader.observe.logs import get_logger
+from ollama_preloader.observe.metrics import build_registry, render
+from ollama_preloader.ollama.api import LoadedModel
+from ollama_preloader.reconcile.status import Board
 
 log = get_logger()
 

@@ -20,6 +20,10 @@ class InvalidName(ValueError):
     """The text is not a valid Ollama model name; the message says which part is wrong."""
 
 
+def _missing(part: str, text: str, fix: str) -> InvalidName:
+    return InvalidName(f"the {part} in {text.strip()!r} is empty: {fix}")
+
+
 @dataclass(frozen=True)
 class ModelName:
     """A fully qualified model name: host/namespace/model:tag."""
@@ -41,11 +45,22 @@ class ModelName:
         # `/` cannot appear in a tag, so only a `:` after the last `/` separates the tag.
         if s.rfind(":") > s.rfind("/"):
             s, tag = s.rsplit(":", 1)
+            if not tag:
+                raise _missing("tag", text, "write a tag after the ':' or remove the ':'")
         parts = s.split("/")
         model = parts[-1]
         namespace = parts[-2] if len(parts) >= 2 else ""
         host = "/".join(parts[:-2]) if len(parts) >= 3 else ""
+        # A separator promises the part next to it: Ollama's parser marks an empty one missing
+        # (never the default), so `llama3.2:`, `/llama3.2` and `h//m` are invalid names there.
+        if not model:
+            raise _missing("model", text, "write the model's name")
+        if len(parts) >= 2 and not namespace:
+            raise _missing("namespace", text, "remove the extra '/' or write the namespace")
+        if len(parts) >= 3 and not host:
+            raise _missing("host", text, "remove the leading '/' or write the registry's host")
         if "://" in host:
+            # `scheme://` with nothing after it is not a promise: Ollama uses the default host.
             host = host.split("://", 1)[1]
         # Ollama strips a `:local` source suffix.
         if tag == "local":

@@ -9,13 +9,15 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from ollama_preloader import __version__, psformat
-from ollama_preloader.modelspec import ModelKind, ModelSpec
+from ollama_preloader import __version__
+from ollama_preloader.config.changes import reload_needed
+from ollama_preloader.config.modelspec import ModelKind, ModelSpec
+from ollama_preloader.ollama import psformat
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from ollama_preloader.ollama_api import LoadedModel
+    from ollama_preloader.ollama.api import LoadedModel
 
 
 class State(StrEnum):
@@ -85,6 +87,8 @@ class ModelStatus:
     refreshes: int = 0
     reload_times: deque[float] = field(default_factory=lambda: deque(maxlen=16))
     capacity_loaded: int | None = None  # runners loaded when it gave way; fewer = room freed
+    # Monotonic times of loads that ran out of memory, oldest first (capacity.oom_retry_delay).
+    oom_times: deque[float] = field(default_factory=lambda: deque(maxlen=32))
     blob: str | None = None  # model file (FROM line of /api/show): names can share a runner
     shared_with: str | None = None  # the name whose runner serves this model, if not its own
     digest: str | None = None  # manifest digest on disk (/api/tags)
@@ -102,6 +106,10 @@ class ModelStatus:
     context_load: int = -1  # the `loads` count when `loaded_context` was recorded
     drift_context: int | None = None  # the other context length last warned about
     context_drifts: int = 0
+    # A live reload changed the entry's load request (keep_alive, options, kind): the runner
+    # in memory was loaded with the old one, so the loop must load it again even though it is
+    # listed, and clear this once that load succeeds.
+    respec: bool = False
 
     @property
     def key(self) -> str:
@@ -112,6 +120,26 @@ class ModelStatus:
         if self.pull_total <= 0:
             return None
         return min(100, int(self.pull_completed * 100 / self.pull_total))
+
+    def take_spec(self, spec: ModelSpec) -> None:
+        """The entry changed in a live reload: another request, so start afresh.
+
+        What is known of the model itself stays (on disk, its digest, the pull counters,
+        the load history); what depended on the old request goes: a kind the old entry
+        declared, the failure and its backoff (a model that gave way with a large num_ctx may
+        fit now), and the context length recorded for the drift warning.
+        """
+        old, self.spec = self.spec, spec
+        if not reload_needed(old, spec):
+            return
+        self.respec = True
+        if spec.kind is not None or old.kind is not None:
+            self.kind = spec.kind
+        if self.state == State.FAILED:
+            self.state = State.EVICTED if self.ever_loaded else State.PENDING
+        self.reason = None
+        self.failures, self.retry_at, self.capacity_loaded = 0, 0.0, None
+        self.loaded_context, self.context_load, self.drift_context = None, -1, None
 
     def fail(self, reason: str, retry_in: float) -> None:
         self.state = State.FAILED
@@ -178,6 +206,19 @@ def loaded_as_dict(model: LoadedModel, now: datetime) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class Redeclared:
+    """What Board.redeclare did, for the loop to act on."""
+
+    # New statuses, `pending`: pulled if needed and pinned by the loop, as at start.
+    added: tuple[ModelStatus, ...]
+    # Off the Board (so /status and /metrics drop them at once), in their last state: what is
+    # loaded, with which options, is what PRELOADER_ON_REMOVE acts on.
+    removed: tuple[ModelStatus, ...]
+    # Kept with another load request, marked `respec`: to be loaded again.
+    changed: tuple[ModelStatus, ...]
+
+
 @dataclass
 class Board:
     """All declared models in priority order, plus what the server looks like."""
@@ -190,10 +231,38 @@ class Board:
     # `server_restarts` at the last look at /api/ps: until the first look after a (re)start the
     # states still describe runners that died with the old `ollama serve`.
     observed_restarts: int = -1
+    # The last live reload that failed (file gone, a bad line), until a good version arrives:
+    # the set in force stays, and /status says why the edit did not apply.
+    config_error: str | None = None
 
     @classmethod
-    def for_specs(cls, specs: tuple[ModelSpec, ...]) -> Board:
+    def for_specs(cls, specs: Sequence[ModelSpec]) -> Board:
         return cls(models=[ModelStatus(spec=s, kind=s.kind) for s in specs])
+
+    def redeclare(self, specs: Sequence[ModelSpec]) -> Redeclared:
+        """Make `specs` the declared set, in their priority order (a live reload).
+
+        A model in both keeps its status (state, counters, what /api/ps showed), with the new
+        entry and priority; one only in `specs` gets a fresh status; one only in the old set
+        leaves the Board. The list object is replaced, not mutated: a reader iterating over
+        the old one (a scrape, a cycle) sees a whole set, never half of each.
+        """
+        current = {m.key: m for m in self.models}
+        kept: list[ModelStatus] = []
+        added: list[ModelStatus] = []
+        changed: list[ModelStatus] = []
+        for spec in specs:
+            status = current.pop(spec.key, None)
+            if status is None:
+                status = ModelStatus(spec=spec, kind=spec.kind)
+                added.append(status)
+            else:
+                status.take_spec(spec)
+                if status.respec:
+                    changed.append(status)
+            kept.append(status)
+        self.models = kept
+        return Redeclared(tuple(added), tuple(current.values()), tuple(changed))
 
     def get(self, key: str) -> ModelStatus | None:
         for m in self.models:
@@ -234,6 +303,7 @@ class Board:
             "all_pinned_after": None
             if self.all_pinned_after is None
             else round(self.all_pinned_after, 3),
+            "config_error": self.config_error,
             "declared": len(self.models),
             "pinned": pinned,
             "models": [m.as_dict(now) for m in self.models],

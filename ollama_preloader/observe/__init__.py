@@ -1,0 +1,1 @@
+"""Observing: logs, terminal output, status, health, metrics and memory figures."""

@@ -1,0 +1,1 @@
+"""Deciding and acting: desired vs observed state, the loop, loading and pulling."""

@@ -1,0 +1,352 @@
+"""Loading one model: its kind, the load request, what the load evicted, give-way and warm-up.
+
+Kind detection asks /api/show once per model; a model the server refuses to `generate` is loaded
+as an embedding model. After each load /api/ps is read again: a declared model that vanished was
+evicted by it, and capacity.py decides which one gives way. Failures are retried with backoff
+(retry.py); a load that fails for capacity waits longer, or until room frees up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Awaitable, Callable
+
+from ollama_preloader.config.durations import format_seconds
+from ollama_preloader.config.modelspec import ModelKind
+from ollama_preloader.config.settings import Settings
+from ollama_preloader.errors import (
+    ModelNotFound,
+    NotSupported,
+    OllamaAPIError,
+    OllamaUnavailable,
+    ServerBusy,
+)
+from ollama_preloader.observe.logs import get_logger
+from ollama_preloader.observe.summary import note_all_ready
+from ollama_preloader.ollama.api import LoadedModel, OllamaAPI
+from ollama_preloader.reconcile import capacity
+from ollama_preloader.reconcile.drift import note_loaded, watching_context
+from ollama_preloader.reconcile.plan import Action, ActionKind, find_loaded
+from ollama_preloader.reconcile.retry import backoff_seconds, fail
+from ollama_preloader.reconcile.status import READY_STATES, Board, ModelStatus, State
+
+log = get_logger()
+
+
+class Loader:
+    """Loads declared models for the supervisor's loop, one `load` per plan action."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        api: OllamaAPI,
+        board: Board,
+        *,
+        read_ps: Callable[[], Awaitable[list[LoadedModel]]],
+        store_changed: Callable[[], None],
+    ) -> None:
+        self.settings = settings
+        self.api = api
+        self.board = board
+        self._read_ps = read_ps  # /api/ps as the loop reads it (shared runners resolved)
+        self._store_changed = store_changed  # the model is gone from disk: read /api/tags again
+
+    async def _detect_kind(self, status: ModelStatus) -> ModelKind:
+        if status.kind is not None:
+            return status.kind
+        details = await self.api.show(status.spec.name)
+        status.kind, status.blob = details.kind, details.blob
+        log.info(
+            "model.kind",
+            msg=f"{status.spec.display} is a {status.kind.value} model",
+            model=status.spec.display,
+            kind=status.kind.value,
+            source="capabilities" if details.capabilities is not None else "pooling_type",
+        )
+        return status.kind
+
+    async def _send_load(self, status: ModelStatus, kind: ModelKind) -> None:
+        spec = status.spec
+        if kind == ModelKind.EMBEDDING:
+            await self.api.load_embedding(spec.name, spec.keep_alive_value, spec.options_dict())
+        else:
+            await self.api.load_completion(spec.name, spec.keep_alive_value, spec.options_dict())
+
+    async def _send_load_detecting(self, status: ModelStatus, kind: ModelKind) -> ModelKind:
+        spec = status.spec
+        try:
+            await self._send_load(status, kind)
+        except NotSupported:
+            if spec.kind is not None or kind == ModelKind.EMBEDDING:
+                raise
+            # The server refused generate: it is an embedding model after all.
+            status.kind = kind = ModelKind.EMBEDDING
+            log.info(
+                "model.kind",
+                msg=f"{spec.display} does not support generate; loading it as an embedding model",
+                model=spec.display,
+                kind=kind.value,
+                source="generate refused",
+            )
+            await self._send_load(status, kind)
+        return kind
+
+    async def load(self, status: ModelStatus, action: Action) -> None:
+        """Load, re-pin or refresh one model; each outcome leaves a state and one event."""
+        spec = status.spec
+        previous = status.state
+        refresh = action.kind == ActionKind.REFRESH
+        try:
+            kind = await self._detect_kind(status)
+        except ModelNotFound:
+            status.present = False
+            self._store_changed()
+            return
+        except OllamaUnavailable:
+            return
+        except OllamaAPIError as exc:
+            self._load_failed(status, f"could not inspect the model: {exc}")
+            return
+        if refresh:
+            log.debug("model.refresh", msg=f"Refreshing {spec.display}", model=spec.display)
+        else:
+            if action.kind == ActionKind.REPIN:
+                log.warning(
+                    "model.unpinned",
+                    msg=f"{spec.display} is loaded but no longer pinned (a client changed its "
+                    "keep_alive); pinning it again",
+                    model=spec.display,
+                    expires_at=status.expires_at.isoformat() if status.expires_at else None,
+                )
+            status.state = State.LOADING
+            log.info(
+                "model.loading",
+                msg=f"Loading {spec.display} ({kind.value}, "
+                f"keep_alive {format_seconds(spec.keep_alive)})",
+                model=spec.display,
+                kind=kind.value,
+                reason=action.reason,
+                options=spec.options_dict() or None,
+            )
+        started = time.monotonic()
+        try:
+            kind = await watching_context(
+                self.api,
+                status,
+                self._send_load_detecting(status, kind),
+                self.settings.watch_interval,
+            )
+        except ModelNotFound:
+            # Deleted by hand since the last look: the next cycle pulls it (policy permitting).
+            status.state, status.present = previous, False
+            self._store_changed()
+            log.warning(
+                "model.missing", msg=f"{spec.display} is no longer on disk", model=spec.display
+            )
+            return
+        except (OllamaUnavailable, ServerBusy) as exc:
+            # Transient: Ollama is restarting or its queue is full. Try again soon.
+            status.state = previous
+            status.failures += 1
+            delay = backoff_seconds(
+                self.settings, status.failures, floor=self.settings.watch_interval
+            )
+            status.retry_at = time.monotonic() + delay
+            log.warning(
+                "model.load.retry",
+                msg=f"Loading {spec.display}: {exc}; trying again in {delay:.1f}s",
+                model=spec.display,
+                error=str(exc),
+                wait=round(delay, 2),
+            )
+            return
+        except OllamaAPIError as exc:
+            status.state = previous
+            await self._load_error(status, exc)
+            return
+        elapsed = time.monotonic() - started
+        now = time.monotonic()
+        status.last_load_at = now
+        status.reason, status.failures, status.retry_at = None, 0, 0.0
+        status.state = State.PINNED if spec.pinned else State.LOADED
+        if refresh:
+            status.refreshes += 1
+            log.debug(
+                "model.refreshed",
+                msg=f"{spec.display} answered its refresh",
+                model=spec.display,
+                seconds=round(elapsed, 3),
+            )
+            return
+        await self._loaded(status, action, kind, elapsed, now)
+
+    async def _loaded(
+        self, status: ModelStatus, action: Action, kind: ModelKind, elapsed: float, now: float
+    ) -> None:
+        """A load (not a refresh) succeeded: count it, say so, then see what it cost."""
+        spec = status.spec
+        status.loads += 1
+        status.reloads += action.reason == "evicted"
+        status.repins += action.kind == ActionKind.REPIN
+        status.load_seconds, status.ever_loaded = elapsed, True
+        status.load_durations.observe(elapsed)
+        await note_loaded(self.api, status)
+        verb = "Re-pinned" if action.kind == ActionKind.REPIN else "Loaded"
+        if spec.pinned and action.kind != ActionKind.REPIN:
+            verb = "Loaded and pinned"
+        log.info(
+            "model.pinned" if spec.pinned else "model.loaded",
+            msg=f"✓ {verb} {spec.display} ({kind.value}) in {elapsed:.2f}s",
+            model=spec.display,
+            kind=kind.value,
+            seconds=round(elapsed, 3),
+            reason=action.reason,
+        )
+        if action.reason in ("evicted", "unpinned"):
+            status.reload_times.append(now)
+            if capacity.is_thrashing(status.reload_times, now):
+                status.reload_times.clear()
+                self._give_way(status, capacity.thrash_message(status), runners=None)
+                return
+        await self._check_evictions(status)
+        # A re-pin leaves the runner as it was (warm); a load starts a cold one.
+        if (
+            self.settings.warmup
+            and action.kind != ActionKind.REPIN
+            and status.state == State.PINNED
+        ):
+            await self._warm_up(status, kind)
+        note_all_ready(self.board)
+
+    async def _evicted_by(self, status: ModelStatus) -> tuple[list[ModelStatus], int] | None:
+        """Declared pinned models that vanished while `status` loaded, and the runner count."""
+        try:
+            loaded = await self._read_ps()
+        except OllamaAPIError:
+            return None
+        gone = [
+            m
+            for m in self.board.models
+            if m is not status
+            and m.spec.pinned
+            and m.state in READY_STATES
+            and find_loaded(m, loaded) is None
+        ]
+        return gone, len(loaded)
+
+    async def _check_evictions(self, status: ModelStatus) -> None:
+        """Did this load push a declared model out? Then one of them gives way, by priority."""
+        found = await self._evicted_by(status)
+        if found is None:
+            return
+        gone, runners = found
+        verdict = capacity.judge_eviction(status, gone)
+        if verdict is None:
+            return
+        log.error(
+            "capacity.conflict",
+            msg=verdict.message,
+            losers=[m.spec.display for m in verdict.losers],
+            keep=[m.spec.display for m in verdict.keep],
+        )
+        if status in verdict.losers:
+            with contextlib.suppress(OllamaAPIError):
+                await self.api.unload(status.spec.name)  # free the slot for the kept models
+            runners -= 1
+        runners += sum(1 for m in verdict.keep if m is not status)
+        for loser in verdict.losers:
+            self._give_way(loser, verdict.message, runners=runners)
+        for kept in verdict.keep:
+            if kept is not status:
+                kept.state, kept.reason = State.EVICTED, "evicted"
+
+    async def _load_error(self, status: ModelStatus, exc: OllamaAPIError) -> None:
+        """A load Ollama refused. One that ran out of memory, or cleared others, is capacity."""
+        found = await self._evicted_by(status)
+        gone, runners = found if found is not None else ([], 0)
+        oom = capacity.is_out_of_memory(str(exc))
+        if oom or gone:
+            for other in gone:
+                other.state, other.reason = State.EVICTED, "evicted"
+            retry_in = None
+            if oom:
+                status.oom_times.append(time.monotonic())
+                retry_in = capacity.oom_retry(
+                    status, gone, first=self.settings.oom_retry, cap=self.settings.capacity_backoff
+                )
+            message = capacity.oom_message(status, gone, str(exc), oom=oom)
+            self._give_way(status, message, runners=runners, retry_in=retry_in)
+            return
+        self._load_failed(status, f"load failed: {exc}")
+
+    def _give_way(
+        self,
+        status: ModelStatus,
+        reason: str,
+        *,
+        runners: int | None,
+        retry_in: float | None = None,
+    ) -> None:
+        """Mark a model `failed` for capacity: long backoff unless `retry_in` says otherwise, or
+        earlier when room frees up."""
+        if retry_in is None:
+            retry_in = capacity.give_way_backoff(self.settings.capacity_backoff, status.failures)
+        status.capacity_loaded = runners
+        fail(status, reason, retry_in, summary=f"{status.spec.display} gives way")
+
+    async def _warm_up(self, status: ModelStatus, kind: ModelKind) -> None:
+        """One tiny request so the first real one does not pay first-token costs.
+
+        It sends the load's keep_alive and options unchanged (a different runner option would
+        reload the model); a failure is only reported: the model stays pinned.
+        """
+        spec = status.spec
+        started = time.monotonic()
+        try:
+            if kind == ModelKind.EMBEDDING:
+                await self.api.warm_embedding(spec.name, spec.keep_alive_value, spec.options_dict())
+            else:
+                await self.api.warm_completion(
+                    spec.name, spec.keep_alive_value, spec.options_dict()
+                )
+        except OllamaAPIError as exc:
+            log.warning(
+                "model.warmup_failed",
+                msg=f"Warm-up of {spec.display} failed ({exc}); it stays loaded",
+                model=spec.display,
+                kind=kind.value,
+                error=str(exc),
+            )
+            return
+        elapsed = time.monotonic() - started
+        status.warmup_seconds = elapsed
+        log.info(
+            "model.warmup",
+            msg=f"✓ Warmed up {spec.display} ({kind.value}) in {elapsed:.2f}s",
+            model=spec.display,
+            kind=kind.value,
+            seconds=round(elapsed, 3),
+        )
+
+    def _load_failed(self, status: ModelStatus, reason: str) -> None:
+        delay = backoff_seconds(
+            self.settings, status.failures + 1, floor=self.settings.watch_interval
+        )
+        fail(status, reason, delay)
+
+
+def apply_explicit_limit(board: Board, settings: Settings) -> None:
+    """With an explicit OLLAMA_MAX_LOADED_MODELS below the pinned list, loading the rest
+    would only evict the first ones: they give way before anything is loaded."""
+    limit = settings.ollama_max_loaded_models
+    over = capacity.over_explicit_limit(board.models, limit)
+    if not over or limit is None:
+        return
+    fits = [m for m in board.models if m.spec.pinned and m not in over]
+    message = capacity.limit_message(limit, fits, over)
+    log.warning("capacity.warning", msg=message, limit=limit, declared=len(fits) + len(over))
+    for status in over:
+        # Ollama fixes the limit for the life of the process: no retry would succeed.
+        fail(status, message, math.inf, summary=f"{status.spec.display} is not loaded")

@@ -1,0 +1,260 @@
+"""Observing Ollama for the loop: /api/tags and /api/ps read, and applied to each model's state.
+
+The reads: the store (/api/tags) only when it may have changed or the refresh interval is up,
+the runners (/api/ps) every cycle, with shared runners resolved through /api/show. What they
+mean: a model already pinned, evicted, served by another name's runner or an older download,
+room freed for a model that gave way, and the memory estimate for the pinned set.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from ollama_preloader.config.settings import Settings
+from ollama_preloader.errors import OllamaAPIError
+from ollama_preloader.observe.logs import get_logger
+from ollama_preloader.observe.resources import (
+    ModelSize,
+    assess,
+    describe_figures,
+    gather_figures,
+    held_by_runners,
+)
+from ollama_preloader.observe.summary import note_all_ready
+from ollama_preloader.ollama.api import LoadedModel, LocalModel, OllamaAPI
+from ollama_preloader.reconcile import capacity
+from ollama_preloader.reconcile.drift import check_context
+from ollama_preloader.reconcile.plan import find_loaded
+from ollama_preloader.reconcile.status import READY_STATES, Board, ModelStatus, State
+from ollama_preloader.server.base import Server
+
+log = get_logger()
+
+
+class Observer:
+    """The loop's eyes: what Ollama has on disk and loaded, and what that means per model."""
+
+    def __init__(self, settings: Settings, api: OllamaAPI, board: Board, server: Server) -> None:
+        self.settings = settings
+        self.api = api
+        self.board = board
+        self.server = server
+        self.undeclared: list[LoadedModel] = []  # loaded, but not in OLLAMA_PRELOAD_MODELS
+        self.tags_dirty = True  # the store may have changed: read /api/tags next cycle
+        self._tags_read_at = 0.0
+        # Model file of each runner /api/ps lists, by (name, digest): resolves shared runners.
+        self._blobs: dict[tuple[str, str], str | None] = {}
+        self._sizes_checked: tuple[ModelSize, ...] | None = None
+        self._resources_warned: tuple[str, tuple[str, ...]] | None = None
+
+    def store_changed(self) -> None:
+        """A pull, a deletion or a restart may have changed the store: read it next cycle."""
+        self.tags_dirty = True
+
+    async def read_tags(self) -> list[LocalModel] | None:
+        """/api/tags when due (None otherwise); marks each model present or not, with its digest."""
+        if time.monotonic() - self._tags_read_at > self.settings.refresh_interval:
+            self.tags_dirty = True  # notice re-pulls and deletions made by hand, now and then
+        if not self.tags_dirty:
+            return None
+        self._tags_read_at = time.monotonic()
+        tags = await self.api.tags()
+        on_disk = {m.key: m for m in tags}
+        for status in self.board.models:
+            local = on_disk.get(status.key)
+            status.present = local is not None
+            status.digest = local.digest if local else None
+        self.tags_dirty = False
+        return tags
+
+    async def read_ps(self) -> list[LoadedModel]:
+        """/api/ps, each runner with its model file when that is needed to match a model."""
+        return await self._with_blobs(await self.api.ps())
+
+    async def _with_blobs(self, loaded: list[LoadedModel]) -> list[LoadedModel]:
+        """Fill in each runner's model file, but only when a declared model is not listed under
+        its own name: then it may be served by a runner loaded under another name (§9.3)."""
+        names = {m.key for m in loaded}
+        if not any(s.blob and s.key not in names for s in self.board.models):
+            return loaded
+        out = []
+        for entry in loaded:
+            cache_key = (entry.key, entry.digest)
+            if cache_key not in self._blobs:
+                try:
+                    self._blobs[cache_key] = (await self.api.show(entry.name)).blob
+                except OllamaAPIError:
+                    out.append(entry)  # not cached: try again next cycle
+                    continue
+            out.append(dataclasses.replace(entry, blob=self._blobs[cache_key]))
+        return out
+
+    def _warn_once(
+        self, status: ModelStatus, key: str, event: str, msg: str, **fields: Any
+    ) -> None:
+        if key not in status.warned:
+            status.warned.add(key)
+            log.warning(event, msg=msg, model=status.spec.display, **fields)
+
+    def _observe_runner(
+        self, status: ModelStatus, entry: LoadedModel, loaded: list[LoadedModel]
+    ) -> None:
+        """One-off warnings about how a declared model is being served."""
+        spec = status.spec
+        if entry.key != status.key:
+            status.shared_with = entry.name
+            self._warn_once(
+                status,
+                f"shared:{entry.key}",
+                "model.shared_runner",
+                f"{spec.display} shares its model file with {entry.name} and is served by its "
+                "runner; it counts as pinned while that runner is",
+                shared_with=entry.name,
+            )
+            other = self.board.get(entry.key)
+            if other is not None and other.spec.options != spec.options:
+                self._warn_once(
+                    status,
+                    f"shared-options:{entry.key}",
+                    "model.shared_options",
+                    f"{spec.display} and {other.spec.display} share a model file but have "
+                    "different options, so requests for one reload the other; give them the "
+                    "same options",
+                    shared_with=other.spec.display,
+                )
+        else:
+            status.shared_with = None
+        digests = {m.digest for m in loaded if m.key == status.key}
+        if status.digest and (len(digests) > 1 or entry.digest != status.digest):
+            # A re-pull brought a new file; the old runner stays until it is evicted (§9.4).
+            self._warn_once(
+                status,
+                f"stale:{status.digest}",
+                "model.stale_runner",
+                f"{spec.display} is pinned with an older download ({entry.digest[:12]}); the "
+                f"new one ({status.digest[:12]}) is used after ollama serve restarts or the "
+                "old runner is unloaded (`ollama stop` the model)",
+                loaded_digest=entry.digest[:12],
+                disk_digest=status.digest[:12],
+            )
+
+    def observe(self, loaded: list[LoadedModel]) -> None:
+        """Apply one look at /api/ps to each declared model: pinned, evicted, warnings."""
+        now = datetime.now(UTC)
+        mono = time.monotonic()
+        keys = set()
+        for status in self.board.models:
+            entry = find_loaded(status, loaded)
+            if entry is not None:
+                keys.add(entry.key)
+                self._observe_runner(status, entry, loaded)
+                status.size, status.size_vram = entry.size, entry.size_vram
+                status.context_length, status.expires_at = entry.context_length, entry.expires_at
+                check_context(status, entry.context_length)
+            else:
+                status.size = status.size_vram = status.context_length = status.expires_at = None
+            if status.state in (State.PULLING, State.LOADING):
+                continue
+            if status.retry_at > mono:
+                continue  # gave way (capacity) or failed: leave it alone until its retry
+            if entry is not None and status.state not in (State.PINNED, State.LOADED):
+                if status.spec.pinned and entry.is_pinned(now):
+                    # Already pinned before we asked (another run of ours, or a sidecar restart).
+                    status.state, status.reason = State.PINNED, None
+                    status.ever_loaded, status.last_load_at = True, mono
+                    log.info(
+                        "model.pinned",
+                        msg=f"✓ {status.spec.display} is already loaded and pinned",
+                        model=status.spec.display,
+                        already=True,
+                    )
+            elif entry is None and status.state == State.PINNED:
+                status.state, status.reason = State.EVICTED, "evicted"
+                log.warning(
+                    "model.evicted",
+                    msg=f"{status.spec.display} was unloaded (evicted or stopped); "
+                    "loading it again",
+                    model=status.spec.display,
+                )
+        self.undeclared = [m for m in loaded if m.key not in keys]
+        self.board.observed_restarts = self.board.server_restarts
+        self._note_capacity_freed(len(loaded))
+        note_all_ready(self.board)
+
+    def _note_capacity_freed(self, runners: int) -> None:
+        """A model that gave way is retried early once fewer runners are loaded than when it
+        gave way, and every model before it in the list is resident."""
+        for status in self.board.models:
+            if status.capacity_loaded is None or runners >= status.capacity_loaded:
+                continue
+            if capacity.oom_hour_opens(status.oom_times) > time.monotonic():
+                continue  # its out-of-memory loads this hour are used up, room or not
+            before = [m for m in self.board.models if m.spec.priority < status.spec.priority]
+            if all(m.state in READY_STATES for m in before):
+                status.capacity_loaded, status.retry_at = None, 0.0
+                log.info(
+                    "capacity.freed",
+                    msg=f"Fewer models are loaded now; trying {status.spec.display} again",
+                    model=status.spec.display,
+                    runners=runners,
+                )
+
+    async def check_resources(self, tags: list[LocalModel], loaded: list[LoadedModel]) -> None:
+        """Warn, before loading, when the pinned models clearly cannot all fit; an estimate.
+
+        Sizes come from /api/tags, so a model is counted once it is pulled: this runs again
+        whenever the sizes known change. It never stops anything.
+        """
+        if not self.server.memory_is_local:
+            return  # this machine's memory says nothing about a server elsewhere
+        on_disk = {m.key: m for m in tags}
+        sizes = tuple(
+            ModelSize(
+                s.spec.display,
+                on_disk[s.key].size if s.key in on_disk else None,
+                on_disk[s.key].digest if s.key in on_disk else "",
+            )
+            for s in self.board.models
+            if s.spec.pinned  # a finite keep_alive lets the model go again
+        )
+        if not sizes or sizes == self._sizes_checked:
+            return
+        self._sizes_checked = sizes
+        figures = await gather_figures(self.server.environment, self.server.compute_lines())
+        held_system, held_gpu = held_by_runners(
+            [(m.size, m.size_vram) for m in loaded], has_gpus=bool(figures.gpus)
+        )
+        findings = assess(sizes, figures, held_system=held_system, held_gpu=held_gpu)
+        log.debug(
+            "resources.checked",
+            msg=f"Memory for the models: {describe_figures(figures)}",
+            models=sum(1 for m in sizes if m.size is not None),
+            needed=sum(m.size or 0 for m in sizes),
+            fits=not findings,
+        )
+        for finding in findings:
+            key = (finding.scope, finding.over)
+            if key == self._resources_warned:
+                continue
+            self._resources_warned = key
+            system, gpus = figures.system, figures.gpus
+            log.warning(
+                "resources.warning",
+                msg=finding.message,
+                estimate=True,
+                scope=finding.scope,
+                models=list(finding.models),
+                over=list(finding.over),
+                unknown=list(finding.unknown),
+                needed=finding.needed,
+                available=finding.available,
+                held=finding.held,
+                system_total=system.total if system else None,
+                system_available=system.available if system else None,
+                gpu_total=sum(g.total for g in gpus) if gpus else None,
+                gpu_free=sum(g.free for g in gpus) if gpus else None,
+                gpu_source=figures.gpu_source,
+            )

@@ -1,0 +1,245 @@
+"""Owns the lifecycle: the server's task, the reconcile loop, the pull worker, signals.
+
+Phases: startup (start the server or wait for it), main loop (observe -> plan -> act -> wait),
+shutdown (stop tasks, then the server). `run` and `watch` build this same class, handed an
+owned or a remote server (server/): every difference between the modes lives there. Observing
+is observation.py, acting is loading.py and pulling.py; docs/architecture.md draws a cycle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+
+from ollama_preloader.config.settings import Settings
+from ollama_preloader.errors import OllamaAPIError, OllamaUnavailable, PreloaderError
+from ollama_preloader.observe.health import HealthServer
+from ollama_preloader.observe.logs import get_logger
+from ollama_preloader.observe.summary import log_plan, log_startup_summary
+from ollama_preloader.ollama.api import LoadedModel, OllamaAPI
+from ollama_preloader.reconcile.loading import Loader, apply_explicit_limit
+from ollama_preloader.reconcile.observation import Observer
+from ollama_preloader.reconcile.plan import Action, ActionKind, plan
+from ollama_preloader.reconcile.pulling import PullQueue
+from ollama_preloader.reconcile.retry import fail
+from ollama_preloader.reconcile.status import Board
+from ollama_preloader.server.base import Server
+
+log = get_logger()
+
+
+class Supervisor:
+    """One supervisor run. `run()` returns the exit code or raises a PreloaderError."""
+
+    def __init__(self, settings: Settings, server: Server, *, api: OllamaAPI | None = None) -> None:
+        self.settings = settings
+        self.server = server
+        self.board = Board.for_specs(settings.models)
+        self.api = api or OllamaAPI(
+            settings.ollama_host.base_url,
+            call_timeout=settings.api_timeout,
+            pull_stall_timeout=settings.pull_stall_timeout,
+        )
+        self._stop = asyncio.Event()
+        self._wake = asyncio.Event()  # start the next cycle now, not a watch interval later
+        self._ready = asyncio.Event()  # the server answers: the reconcile loop may run
+        self._fatal: PreloaderError | None = None
+        self._signals = 0
+        self.observer = Observer(settings, self.api, self.board, server)
+        self.loader = Loader(
+            settings,
+            self.api,
+            self.board,
+            read_ps=self.observer.read_ps,
+            store_changed=self.observer.store_changed,
+        )
+        self.pulls = PullQueue(
+            settings,
+            self.api,
+            self.board,
+            store_changed=self.observer.store_changed,
+            wake=self._wake,
+        )
+        self.health: HealthServer | None = None
+        if settings.health_port is not None:
+            self.health = HealthServer(
+                self.board,
+                host=settings.health_host,
+                port=settings.health_port,
+                undeclared=lambda: self.observer.undeclared,
+                liveness=self._liveness,
+            )
+
+    # ----- lifecycle -------------------------------------------------------------------------
+
+    async def run(self) -> int:
+        self._install_signal_handlers()
+        log_plan(self.settings, self.board, self.server.profile)
+        apply_explicit_limit(self.board, self.settings)
+        if self.health is not None:
+            await self.health.start()  # a taken port is a ConfigError before Ollama starts
+        try:
+            await self.server.start(self)
+            if not self._stop.is_set():
+                await log_startup_summary(self.api, self.board, self.settings.pull_policy)
+                await self._main_loop()
+        finally:
+            await self._shutdown()
+        if self._fatal is not None:
+            raise self._fatal
+        return 0
+
+    async def _main_loop(self) -> None:
+        async with asyncio.TaskGroup() as tg:
+            tasks = [
+                tg.create_task(self._guard(lambda: self.server.supervise(self))),
+                tg.create_task(self._guard(self._reconcile_loop)),
+                tg.create_task(self._guard(self.pulls.run)),
+            ]
+            if self.health is not None:
+                tasks.append(tg.create_task(self._guard(self.health.serve)))
+            await self._stop.wait()
+            for task in tasks:
+                task.cancel()
+
+    async def _guard(self, body: Callable[[], Awaitable[None]]) -> None:
+        """A task that fails unexpectedly stops the supervisor instead of dying silently."""
+        try:
+            await body()
+        except asyncio.CancelledError:
+            raise
+        except PreloaderError as exc:
+            self._fatal = self._fatal or exc
+            self._stop.set()
+        except Exception as exc:
+            log.exception("supervisor.crashed", msg=f"Internal error: {exc!r}")
+            self._fatal = self._fatal or PreloaderError(f"internal error: {exc!r}")
+            self._stop.set()
+
+    def _install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self._on_signal, signum)
+
+    def _on_signal(self, signum: int) -> None:
+        self._signals += 1
+        name = signal.Signals(signum).name
+        if self._signals == 1:
+            log.info(
+                "supervisor.stopping",
+                msg=f"Received {name}; stopping (send it again to kill at once)",
+                signal=name,
+            )
+            self._stop.set()
+            return
+        self.server.force_exit(signum)
+
+    def _liveness(self) -> str | None:
+        """Why /livez fails, or None while the supervisor runs and its server is up."""
+        if self._stop.is_set():
+            return "the supervisor is stopping"
+        return self.server.liveness()
+
+    async def _shutdown(self) -> None:
+        if self.health is not None:
+            await self.health.close()
+        await self.server.stop()
+        await self.api.aclose()
+        log.info("supervisor.stopped", msg="Stopped")
+
+    # ----- what the server reports (server/base.py: Link) ------------------------------------
+
+    @property
+    def stopping(self) -> asyncio.Event:
+        return self._stop
+
+    def server_lost(self) -> None:
+        self._ready.clear()
+        self.board.server_up = False
+
+    def server_restarted(self) -> None:
+        self.board.server_restarts += 1
+
+    async def server_ready(self, elapsed: float, *, first: bool) -> None:
+        """Ollama answers: say which version, re-read the store, let the reconcile loop run."""
+        version = "unknown"
+        with contextlib.suppress(OllamaAPIError):
+            version = await self.api.version()
+        self.board.server_up = True
+        self._ready.set()
+        self.observer.store_changed()
+        self._wake.set()
+        log.info(
+            "server.ready",
+            msg=f"Ollama {version} is ready at {self.api.base_url} ({elapsed:.2f}s)",
+            url=self.api.base_url,
+            version=version,
+            seconds=round(elapsed, 3),
+            restart=not first,
+        )
+
+    # ----- the loop: observe -> plan -> act -> wait -------------------------------------------
+
+    async def _reconcile_loop(self) -> None:
+        while True:
+            await self._ready.wait()
+            # Cleared before the cycle, not after: a pull that ends while this cycle loads
+            # another model must start the next cycle at once, not a watch interval later.
+            self._wake.clear()
+            try:
+                await self._cycle()
+            except OllamaUnavailable as exc:
+                self.server.on_unanswered()
+                log.debug("watch.unavailable", msg=f"Ollama did not answer: {exc}")
+            except OllamaAPIError as exc:
+                log.warning("watch.error", msg=f"Could not read Ollama's state: {exc}")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self.settings.watch_interval)
+
+    async def _cycle(self) -> None:
+        tags = await self.observer.read_tags()  # None unless the store may have changed
+        loaded = await self.observer.read_ps()
+        self._observe(loaded)
+        if tags is not None:
+            await self.observer.check_resources(tags, loaded)
+        actions = plan(
+            self.board.models,
+            loaded,
+            pull_policy=self.settings.pull_policy,
+            now=datetime.now(UTC),
+            monotonic_now=time.monotonic(),
+            refresh_interval=self.settings.refresh_interval,
+        )
+        # Pulls only join the worker's queue, so they go first: each runs while this cycle's
+        # loads go on, instead of waiting for them. Each group keeps its priority order.
+        actions.sort(key=lambda action: action.kind != ActionKind.PULL)
+        for action in actions:
+            if self._stop.is_set() or not self._ready.is_set():
+                return
+            await self._act(action)
+
+    def _observe(self, loaded: list[LoadedModel]) -> None:
+        """The server's hook sees the look first (a remote one may infer a restart from it)."""
+        if self.server.on_observed(loaded, self.board):
+            self.observer.store_changed()
+        self.observer.observe(loaded)
+
+    async def _act(self, action: Action) -> None:
+        status = self.board.get(action.key)
+        assert status is not None
+        if action.kind == ActionKind.PULL:
+            await self.pulls.put(status)
+        elif action.kind == ActionKind.MISSING:
+            self.observer.store_changed()
+            fail(
+                status,
+                "not on disk and PRELOADER_PULL_POLICY=never; run `ollama pull "
+                f"{status.spec.name}` or change the policy",
+                max(30.0, self.settings.watch_interval),
+            )
+        else:
+            await self.loader.load(status, action)

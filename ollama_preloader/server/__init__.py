@@ -1,0 +1,1 @@
+"""The Ollama server a supervisor works with: the owned `ollama serve` child or a remote one."""

@@ -1,0 +1,122 @@
+"""The `ollama serve` we own (`run`): spawned, probed until ready, restarted with backoff.
+
+One `OllamaServer` (process.py) is one run of the child; this module decides when to start the
+next one, what a crash means (PRELOADER_ON_SERVER_EXIT), and stops the group at shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, NoReturn
+
+from ollama_preloader.config.profiles import apply_profile
+from ollama_preloader.config.settings import Settings
+from ollama_preloader.errors import ServerError, ServerExited
+from ollama_preloader.observe.logs import get_logger
+from ollama_preloader.server.process import OllamaServer, force_exit, signal_name
+
+if TYPE_CHECKING:
+    from ollama_preloader.ollama.api import LoadedModel
+    from ollama_preloader.reconcile.status import Board
+    from ollama_preloader.server.base import Link
+
+log = get_logger()
+
+HEALTHY_RUN = 300.0  # a serve that ran this long resets the restart backoff
+RESTART_BACKOFF_MAX = 60.0
+
+
+class OwnedServer:
+    """`ollama serve` as our child, in its own process group with its runners."""
+
+    can_see_runners = True
+    memory_is_local = True
+
+    def __init__(self, settings: Settings, env: Mapping[str, str]) -> None:
+        self.settings = settings
+        # Profiles act only through the child's environment, never through request options.
+        self.profile = apply_profile(env, settings.profile, settings.quantization)
+        self.environment = self.profile.env
+        self.process: OllamaServer | None = None
+
+    async def start(self, link: Link, *, first: bool = True) -> None:
+        """Spawn `ollama serve` and poll `GET /` until it answers (ServerError if it cannot)."""
+        process = OllamaServer(
+            self.settings.ollama_command,
+            self.environment,
+            quiet_polls=not self.settings.log_polls,
+        )
+        self.process = process
+        await process.start()
+        started = time.monotonic()
+        ready = await process.wait_ready(
+            link.api.probe,
+            url=link.api.base_url,
+            within=self.settings.ready_timeout,
+            stopping=link.stopping,
+        )
+        if not ready:
+            return
+        await link.server_ready(time.monotonic() - started, first=first)
+
+    async def supervise(self, link: Link) -> None:
+        """Wait for the child to exit; then exit too, or restart it with a growing backoff."""
+        failures = 0
+        while True:
+            process = self.process
+            assert process is not None
+            started = time.monotonic()
+            code = await process.wait()
+            if link.stopping.is_set():
+                return
+            link.server_lost()
+            message = process.exit_message(code)
+            log.error("server.exited", msg=message, returncode=code, signal=signal_name(code))
+            await process.stop(0)  # kill runners left in its group, holding GPU memory
+            if self.settings.on_server_exit == "exit":
+                raise ServerExited(f"{message}; exiting too (PRELOADER_ON_SERVER_EXIT=exit)", code)
+            failures = 1 if time.monotonic() - started > HEALTHY_RUN else failures + 1
+            delay = min(RESTART_BACKOFF_MAX, 2.0 ** (failures - 1))
+            log.info(
+                "server.restarting",
+                msg=f"Restarting ollama serve in {delay:g}s",
+                delay=delay,
+                attempt=failures,
+            )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(link.stopping.wait(), timeout=delay)
+                return
+            link.server_restarted()
+            try:
+                await self.start(link, first=False)
+            except ServerError as exc:
+                log.error("server.restart_failed", msg=str(exc))
+            if link.stopping.is_set():
+                return
+
+    def liveness(self) -> str | None:
+        if self.process is None or self.process.returncode is not None:
+            return "ollama serve is not running (the supervisor is restarting it)"
+        return None
+
+    def on_unanswered(self) -> None:
+        """Nothing to do: a crash of our child is seen by `supervise` directly."""
+
+    def on_observed(self, loaded: list[LoadedModel], board: Board) -> bool:
+        """A restart of our own child is seen directly, never guessed from /api/ps."""
+        return False
+
+    def compute_lines(self) -> list[str]:
+        return self.process.compute_lines() if self.process is not None else []
+
+    async def stop(self) -> None:
+        """SIGTERM the child's group, SIGKILL it after PRELOADER_SHUTDOWN_GRACE."""
+        if self.process is not None:
+            code = await self.process.stop(self.settings.shutdown_grace)
+            log.info("server.stopped", msg="ollama serve stopped", returncode=code)
+
+    def force_exit(self, signum: int) -> NoReturn:
+        force_exit(self.process, signum)
