@@ -55,5 +55,5 @@ def test_real_quick_benchmark_measures_both_contestants(kit: Kit, tmp_path: Path
     assert all(r["latency"] is None for r in baseline), baseline
     # Every `ollama serve` and runner of the benchmark ran with a HOME under tmp_path (--keep).
     homes = list(tmp_path.glob("preloader-bench-*/*/home"))
-    assert len(homes) == 2
+    assert {home.parent.name for home in homes} >= {"ollama-preloader-0", "baseline.sh-0"}
     assert [pid for home in homes for pid in processes_with_home(home)] == []
