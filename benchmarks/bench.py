@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/bench.py                 # the full set (about 15 minutes)
     .venv/bin/python benchmarks/bench.py --quick         # a tiny configuration (seconds)
+    .venv/bin/python benchmarks/bench.py --real          # the real Ollama (benchmarks/real.py)
 
 Both contestants start the fake `ollama` (tests/fake_bin) with the same catalog, the same
 models on disk and the same startup delay; the fake's request log (its `t` stamps) is the common
@@ -131,6 +132,36 @@ QUICK = Scenario(
     scale_cycles=60,
     scale_interval=0.02,
     scale_block=20,
+)
+
+
+# `--real`: the kit's three tiny models, all pulled from its registry (benchmarks/real.py fills
+# in the names once the registry has a port). No scale run: it measures the supervisor's watch
+# loop, which the fake measures as well.
+REAL = Scenario(
+    models=(),
+    startup_delay=0.0,
+    runs=5,
+    settle=1.0,
+    idle_seconds=30.0,
+    repairs=4,
+    repair_gap=(0.5, 1.5),
+    baseline_wait=5.0,
+    health_runs=10,
+    scale_models=0,
+    scale_cycles=0,
+    scale_interval=0.01,
+    scale_block=1000,
+)
+REAL_QUICK = dataclasses.replace(
+    REAL,
+    runs=1,
+    settle=0.3,
+    idle_seconds=1.0,
+    repairs=2,
+    repair_gap=(0.1, 0.3),
+    baseline_wait=0.5,
+    health_runs=2,
 )
 
 
@@ -268,7 +299,10 @@ class Contestant:
         return ["bash", str(BASELINE)]
 
     def start(self) -> None:
-        env = self.started_env = self.env()
+        self.launch(self.env())
+
+    def launch(self, env: dict[str, str]) -> None:
+        self.started_env = env
         self._out = (self.workdir / "contestant.out").open("wb")
         self.launched = time.time()
         self.proc = subprocess.Popen(
@@ -314,6 +348,16 @@ class Contestant:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             text = resp.read().decode()
         return json.loads(text) if text.strip() else None
+
+    @property
+    def ollama_cli(self) -> Path:
+        """The `ollama` command a user types next to this server."""
+        return FAKE_BIN / "ollama"
+
+    def take_away(self, plan: ModelPlan) -> str:
+        """Unload a pinned model the way the server's own scheduler would; how it was done."""
+        self.http("POST", "/_fake/evict", {"model": plan.name})
+        return "evicted"
 
     def serve_pid(self) -> int | None:
         for r in self.log.records:
@@ -435,10 +479,8 @@ def timed(command: list[str], env: dict[str, str], cwd: Path) -> dict[str, Any]:
 def measure_health(c: Contestant, runs: int) -> list[dict[str, Any]]:
     """`ollama-preloader health` as a container's HEALTHCHECK runs it; the stock check
     (`ollama list`) for the baseline."""
-    if c.who == PRODUCT:
-        command = [*preloader_command(), "health"]
-    else:
-        command = [str(FAKE_BIN / "ollama"), "list"]
+    product = [*preloader_command(), "health"]
+    command = product if c.who == PRODUCT else [str(c.ollama_cli), "list"]
     return [timed(command, c.started_env, c.workdir) for _ in range(runs)]
 
 
@@ -471,8 +513,7 @@ def measure_repairs(
         time.sleep(rng.uniform(*scenario.repair_gap))
         if i % 2 == 0:
             plan = plans[(i // 2) % len(plans)]
-            how = "evicted"
-            c.http("POST", "/_fake/evict", {"model": plan.name})
+            how = c.take_away(plan)
         else:
             plan = completions[(i // 2) % len(completions)]
             how = "unpinned"
@@ -488,6 +529,8 @@ def measure_repairs(
                 "model": model,
                 "how": how,
                 "latency": None if req is None else req.start - trigger,
+                # Until that request returned: the model is loaded and pinned again.
+                "reloaded": None if req is None else req.end - trigger,
                 "waited": wait,
             }
         )
@@ -501,10 +544,15 @@ def measure_repairs(
     return out
 
 
-def cold_start(who: str, index: int, scenario: Scenario, base: Path) -> RunResult:
+Make = Callable[..., contextlib.AbstractContextManager[Contestant]]
+
+
+def cold_start(
+    who: str, index: int, scenario: Scenario, base: Path, make: Make = contestant
+) -> RunResult:
     result = RunResult(who=who, run=index, pinned=False)
     plans = scenario.models
-    with contestant(who, plans, base / f"{who}-{index}", scenario.startup_delay) as c:
+    with make(who, plans, base / f"{who}-{index}", scenario.startup_delay) as c:
         if not c.wait_all_loaded():
             result.error = f"not all pinned within {WAIT:g}s; see {c.workdir}/contestant.out"
             return result
@@ -651,7 +699,18 @@ def over_ideal(r: RunResult) -> float | None:
     return r.to_all_pinned - r.ideal
 
 
-def table(results: Sequence[RunResult], scale: ScaleResult | None) -> list[str]:
+def serve_start_to_ready(r: RunResult) -> float | None:
+    tl = r.timeline
+    if tl is None or tl.serve_start is None or tl.serve_ready is None:
+        return None
+    return tl.serve_ready - tl.serve_start
+
+
+def table(
+    results: Sequence[RunResult], scale: ScaleResult | None, *, real: bool = False
+) -> list[str]:
+    """The Markdown table. `real`: measured on the real Ollama (benchmarks/real.py), whose
+    `ollama list` is the real Go CLI."""
     rows = [
         "| Measure | Target | ollama-preloader: median (min–max) | baseline.sh: median (min–max)"
         " | Baseline ÷ preloader | Met |",
@@ -688,6 +747,11 @@ def table(results: Sequence[RunResult], scale: ScaleResult | None) -> list[str]:
         f"| 2c. Launch to `ollama serve` started | | {spread(p, 's', 2)} | {spread(b, 's', 2)}"
         " | | |"
     )
+    p, b = both(serve_start_to_ready)
+    rows.append(
+        f"| 2e. `ollama serve` started to answering | | {spread(p, 's', 2)} | {spread(b, 's', 2)}"
+        " | | |"
+    )
     p, b = both(lambda r: r.launch_to_all_pinned)
     rows.append(
         f"| 2d. Launch to all pinned (wall clock) | | {spread(p, 's', 2)} | {spread(b, 's', 2)}"
@@ -717,6 +781,33 @@ def table(results: Sequence[RunResult], scale: ScaleResult | None) -> list[str]:
         f"{f', {missed} not repaired' if missed else ''}) | {base_text} | ∞ |"
         f" {verdict(p95 <= 2.0 and not missed if lat else None)} |"
     )
+    reloads = [
+        float(x["reloaded"])
+        for r in results
+        if r.who == PRODUCT
+        for x in r.repairs
+        if x.get("reloaded") is not None
+    ]
+    hows = sorted({str(x["how"]) for r in results if r.who == PRODUCT for x in r.repairs})
+    by_how = ", ".join(
+        f"{how} {fmt(median(found), 's', 2)}"
+        for how in hows
+        if (
+            found := [
+                float(x["latency"])
+                for r in results
+                if r.who == PRODUCT
+                for x in r.repairs
+                if x["how"] == how and x["latency"] is not None
+            ]
+        )
+    )
+    rows.append(
+        f"| 3a. … to loaded and pinned again, p95 (median) | |"
+        f" {fmt(percentile(reloads, 95) if reloads else math.nan, 's', 2)}"
+        f" ({fmt(median(reloads) if reloads else math.nan, 's', 2)}) | | | |"
+    )
+    rows.append(f"| 3b. … repair latency by cause, median | | {by_how or '–'} | | | |")
     p, b = both(lambda r: r.idle_cpu_percent)
     rows.append(
         f"| 4. Idle CPU (share of one core) | ≤ 0.5% | {spread(p, '%', 2)} | {spread(b, '%', 2)}"
@@ -732,6 +823,8 @@ def table(results: Sequence[RunResult], scale: ScaleResult | None) -> list[str]:
         f"| 4a. Peak RSS (whole run) | | {spread(p, 'MB', 1, 1 / MB)}"
         f" | {spread(b, 'MB', 1, 1 / MB)} | | |"
     )
+    # On the fake, `ollama list` is the fake's Python CLI (the page's footnote says so).
+    listing = "`ollama list`" if real else "`ollama list`*"
     health = [h for r in results if r.who == PRODUCT for h in r.health]
     shell_health = [h for r in results if r.who == SHELL for h in r.health]
     hs = Summary.of([h["seconds"] for h in shell_health])
@@ -742,11 +835,11 @@ def table(results: Sequence[RunResult], scale: ScaleResult | None) -> list[str]:
         ms = Summary.of([h["max_rss"] for h in health])
         rows.append(
             f"| 5. Health check wall time | ≤ 150 ms | {spread(ws, 'ms', 0, 1000)}"
-            f" | `ollama list`*: {spread(hs, 'ms', 0, 1000)} | | {verdict(ws.median <= 0.15)} |"
+            f" | {listing}: {spread(hs, 'ms', 0, 1000)} | | {verdict(ws.median <= 0.15)} |"
         )
         rows.append(
             f"| 5. Health check peak RSS | ≤ 30 MB | {spread(ms, 'MB', 1, 1 / MB)}"
-            f" | `ollama list`*: {spread(hm, 'MB', 1, 1 / MB)} | |"
+            f" | {listing}: {spread(hm, 'MB', 1, 1 / MB)} | |"
             f" {verdict(ms.median / MB <= 30)} |"
         )
     else:
@@ -845,6 +938,11 @@ def machine() -> dict[str, Any]:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     ap.add_argument("--quick", action="store_true", help="a tiny configuration, no figure")
+    ap.add_argument(
+        "--real",
+        action="store_true",
+        help="the real Ollama of ../shared/realollama (or PRELOADER_REAL_OLLAMA), not the fake",
+    )
     ap.add_argument("--runs", type=int, help="cold-start runs per contestant")
     ap.add_argument("--idle-seconds", type=float, help="idle window per run")
     ap.add_argument("--scale-cycles", type=int, help="watch cycles in the scale run (0: skip)")
@@ -881,13 +979,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.from_json is not None:
         saved, saved_scale, plans = load_report(args.from_json)
-        print("\n".join(table(saved, saved_scale)))
+        real = json.loads(args.from_json.read_text())["machine"].get("server") == "real"
+        print("\n".join(table(saved, saved_scale, real=real)))
         if args.figure is not None:
             from benchmarks.figure import draw
 
             draw(saved, plans, args.figure)
         return 0
-    scenario = QUICK if args.quick else FULL
+    full, quick = (REAL, REAL_QUICK) if args.real else (FULL, QUICK)
+    scenario = quick if args.quick else full
     overrides: dict[str, Any] = {}
     if args.runs is not None:
         overrides["runs"] = args.runs
@@ -906,26 +1006,43 @@ def main(argv: Sequence[str] | None = None) -> int:
     results: list[RunResult] = []
     scale: ScaleResult | None = None
     try:
-        for i in range(scenario.runs):
-            # Alternate who goes first, so a busier moment on a shared machine hits both.
-            order = (PRODUCT, SHELL) if i % 2 == 0 else (SHELL, PRODUCT)
-            for who in order:
-                r = cold_start(who, i, scenario, base)
-                results.append(r)
-                print(f"# run {i + 1}/{scenario.runs} {who}: {summary_line(r)}", flush=True)
-        if scenario.scale_cycles > 0:
-            scale = scale_run(scenario, base)
-            print(f"# scale: {scale.period_ms[:1]} → {scale.period_ms[-1:]} ms", flush=True)
+        with contextlib.ExitStack() as stack:
+            make: Make = contestant
+            if args.real:
+                from benchmarks import real
+
+                kit, registry = stack.enter_context(real.real_server(base))
+                scenario = dataclasses.replace(scenario, models=real.plans(registry))
+                make = partial(real.real_contestant, kit=kit)
+                info.update(server="real", ollama=real.version(kit))
+                info["proxy"] = real.proxy_overhead(kit, base)
+                print(
+                    f"# real Ollama {info['ollama']} from {kit.root}; GET /api/ps takes"
+                    f" {info['proxy']['direct_ms']:.2f} ms straight,"
+                    f" {info['proxy']['proxied_ms']:.2f} ms through the recording proxy",
+                    flush=True,
+                )
+            for i in range(scenario.runs):
+                # Alternate who goes first, so a busier moment on a shared machine hits both.
+                order = (PRODUCT, SHELL) if i % 2 == 0 else (SHELL, PRODUCT)
+                for who in order:
+                    r = cold_start(who, i, scenario, base, make)
+                    results.append(r)
+                    print(f"# run {i + 1}/{scenario.runs} {who}: {summary_line(r)}", flush=True)
+            if scenario.scale_cycles > 0:
+                scale = scale_run(scenario, base)
+                print(f"# scale: {scale.period_ms[:1]} → {scale.period_ms[-1:]} ms", flush=True)
     finally:
         if args.json is not None:
-            args.json.write_text(json.dumps(report(scenario, info, results, scale), indent=1))
+            data = report(scenario, info, results, scale, real=args.real)
+            args.json.write_text(json.dumps(data, indent=1))
         if not args.keep:
             shutil.rmtree(base, ignore_errors=True)
     print()
     if args.quick:
         print("# --quick: one tiny run with 1 s windows, to check that everything works;")
         print("# its figures (a 1 s CPU window has a resolution of 1%) are not measurements.\n")
-    print("\n".join(table(results, scale)))
+    print("\n".join(table(results, scale, real=args.real)))
     if args.figure is not None and not args.quick:
         from benchmarks.figure import draw
 
@@ -953,6 +1070,8 @@ def report(
     info: dict[str, Any],
     results: Sequence[RunResult],
     scale: ScaleResult | None,
+    *,
+    real: bool = False,
 ) -> dict[str, Any]:
     def run_dict(r: RunResult) -> dict[str, Any]:
         d = dataclasses.asdict(r)
@@ -964,10 +1083,14 @@ def report(
         "scenario": dataclasses.asdict(scenario),
         "runs": [run_dict(r) for r in results],
         "scale": dataclasses.asdict(scale) if scale else None,
-        "table": table(results, scale),
+        "table": table(results, scale, real=real),
         "max_rss_self": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
     }
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Through the package, so that benchmarks/real.py (which imports this module) and this run
+    # share one module object rather than `__main__` and a second `benchmarks.bench`.
+    from benchmarks import bench  # noqa: PLW0406
+
+    sys.exit(bench.main())

@@ -8,6 +8,7 @@
         │                          `failed` reason or a retried attempt
         ├── OllamaUnavailable      connection refused, reset or timed out
         ├── PullStreamError        an `{"error": ...}` line inside a 200 pull stream
+        │   └── RegistryTLSError   the registry's HTTP or TLS does not match what Ollama expects
         └── OllamaResponseError    a non-2xx answer, with its status code
             ├── ModelNotFound      404
             ├── NotSupported       400 "... does not support generate" (an embedding model)
@@ -19,6 +20,8 @@ and 128+N when signal N interrupted it. Only cli.py turns these into exit codes.
 """
 
 from __future__ import annotations
+
+from enum import StrEnum
 
 EXIT_OK = 0
 EXIT_INTERNAL = 1
@@ -80,6 +83,28 @@ class PullStreamError(OllamaAPIError):
         self.message = message
         # A missing manifest will be missing on the next attempt too.
         self.transient = "file does not exist" not in message
+
+
+class RegistryProblem(StrEnum):
+    """Why Ollama could not talk to a registry, in the terms of the fix."""
+
+    PLAIN_HTTP = "plain_http"  # a plain-HTTP registry pulled without insecure
+    UNKNOWN_CA = "unknown_ca"  # a certificate signed by a CA that ollama serve does not trust
+    BAD_CERT = "bad_cert"  # any other refused certificate: wrong name, expired, ...
+    HTTPS_ONLY = "https_only"  # an HTTPS registry pulled with insecure (Ollama then speaks HTTP)
+
+
+class RegistryTLSError(PullStreamError):
+    """Ollama and the registry disagree on HTTP/HTTPS, or Ollama refused its certificate.
+
+    Only a change of configuration fixes it (`?insecure=true`, SSL_CERT_FILE, the certificate),
+    so it is never retried soon.
+    """
+
+    def __init__(self, message: str, problem: RegistryProblem) -> None:
+        super().__init__(message)
+        self.problem = problem
+        self.transient = False
 
 
 class OllamaResponseError(OllamaAPIError):

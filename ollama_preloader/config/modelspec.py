@@ -22,7 +22,7 @@ class ModelKind(StrEnum):
 _INT_OPTIONS = {"num_ctx": 1, "num_batch": 1, "num_gpu": -1, "num_thread": 0, "main_gpu": 0}
 _BOOL_OPTIONS = {"use_mmap"}
 _SAMPLING = {"temperature", "top_k", "top_p", "min_p", "seed", "num_predict", "repeat_penalty"}
-ALLOWED_KEYS = ("keep_alive", "kind", *_INT_OPTIONS, *_BOOL_OPTIONS)
+ALLOWED_KEYS = ("keep_alive", "kind", "insecure", *_INT_OPTIONS, *_BOOL_OPTIONS)
 
 
 class SpecError(ValueError):
@@ -48,6 +48,9 @@ class ModelSpec:
     keep_alive: float = -1.0
     options: tuple[tuple[str, int | bool], ...] = ()
     kind: ModelKind | None = None
+    # Ollama's pull flag: talk to this entry's registry over plain HTTP. A pull setting, never
+    # a load option.
+    insecure: bool = False
     entry: str = field(default="", compare=False)
 
     @property
@@ -89,10 +92,22 @@ def _parse_int(entry: str, key: str, value: str, minimum: int) -> int:
     return number
 
 
-def _parse_params(entry: str, query: str) -> tuple[float, dict[str, int | bool], ModelKind | None]:
-    keep_alive = -1.0
-    options: dict[str, int | bool] = {}
+def _parse_bool(entry: str, key: str, value: str) -> bool:
+    if value.lower() not in ("true", "false", "1", "0"):
+        raise SpecError(entry, f"{key} must be true or false")
+    return value.lower() in ("true", "1")
+
+
+@dataclass
+class _Params:
+    keep_alive: float = -1.0
+    options: dict[str, int | bool] = field(default_factory=dict)
     kind: ModelKind | None = None
+    insecure: bool = False
+
+
+def _parse_params(entry: str, query: str) -> _Params:
+    params = _Params()
     seen: set[str] = set()
     for pair in query.split("&"):
         if not pair:
@@ -108,14 +123,14 @@ def _parse_params(entry: str, query: str) -> tuple[float, dict[str, int | bool],
         seen.add(key)
         if key == "keep_alive":
             try:
-                keep_alive = parse_seconds_or_duration(value)
+                params.keep_alive = parse_seconds_or_duration(value)
             except ValueError:
                 raise SpecError(
                     entry,
                     f"keep_alive={value!r} is not a duration (use -1 for forever, seconds like "
                     "3600, or 30m, 24h)",
                 ) from None
-            if keep_alive == 0:
+            if params.keep_alive == 0:
                 raise SpecError(
                     entry,
                     "keep_alive=0 would unload the model at once; use -1 to keep it loaded or "
@@ -123,15 +138,15 @@ def _parse_params(entry: str, query: str) -> tuple[float, dict[str, int | bool],
                 )
         elif key == "kind":
             try:
-                kind = ModelKind(value.lower())
+                params.kind = ModelKind(value.lower())
             except ValueError:
                 raise SpecError(entry, f"kind={value!r} must be completion or embedding") from None
+        elif key == "insecure":
+            params.insecure = _parse_bool(entry, key, value)
         elif key in _INT_OPTIONS:
-            options[key] = _parse_int(entry, key, value, _INT_OPTIONS[key])
+            params.options[key] = _parse_int(entry, key, value, _INT_OPTIONS[key])
         elif key in _BOOL_OPTIONS:
-            if value.lower() not in ("true", "false", "1", "0"):
-                raise SpecError(entry, f"{key} must be true or false")
-            options[key] = value.lower() in ("true", "1")
+            params.options[key] = _parse_bool(entry, key, value)
         elif key in _SAMPLING:
             raise SpecError(
                 entry,
@@ -142,7 +157,7 @@ def _parse_params(entry: str, query: str) -> tuple[float, dict[str, int | bool],
             raise SpecError(
                 entry, f"unknown parameter {key!r} (allowed: {', '.join(ALLOWED_KEYS)})"
             )
-    return keep_alive, options, kind
+    return params
 
 
 def parse_entry(entry: str, priority: int) -> ModelSpec:
@@ -160,14 +175,15 @@ def parse_entry(entry: str, priority: int) -> ModelSpec:
             entry,
             "cloud models run on ollama.com and cannot be preloaded; remove it from the list",
         )
-    keep_alive, options, kind = _parse_params(entry, query)
+    params = _parse_params(entry, query)
     return ModelSpec(
         name=name,
         ref=ref,
         priority=priority,
-        keep_alive=keep_alive,
-        options=tuple(sorted(options.items())),
-        kind=kind,
+        keep_alive=params.keep_alive,
+        options=tuple(sorted(params.options.items())),
+        kind=params.kind,
+        insecure=params.insecure,
         entry=entry,
     )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import ssl
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -226,6 +227,7 @@ def load_settings(
             "PRELOADER_RETRY_MAX must be at least PRELOADER_RETRY_INITIAL "
             f"({settings.retry_max:g}s < {settings.retry_initial:g}s)"
         )
+    check_ca_file(os.environ)
     if settings.models_file is not None:
         if not read_models_file:
             return settings.model_copy(update={"models_source": "models-file"})
@@ -255,6 +257,29 @@ def _raw(
 
 def _where(origin: Literal["environment", "env-file"], env_file: Path | None) -> str:
     return "the environment" if origin == "environment" else str(env_file)
+
+
+def check_ca_file(environ: Mapping[str, str]) -> None:
+    """ConfigError unless SSL_CERT_FILE, when set, loads as CA certificates.
+
+    Users set it for `ollama serve` (a registry with a private CA), but httpx reads it too,
+    for every client the supervisor makes: a wrong path would end each command in a traceback.
+    """
+    path = environ.get("SSL_CERT_FILE")
+    if not path:
+        return
+    try:
+        ssl.create_default_context(cafile=path)
+    except ssl.SSLError as exc:
+        why = str(exc.reason or exc).lower().replace("_", " ")
+    except OSError as exc:
+        why = (exc.strerror or str(exc)).lower()
+    else:
+        return
+    raise ConfigError(
+        f"SSL_CERT_FILE={path!r}: cannot be read as CA certificates ({why}); name the PEM "
+        "file of the CA that signed your registry's certificate, or unset it"
+    )
 
 
 def read_dotenv(path: Path | None) -> dict[str, str]:

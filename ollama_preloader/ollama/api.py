@@ -27,6 +27,8 @@ from ollama_preloader.errors import (
     OllamaResponseError,
     OllamaUnavailable,
     PullStreamError,
+    RegistryProblem,
+    RegistryTLSError,
     ServerBusy,
 )
 from ollama_preloader.ollama.names import name_key
@@ -113,6 +115,38 @@ def _from_line(modelfile: str) -> str | None:
         if line.startswith("FROM ") and "sha256" in line:
             return line[5:].strip()
     return None
+
+
+# Go's texts for a registry that Ollama cannot talk to as configured (net/http, crypto/x509,
+# crypto/tls), and nginx's for plain HTTP sent to its HTTPS port. The first match wins.
+_REGISTRY_PROBLEMS = (
+    ("server gave HTTP response to HTTPS client", RegistryProblem.PLAIN_HTTP),
+    ("first record does not look like a TLS handshake", RegistryProblem.PLAIN_HTTP),
+    ("Client sent an HTTP request to an HTTPS server", RegistryProblem.HTTPS_ONLY),
+    ("plain HTTP request was sent to HTTPS port", RegistryProblem.HTTPS_ONLY),
+    ("certificate signed by unknown authority", RegistryProblem.UNKNOWN_CA),
+    ("x509: ", RegistryProblem.BAD_CERT),
+    ("tls: failed to verify certificate", RegistryProblem.BAD_CERT),
+)
+
+
+def registry_problem(message: str) -> RegistryProblem | None:
+    """Which registry misconfiguration a pull error text shows, if any."""
+    for marker, problem in _REGISTRY_PROBLEMS:
+        if marker in message:
+            return problem
+    return None
+
+
+def _pull_error(exc: ollama.ResponseError) -> OllamaAPIError:
+    message = str(exc.error)
+    problem = registry_problem(message)
+    if problem is not None:
+        # Inside a 200 stream as a rule; with HTTP 500 when no line was sent yet.
+        return RegistryTLSError(message, problem)
+    if exc.status_code == -1:  # an error line inside a 200 stream
+        return PullStreamError(message)
+    return _translate(exc)
 
 
 def _translate(exc: BaseException) -> OllamaAPIError:
@@ -284,10 +318,14 @@ class OllamaAPI:
         """keep_alive 0 with no prompt: Ollama's fast unload path; it returns before the unload."""
         await _call(lambda: self._quick.generate(model=name, keep_alive=0))
 
-    async def pull(self, name: str) -> AsyncIterator[PullProgress]:
-        """Stream pull progress; PullStreamError on an error line, OllamaUnavailable on a stall."""
+    async def pull(self, name: str, *, insecure: bool = False) -> AsyncIterator[PullProgress]:
+        """Stream pull progress; PullStreamError on an error line, OllamaUnavailable on a stall.
+
+        `insecure` is Ollama's own flag: plain HTTP to the registry. RegistryTLSError when the
+        registry's HTTP/HTTPS or certificate does not match the configuration.
+        """
         try:
-            stream = await self._pull.pull(name, stream=True)
+            stream = await self._pull.pull(name, insecure=insecure, stream=True)
             last_change = time.monotonic()
             last: tuple[str, int] = ("", -1)
             async for part in stream:
@@ -308,9 +346,7 @@ class OllamaAPI:
                     )
                 yield progress
         except ollama.ResponseError as exc:
-            if exc.status_code == -1:  # an error line inside a 200 stream
-                raise PullStreamError(str(exc.error)) from exc
-            raise _translate(exc) from exc
+            raise _pull_error(exc) from exc
         except (ConnectionError, httpx.HTTPError, pydantic.ValidationError) as exc:
             raise _translate(exc) from exc
         except json.JSONDecodeError as exc:

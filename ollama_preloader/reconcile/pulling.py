@@ -7,13 +7,20 @@ baking), so both retry, report progress and word failures the same way.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Callable
 
 from tenacity import RetryCallState
 
+from ollama_preloader.config.modelspec import ENV_MODELS
 from ollama_preloader.config.settings import Settings
-from ollama_preloader.errors import OllamaAPIError, PullStreamError
+from ollama_preloader.errors import (
+    OllamaAPIError,
+    PullStreamError,
+    RegistryProblem,
+    RegistryTLSError,
+)
 from ollama_preloader.observe import terminal
 from ollama_preloader.observe.logs import get_logger
 from ollama_preloader.ollama.api import OllamaAPI
@@ -23,12 +30,21 @@ from ollama_preloader.reconcile.status import Board, ModelStatus, State
 log = get_logger()
 
 PROGRESS_EVERY = 5.0  # seconds between pull progress events off a TTY
-NOT_FOUND_BACKOFF = 600.0  # a name the registry does not know will not appear soon
+# A name the registry does not know, or a registry the configuration cannot reach, will not
+# change soon: pull again after this long rather than on the usual backoff.
+PERMANENT_BACKOFF = 600.0
 
 
 def is_not_found(exc: OllamaAPIError) -> bool:
     """The registry does not know the name: retrying soon will not help."""
     return isinstance(exc, PullStreamError) and "file does not exist" in exc.message
+
+
+def permanent_backoff(exc: OllamaAPIError) -> float | None:
+    """The long wait before pulling again after a failure only a change can fix, else None."""
+    if is_not_found(exc) or isinstance(exc, RegistryTLSError):
+        return PERMANENT_BACKOFF
+    return None
 
 
 def failure_reason(exc: OllamaAPIError) -> str:
@@ -38,9 +54,43 @@ def failure_reason(exc: OllamaAPIError) -> str:
             "not found in the registry (pull model manifest: file does not exist); "
             "check the name and tag"
         )
+    if isinstance(exc, RegistryTLSError):
+        message = exc.message.strip()
+        return f"{_registry_fix(exc.problem, _registry_in(message))} (Ollama: {message})"
     if isinstance(exc, PullStreamError):
         return f"pull failed: {exc.message}"
     return f"pull failed: {exc}"
+
+
+def _registry_in(message: str) -> str:
+    """The host Ollama was talking to, from the URL in its error (a registry or its blob host)."""
+    match = re.search(r"https?://([^/\"\s]+)", message)
+    return f"the registry {match.group(1)}" if match else "the registry"
+
+
+def _registry_fix(problem: RegistryProblem, registry: str) -> str:
+    # SSL_CERT_FILE is read by `ollama serve` (Go's crypto/x509), not by the supervisor: it
+    # only has to be in the environment the server starts with, and `run` passes its own on.
+    ca = (
+        "set SSL_CERT_FILE=/path/ca.pem (that CA's certificate) in the environment of "
+        "ollama serve; the supervisor passes its own environment on"
+    )
+    if problem is RegistryProblem.PLAIN_HTTP:
+        return (
+            f"{registry} speaks plain HTTP and Ollama uses HTTPS unless told otherwise; "
+            f"add ?insecure=true to this entry of {ENV_MODELS}"
+        )
+    if problem is RegistryProblem.HTTPS_ONLY:
+        return (
+            f"{registry} speaks HTTPS but insecure=true makes Ollama use plain HTTP; "
+            f"remove insecure=true from this entry of {ENV_MODELS}"
+        )
+    if problem is RegistryProblem.UNKNOWN_CA:
+        return f"ollama serve does not trust the CA that signed the certificate of {registry}; {ca}"
+    return (
+        f"ollama serve refused the certificate of {registry}; fix the certificate (its names, "
+        f"its dates), or if a private CA signed it, {ca}"
+    )
 
 
 async def pull_model(api: OllamaAPI, settings: Settings, status: ModelStatus) -> float:
@@ -96,7 +146,7 @@ async def _pull_once(api: OllamaAPI, status: ModelStatus) -> None:
     spec = status.spec
     last_log = 0.0
     layers: dict[str, tuple[int, int]] = {}
-    async for progress in api.pull(spec.name):
+    async for progress in api.pull(spec.name, insecure=spec.insecure):
         if progress.digest and progress.total:
             _count_bytes(status, progress.digest, progress.completed, progress.total)
             layers[progress.digest] = (progress.completed, progress.total)
@@ -207,9 +257,7 @@ class PullQueue:
         try:
             await pull_model(self.api, self.settings, status)
         except OllamaAPIError as exc:
-            self._pull_failed(
-                status, failure_reason(exc), NOT_FOUND_BACKOFF if is_not_found(exc) else None
-            )
+            self._pull_failed(status, failure_reason(exc), permanent_backoff(exc))
             return
         self._store_changed()  # the new model's size, for the memory check
         status.state = State.EVICTED if status.ever_loaded else State.PENDING

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -167,3 +168,59 @@ def test_concurrent_pulls_share_download(make_fake: MakeFake) -> None:
     for t in threads:
         t.join()
     assert results == [{"status": "success"}, {"status": "success"}]
+
+
+PLAIN = "127.0.0.1:5000/library/tiny-chat"
+TLS = "127.0.0.1:5002/library/tiny-chat2"
+REGISTRIES = {"registry": {"127.0.0.1:5000": "http", "127.0.0.1:5002": "private-ca"}}
+
+
+def registry_catalog() -> dict[str, Any]:
+    return {
+        **CATALOG,
+        f"{PLAIN}:latest": CATALOG["llama3.2:1b"],
+        f"{TLS}:latest": CATALOG["all-minilm"],
+    }
+
+
+def test_plain_http_registry_needs_insecure(make_fake: MakeFake) -> None:
+    """Without `insecure` the exact text of real Ollama; with it the pull succeeds."""
+    fake = make_fake(catalog=registry_catalog(), faults=REGISTRIES)
+    status, lines = pull_lines(fake, PLAIN)
+    assert status == 200
+    assert lines == [
+        {"status": "pulling manifest"},
+        {
+            "error": 'pull model manifest: Get "https://127.0.0.1:5000/v2/library/tiny-chat/'
+            'manifests/latest": http: server gave HTTP response to HTTPS client'
+        },
+    ]
+    bad = httpx.post(fake.url("/api/pull"), json={"model": PLAIN, "stream": False}, timeout=30)
+    assert bad.status_code == 500
+    assert "server gave HTTP response to HTTPS client" in bad.json()["error"]
+    _, lines = pull_lines(fake, PLAIN, insecure=True)
+    assert lines[-1] == {"status": "success"}
+    assert fake.state()["pull_counts"] == {f"{PLAIN}:latest": 1}
+
+
+def test_private_ca_registry_needs_ssl_cert_file(make_fake: MakeFake, tmp_path: Path) -> None:
+    """Unknown authority without SSL_CERT_FILE; plain HTTP refused with insecure; works with it."""
+    fake = make_fake(catalog=registry_catalog(), faults=REGISTRIES, extra={"SSL_CERT_FILE": None})
+    _, lines = pull_lines(fake, TLS)
+    assert lines[-1] == {
+        "error": 'pull model manifest: Get "https://127.0.0.1:5002/v2/library/tiny-chat2/'
+        'manifests/latest": tls: failed to verify certificate: x509: certificate signed by '
+        "unknown authority"
+    }
+    _, lines = pull_lines(fake, TLS, insecure=True)
+    assert lines[-1] == {
+        "error": "pull model manifest: 400: Client sent an HTTP request to an HTTPS server.\n"
+    }
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    trusting = make_fake(
+        catalog=registry_catalog(), faults=REGISTRIES, extra={"SSL_CERT_FILE": str(ca)}
+    )
+    _, lines = pull_lines(trusting, TLS)
+    assert lines[-1] == {"status": "success"}
+    assert fake.state()["pull_counts"] == {}

@@ -48,6 +48,16 @@ class Faults:
         """Raw value of a top-level key (not consumed)."""
         return self._read().get(key)
 
+    def registry(self, host: str) -> str | None:
+        """How the registry at `host` speaks: `http` (plain), `private-ca` (TLS), None (public)."""
+        table = self._read().get("registry")
+        if not isinstance(table, dict):
+            return None
+        for key, value in table.items():
+            if str(key).lower() == host.lower():
+                return str(value)
+        return None
+
     def take(self, kind: str, key: str, *, model: bool = False) -> dict[str, Any] | None:
         """Consume one use of faults[kind][key]; return the entry, or None if none applies.
 

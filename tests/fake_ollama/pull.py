@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -16,6 +17,10 @@ from .names import Name
 from .store import Blob, Store, build_manifest
 
 NOT_FOUND = "pull model manifest: file does not exist"
+# Go's net/http and crypto/x509 texts, as Ollama v0.33 streams them (realollama README).
+PLAIN_HTTP = "http: server gave HTTP response to HTTPS client"
+UNKNOWN_CA = "tls: failed to verify certificate: x509: certificate signed by unknown authority"
+HTTPS_ONLY = "pull model manifest: 400: Client sent an HTTP request to an HTTPS server.\n"
 DEFAULT_PULL_FAIL = "max retries exceeded: unexpected EOF"
 TICK = 0.06
 
@@ -139,11 +144,31 @@ class Puller:
             if d.done.is_set() and self._downloads.get(d.blob.digest) is d:
                 del self._downloads[d.blob.digest]
 
+    def _registry_refusal(self, name: Name, insecure: bool) -> str | None:
+        """The error a registry set up by the `registry` fault gives this pull, if any.
+
+        `insecure` makes Ollama speak plain HTTP to the registry; a private CA is trusted
+        when SSL_CERT_FILE (read by Go's crypto/x509 in `ollama serve`) names a file.
+        """
+        kind = self.faults.registry(name.host)
+        host, namespace, model, tag = name.parts()
+        url = f"https://{host}/v2/{namespace}/{model}/manifests/{tag}"
+        if kind == "http" and not insecure:
+            return f'pull model manifest: Get "{url}": {PLAIN_HTTP}'
+        if kind == "private-ca":
+            if insecure:
+                return HTTPS_ONLY
+            if not os.path.isfile(os.environ.get("SSL_CERT_FILE", "")):
+                return f'pull model manifest: Get "{url}": {UNKNOWN_CA}'
+        return None
+
     def pull(
         self,
         name: Name,
         emit: Callable[[dict[str, Any]], None],
         is_gone: Callable[[], bool],
+        *,
+        insecure: bool = False,
     ) -> None:
         """Stream the pull of name through emit; raise PullError or ClientGone."""
         s = self.settings
@@ -153,6 +178,9 @@ class Puller:
             self.attempts[display] += 1
         emit({"status": "pulling manifest"})
         time.sleep(min(tick, 0.05))
+        refusal = self._registry_refusal(name, insecure)
+        if refusal is not None:
+            raise PullError(refusal)
         spec = self.catalog.get(display)
         if spec is None:
             raise PullError(NOT_FOUND)

@@ -646,11 +646,12 @@ def h_pull(h: Handler) -> None:
     if f is not None:
         raise HTTPError(int(f.get("status", 500)), str(f.get("message", "pull failed")))
     name = app.store.existing_name(name)
+    insecure = bool(req.get("insecure"))
     stream = req.get("stream")
     if stream is None or stream:
         h.start_stream(200)
         try:
-            app.puller.pull(name, h.stream_line, h.client_gone)
+            app.puller.pull(name, h.stream_line, h.client_gone, insecure=insecure)
             app.log.event("pull_success", name.display_shortest())
         except PullError as e:
             app.log.event("pull_error", name.display_shortest(), error=str(e))
@@ -666,7 +667,7 @@ def h_pull(h: Handler) -> None:
         last[0] = obj
 
     try:
-        app.puller.pull(name, keep, h.client_gone)
+        app.puller.pull(name, keep, h.client_gone, insecure=insecure)
     except PullError as e:
         app.log.event("pull_error", name.display_shortest(), error=str(e))
         raise HTTPError(500, str(e)) from None

@@ -148,7 +148,8 @@ def test_nothing_declared_starts_nothing(launcher: Launcher) -> None:
         (
             {"OLLAMA_PRELOAD_MODELS": "llama3.2?bogus=1"},
             "OLLAMA_PRELOAD_MODELS entry 'llama3.2?bogus=1': unknown parameter 'bogus' (allowed: "
-            "keep_alive, kind, num_ctx, num_batch, num_gpu, num_thread, main_gpu, use_mmap)",
+            "keep_alive, kind, insecure, num_ctx, num_batch, num_gpu, num_thread, main_gpu, "
+            "use_mmap)",
         ),
         (
             {"OLLAMA_HOST": "127.0.0.1:99999"},
