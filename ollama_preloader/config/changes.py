@@ -27,10 +27,18 @@ def reload_needed(old: ModelSpec, new: ModelSpec) -> bool:
     return load_request(old) != load_request(new)
 
 
+def repull_needed(old: ModelSpec, new: ModelSpec) -> bool:
+    """The same model with another pull request (`insecure`): a registry failure may be fixed by
+    it, so a failed pull is tried again at once; a loaded model is left as it is."""
+    return old.insecure != new.insecure
+
+
 def describe_parameters(spec: ModelSpec) -> str:
     """`keep_alive=1h num_ctx=8192`, or `defaults` for a bare name (pinned, server options)."""
     parts = [] if spec.pinned else [f"keep_alive={format_seconds(spec.keep_alive)}"]
     parts += [f"{key}={str(value).lower()}" for key, value in spec.options]
+    if spec.insecure:
+        parts.append("insecure=true")
     if spec.kind is not None:
         parts.append(f"kind={spec.kind.value}")
     return " ".join(parts) or "defaults"
@@ -57,13 +65,16 @@ class ModelSetDiff:
     removed: tuple[ModelSpec, ...]
     changed: tuple[Changed, ...]
     unchanged: tuple[ModelSpec, ...]
+    pull_changed: tuple[Changed, ...]  # among `unchanged`: only how it is pulled differs
     reordered: bool
     new: tuple[ModelSpec, ...]
 
     @property
     def empty(self) -> bool:
         """Nothing for the supervisor to do (comments, blank lines or spellings changed)."""
-        return not (self.added or self.removed or self.changed or self.reordered)
+        return not (
+            self.added or self.removed or self.changed or self.reordered or self.pull_changed
+        )
 
     def summary(self) -> str:
         """One human line for the `config.reloaded` event."""
@@ -76,6 +87,8 @@ class ModelSetDiff:
             parts.append("removed " + ", ".join(s.display for s in self.removed))
         if self.changed:
             parts.append("changed " + ", ".join(c.describe() for c in self.changed))
+        if self.pull_changed:
+            parts.append("pull settings of " + ", ".join(c.describe() for c in self.pull_changed))
         if self.reordered:
             parts.append("new order " + ", ".join(s.display for s in self.new))
         if self.unchanged:
@@ -88,6 +101,7 @@ class ModelSetDiff:
             "added": [s.display for s in self.added],
             "removed": [s.display for s in self.removed],
             "changed": [c.new.display for c in self.changed],
+            "pull_changed": [c.new.display for c in self.pull_changed],
             "reordered": self.reordered,
             "models": len(self.new),
         }
@@ -109,6 +123,9 @@ def diff_models(old: Sequence[ModelSpec], new: Sequence[ModelSpec]) -> ModelSetD
         if s.key in before and reload_needed(before[s.key], s)
     )
     unchanged = tuple(s for s in new if s.key in before and not reload_needed(before[s.key], s))
+    pull_changed = tuple(
+        Changed(before[s.key], s) for s in unchanged if repull_needed(before[s.key], s)
+    )
     kept_before = [s.key for s in old if s.key in after]
     kept_after = [s.key for s in new if s.key in before]
     return ModelSetDiff(
@@ -116,6 +133,7 @@ def diff_models(old: Sequence[ModelSpec], new: Sequence[ModelSpec]) -> ModelSetD
         removed=removed,
         changed=changed,
         unchanged=unchanged,
+        pull_changed=pull_changed,
         reordered=kept_before != kept_after,
         new=tuple(new),
     )

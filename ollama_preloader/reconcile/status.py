@@ -10,7 +10,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from ollama_preloader import __version__
-from ollama_preloader.config.changes import reload_needed
+from ollama_preloader.config.changes import reload_needed, repull_needed
 from ollama_preloader.config.modelspec import ModelKind, ModelSpec
 from ollama_preloader.ollama import psformat
 
@@ -130,6 +130,11 @@ class ModelStatus:
         fit now), and the context length recorded for the drift warning.
         """
         old, self.spec = self.spec, spec
+        if repull_needed(old, spec) and self.state == State.FAILED and not self.present:
+            # `?insecure=true` added to an entry whose pull the registry refused: pull it now,
+            # not after the registry failure's ten-minute wait.
+            self.state, self.reason = State.PENDING, None
+            self.failures, self.retry_at = 0, 0.0
         if not reload_needed(old, spec):
             return
         self.respec = True

@@ -125,3 +125,25 @@ def test_a_wrong_ssl_cert_file_is_exit_2_before_anything_starts(launcher: Launch
         "certificate, or unset it"
     ]
     assert not Path(env["FAKE_OLLAMA_LOG"]).exists()
+
+
+def test_adding_insecure_to_the_models_file_pulls_at_once(launcher: Launcher) -> None:
+    """The fix the failure names, made live: `?insecure=true` added to the models file retries
+    the refused pull now (not after its ten-minute wait), and the model is pinned."""
+    models = launcher.tmp / "models.txt"
+    models.write_text(f"{PLAIN}\nllama3.2\n")
+    env = registry_env(launcher, "", PRELOADER_MODELS_FILE=str(models))
+    run = launcher.start(env=env)
+    failed = run.wait_event("model.failed", model=f"{PLAIN}:latest")
+    assert failed["retry_in"] == 600
+    run.wait_event("model.pinned", model="llama3.2:latest")
+
+    models.write_text(f"{PLAIN}?insecure=true\nllama3.2\n")
+    reloaded = run.wait_event("config.reloaded")
+    assert reloaded["pull_changed"] == [f"{PLAIN}:latest"]
+    assert reloaded["changed"] == []
+    run.wait_event("model.pinned", model=f"{PLAIN}:latest")
+
+    assert [p.get("insecure") for p in pulls_of(run.requests("/api/pull"), PLAIN)] == [False, True]
+    assert run.count_events("model.pinned", model="llama3.2:latest") == 1  # never reloaded
+    assert run.stop() == 0

@@ -109,6 +109,21 @@ def test_an_unchanged_failed_model_keeps_its_backoff() -> None:
     assert big.retry_at > 0
 
 
+def test_insecure_added_retries_a_refused_pull_at_once() -> None:
+    """The registry refused the pull (plain HTTP): `?insecure=true` makes it pending again, with
+    no reload mark; a model on disk that failed to load keeps its backoff."""
+    b = Board.for_specs(specs("a,b"))
+    a, bb = b.models
+    a.present, bb.present = False, True
+    a.fail("the registry speaks plain HTTP", retry_in=600)
+    bb.fail("load failed", retry_in=600)
+    b.redeclare(specs("a?insecure=true,b?insecure=true"))
+    assert (a.state, a.reason, a.failures, a.retry_at) == (State.PENDING, None, 0, 0.0)
+    assert not a.respec
+    assert a.spec.insecure
+    assert (bb.state, bb.failures) == (State.FAILED, 1)
+
+
 def test_kind_follows_the_entry() -> None:
     """A kind the old entry declared is dropped with it (to be detected); a new one applies;
     a detected kind stays when neither entry declares one."""

@@ -42,9 +42,21 @@ def test_added_and_removed() -> None:
         "added": ["d:latest"],
         "removed": ["a:latest", "c:latest"],
         "changed": [],
+        "pull_changed": [],
         "reordered": False,
         "models": 2,
     }
+
+
+def test_insecure_changes_the_pull_not_the_load() -> None:
+    """`?insecure=true` added: no reload (unchanged), but a pull change the event names."""
+    d = diff_models(specs("a,b"), specs("a?insecure=true,b"))
+    assert d.changed == ()
+    assert names(d.unchanged) == ["a:latest", "b:latest"]
+    assert [c.new.display for c in d.pull_changed] == ["a:latest"]
+    assert not d.empty
+    assert d.summary() == "pull settings of a:latest (insecure=true, was defaults); 2 unchanged"
+    assert d.fields()["pull_changed"] == ["a:latest"]
 
 
 def test_changed_options_keep_alive_and_kind() -> None:
