@@ -11,8 +11,12 @@ from .routes_control import h_fake_crash, h_fake_evict, h_fake_state
 from .routes_inference import h_chat, h_embed, h_embeddings, h_generate
 from .routes_models import h_copy, h_delete, h_ps, h_pull, h_show, h_tags
 
+# Handler is imported for annotations only, here and in the routes_* modules: httpd imports
+# this table, so a runtime import back would be a cycle.
 if TYPE_CHECKING:
     from .httpd import Handler
+
+Route = Callable[["Handler"], None]
 
 
 def h_root(h: Handler) -> None:
@@ -34,9 +38,6 @@ def h_status(h: Handler) -> None:
 def h_not_supported(h: Handler) -> None:
     """Known Ollama endpoints the fake does not implement."""
     raise HTTPError(500, "not supported by the fake ollama server")
-
-
-Route = Callable[["Handler"], None]
 
 
 ROUTES: dict[str, dict[str, Route]] = {
