@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 
-from fake_ollama.server import Handler
+from fake_ollama.httpd import Handler
 
 
 def test_accepted_connections_disable_nagle() -> None:
