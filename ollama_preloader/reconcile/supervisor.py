@@ -28,6 +28,7 @@ from ollama_preloader.reconcile.pulling import PullQueue
 from ollama_preloader.reconcile.retry import fail
 from ollama_preloader.reconcile.status import Board
 from ollama_preloader.server.base import Server
+from ollama_preloader.server.runners import RunnerExit
 
 log = get_logger()
 
@@ -56,6 +57,7 @@ class Supervisor:
             self.board,
             read_ps=self.observer.read_ps,
             store_changed=self.observer.store_changed,
+            runners=server.runners,
         )
         self.pulls = PullQueue(
             settings,
@@ -97,6 +99,7 @@ class Supervisor:
         async with asyncio.TaskGroup() as tg:
             tasks = [
                 tg.create_task(self._guard(lambda: self.server.supervise(self))),
+                tg.create_task(self._guard(lambda: self.server.watch_runners(self))),
                 tg.create_task(self._guard(self._reconcile_loop)),
                 tg.create_task(self._guard(self.pulls.run)),
             ]
@@ -163,6 +166,11 @@ class Supervisor:
 
     def server_restarted(self) -> None:
         self.board.server_restarts += 1
+
+    def runner_exited(self, exit_: RunnerExit) -> None:
+        """Judged at once: a dead runner is reloaded within 2 s, before a client finds it."""
+        self.observer.runner_exited(exit_)
+        self._wake.set()
 
     async def server_ready(self, elapsed: float, *, first: bool) -> None:
         """Ollama answers: say which version, re-read the store, let the reconcile loop run."""
