@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable
 from typing import TypeVar
 
@@ -48,6 +49,7 @@ async def note_loaded(api: OllamaAPI, status: ModelStatus, *, with_options: bool
         return
     status.size, status.size_vram = entry.size, entry.size_vram
     status.context_length, status.expires_at = entry.context_length, entry.expires_at
+    status.listed_at = time.monotonic()  # runner start lines before this were our own load's
     if entry.context_length is not None:
         status.loaded_context, status.context_load = entry.context_length, status.loads
         status.drift_context = None

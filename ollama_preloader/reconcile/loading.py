@@ -188,7 +188,7 @@ class Loader:
             log.debug("model.refresh", msg=f"Refreshing {spec.display}", model=spec.display)
         else:
             if action.kind == ActionKind.REPIN:
-                log_unpinned(status)
+                log_unpinned(status, {r.pid for r in self.runners.current()})
             status.state = State.LOADING
             log.info(
                 "model.loading",
@@ -446,14 +446,20 @@ def report_exit(
     )
 
 
-def log_unpinned(status: ModelStatus) -> None:
-    """`model.unpinned`, saying what was seen: a new runner, another context, the expiry."""
+def log_unpinned(status: ModelStatus, live: set[int]) -> None:
+    """`model.unpinned`, saying what was seen: a new runner, another context, the expiry.
+
+    `live` are the runner pids alive now (none in `watch`, where only /api/ps shows).
+    """
     spec = status.spec
     before = status.last_pinned
     seen: list[str] = []
     reloaded = False
-    if status.replaced is not None:
-        seen.append(f"its runner (pid {status.replaced.runner.pid}) had exited")
+    old = status.replaced.runner.pid if status.replaced is not None else None
+    if old is None and before is not None and before.pid and live and before.pid not in live:
+        old = before.pid  # gone, though the runner watch has not reported it yet
+    if old is not None:
+        seen.append(f"its runner (pid {old}) had exited")
         reloaded = True
     if before is not None and before.pid and status.runner_pid and before.pid != status.runner_pid:
         seen.append(f"a new runner (pid {status.runner_pid}, was {before.pid})")

@@ -34,6 +34,10 @@ from ollama_preloader.server.runners import RunnerExit, RunnerInfo, blob_name
 
 log = get_logger()
 
+# How long after Ollama's `starting llama-server` line for a model's file a model missing from
+# /api/ps counts as being reloaded, though its new runner was not seen yet.
+START_FRESH = 2.0
+
 
 class Observer:
     """The loop's eyes: what Ollama has on disk and loaded, and what that means per model."""
@@ -253,7 +257,7 @@ class Observer:
             if entry is not None:
                 status.replaced = exit_  # said when it is re-pinned (a client's request)
             log.debug(
-                "model.runner_replaced" if entry is not None else "model.runner_stopped",
+                "model.runner_gone",
                 msg=f"The runner of {status.spec.display} (pid {exit_.runner.pid}) exited; "
                 + ("another serves it now" if entry is not None else "Ollama unloaded it"),
                 model=status.spec.display,
@@ -277,7 +281,9 @@ class Observer:
             return False
         if any(r.blob == blob for r in runners):
             return True
-        return bool(self.server.runners.starts_since(blob, status.listed_at))
+        # A start line alone (its runner not seen yet) counts only while it is fresh.
+        since = max(status.listed_at, time.monotonic() - START_FRESH)
+        return bool(self.server.runners.starts_since(blob, since))
 
     def _follow_client_reload(
         self,
