@@ -330,12 +330,13 @@ class RunnerWatch(NoRunners):
         """
         fast_until = 0.0
         while True:
-            self._started.clear()
             for exit_ in self.scan()[1]:
                 report(exit_)
             fast = time.monotonic() < fast_until
             with contextlib.suppress(TimeoutError):
+                # Cleared only once seen: a line relayed before this wait still counts.
                 await asyncio.wait_for(
                     self._started.wait(), timeout=FAST_POLL if fast else RUNNER_POLL
                 )
+                self._started.clear()
                 fast_until = time.monotonic() + 1.0
