@@ -253,12 +253,13 @@ class RunnerWatch(NoRunners):
                     gone.append(RunnerExit(self._live.pop(pid), status, now))
                 continue
             alive.add(pid)
-            if pid not in self._live:
-                argv = _command(pid)
-                if not argv:
-                    continue
-                blob, context = parse_command(argv)
-                self._live[pid] = RunnerInfo(pid, blob, context)
+            known = self._live.get(pid)
+            if known is None or known.blob is None:
+                # Between fork and exec a child still shows `ollama serve`'s command line:
+                # look again until it names its model file.
+                described = self._describe(pid)
+                if described is not None:
+                    self._live[pid] = described
         for pid in [p for p in self._live if p not in alive]:
             gone.append(RunnerExit(self._live.pop(pid), None, now))
         return list(self._live.values()), gone
@@ -271,9 +272,13 @@ class RunnerWatch(NoRunners):
             info
             for pid in pids
             if zombie_status(pid) is None
-            for info in [self._live.get(pid) or self._describe(pid)]
+            for info in [self._known(pid)]
             if info is not None
         ]
+
+    def _known(self, pid: int) -> RunnerInfo | None:
+        known = self._live.get(pid)
+        return known if known is not None and known.blob is not None else self._describe(pid)
 
     def _describe(self, pid: int) -> RunnerInfo | None:
         argv = _command(pid)
