@@ -171,8 +171,11 @@ class Observer:
         """Apply one look at /api/ps to each declared model: pinned, evicted, warnings."""
         now = datetime.now(UTC)
         mono = time.monotonic()
-        runners = self.server.runners.current()
         exits, self.exits = self._exits_to_judge()
+        # A fresh look at the processes only when something left or exited (it costs /proc
+        # reads); the pids said in messages come from the watch's last look.
+        missing = any(find_loaded(m, loaded) is None for m in self.board.models)
+        runners = self.server.runners.current() if exits or missing else self.server.runners.known()
         keys = set()
         for status in self.board.models:
             entry = find_loaded(status, loaded)

@@ -11,7 +11,6 @@ starts and the exit status it finds. `watch` has no process view: `NoRunners` kn
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import os
 import re
@@ -29,7 +28,7 @@ log = get_logger()
 
 # One look costs a directory listing and a few small reads of /proc (idle CPU: well under 0.1 %
 # of a core); a dead runner is noticed within this, and repaired within 2 s.
-RUNNER_POLL = 0.5
+RUNNER_POLL = 1.0
 # While deciding whether a model that left /api/ps is being reloaded (by a client) or evicted:
 # Ollama stops the old runner and starts the new one within milliseconds of each other.
 FAST_POLL = 0.02
@@ -191,6 +190,9 @@ class NoRunners:
     def current(self) -> list[RunnerInfo]:
         return []
 
+    def known(self) -> list[RunnerInfo]:
+        return []
+
     def starts_since(self, blob: str | None, since: float) -> list[int | None]:
         return []
 
@@ -276,6 +278,10 @@ class RunnerWatch(NoRunners):
             if info is not None
         ]
 
+    def known(self) -> list[RunnerInfo]:
+        """The live runners as of the watch's last look (no look now)."""
+        return list(self._live.values())
+
     def _known(self, pid: int) -> RunnerInfo | None:
         known = self._live.get(pid)
         return known if known is not None and known.blob is not None else self._describe(pid)
@@ -308,8 +314,7 @@ class RunnerWatch(NoRunners):
             if left <= 0:
                 return False
             self._line_seen.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._line_seen.wait(), timeout=min(FAST_POLL, left))
+            await _wait(self._line_seen, min(FAST_POLL, left))
 
     async def exit_status(self, since: float, within: float) -> ExitStatus | None:
         """The exit status Ollama logs (after `since`) when a request finds its runner dead."""
@@ -322,8 +327,7 @@ class RunnerWatch(NoRunners):
             if left <= 0:
                 return None
             self._line_seen.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._line_seen.wait(), timeout=left)
+            await _wait(self._line_seen, left)
 
     # ----- the task -------------------------------------------------------------------------
 
@@ -338,10 +342,21 @@ class RunnerWatch(NoRunners):
             for exit_ in self.scan()[1]:
                 report(exit_)
             fast = time.monotonic() < fast_until
-            with contextlib.suppress(TimeoutError):
-                # Cleared only once seen: a line relayed before this wait still counts.
-                await asyncio.wait_for(
-                    self._started.wait(), timeout=FAST_POLL if fast else RUNNER_POLL
-                )
+            # Cleared only once seen: a line relayed before this wait still counts.
+            if await _wait(self._started, FAST_POLL if fast else RUNNER_POLL):
                 self._started.clear()
                 fast_until = time.monotonic() + 1.0
+
+
+async def _wait(event: asyncio.Event, seconds: float) -> bool:
+    """Wait for `event` at most `seconds`; True if it was set.
+
+    Not `asyncio.wait_for`: on Python 3.11 it can swallow a cancellation that arrives as the
+    wait ends, and this runs in loops many times a second, so a stop could hang on it.
+    """
+    try:
+        async with asyncio.timeout(seconds):
+            await event.wait()
+    except TimeoutError:
+        return False
+    return True
