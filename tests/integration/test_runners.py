@@ -155,7 +155,7 @@ def test_dead_runner_reloaded_by_a_client_is_reported_as_what_was_seen(
     run.wait_all_pinned()
     for _ in range(5):
         # The client usually wins (its request follows the kill at once; the watch looks
-        # every 0.5 s). When the supervisor wins, it repairs the model first: try again.
+        # every second). When the supervisor wins, it repairs the model first: try again.
         exits = run.count_events("model.runner_exited")
         crashed = run.http("POST", "/_fake/crash_runner", {"model": "llama3.2"})["killed_pid"]
         client(run)

@@ -126,7 +126,7 @@ def test_dead_runner_replaced_by_a_client_is_reported_as_seen(real: RealLauncher
         (runner,) = real.runners()
         exits = run.count_events("model.runner_exited")
         os.kill(runner, signal.SIGKILL)
-        generate(run, chat)  # at once: the runner watch looks every 0.5 s
+        generate(run, chat)  # at once: the runner watch looks every second
         run.wait_for(functools.partial(repinned_or_repaired, run, exits), "an answer to it")
         if run.count_events("model.unpinned"):
             break
