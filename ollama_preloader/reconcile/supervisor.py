@@ -180,6 +180,7 @@ class Supervisor:
         self.board.server_up = True
         self._ready.set()
         self.observer.store_changed()
+        self.observer.exits.clear()  # runners of an earlier serve went with it: no crash
         self._wake.set()
         log.info(
             "server.ready",
