@@ -98,12 +98,17 @@ def watch(env_file: EnvFile = Path(".env")) -> None:
 
     settings = _settings(env_file)
     from ollama_preloader.reconcile.supervisor import Supervisor
-    from ollama_preloader.server.remote import RemoteServer, check_sidecar_settings
+    from ollama_preloader.server.remote import (
+        RemoteServer,
+        check_sidecar_settings,
+        sidecar_settings,
+    )
 
     try:
         check_sidecar_settings(settings)
     except ConfigError as exc:
         raise _fail(str(exc), EXIT_CONFIG) from None
+    settings = sidecar_settings(settings)
     configure(settings.log_level, settings.log_format)
     _run_to_exit(Supervisor(settings, RemoteServer(settings), env_file=env_file).run())
 

@@ -2,17 +2,22 @@
 the one the supervisor loaded, because a client reloaded it with its own `num_ctx`.
 
 Ollama reloads a model whenever a request's runner options differ (ollama-behaviour.md §7.4),
-so a client and the preload list that disagree on num_ctx reload each other, forever. The
-warning names the model, both values and the fix, once per change rather than every cycle.
+so a client and the preload list that disagree on num_ctx reload each other, forever. An entry
+that sets runner options wins (the supervisor loads its own back), and the warning names the
+model, both values and the fix, once per change rather than every cycle. An entry without
+runner options leaves them to the clients: the model is kept as the last client loaded it, and
+nobody fights (`adopts_context`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable
 from typing import TypeVar
 
+from ollama_preloader.config.modelspec import ModelSpec
 from ollama_preloader.errors import OllamaAPIError
 from ollama_preloader.observe.logs import get_logger
 from ollama_preloader.ollama.api import OllamaAPI
@@ -23,7 +28,12 @@ log = get_logger()
 T = TypeVar("T")
 
 
-async def note_loaded(api: OllamaAPI, status: ModelStatus) -> None:
+def adopts_context(spec: ModelSpec) -> bool:
+    """An entry without runner options: re-pin whatever runner a client left, as it is."""
+    return not spec.options_dict()
+
+
+async def note_loaded(api: OllamaAPI, status: ModelStatus, *, with_options: bool = True) -> None:
     """Right after one of the supervisor's loads, record the context length it got (and the
     runner's size and expiry, so `status` shows them at once, not a cycle later).
 
@@ -39,9 +49,12 @@ async def note_loaded(api: OllamaAPI, status: ModelStatus) -> None:
         return
     status.size, status.size_vram = entry.size, entry.size_vram
     status.context_length, status.expires_at = entry.context_length, entry.expires_at
+    status.listed_at = time.monotonic()  # runner start lines before this were our own load's
     if entry.context_length is not None:
         status.loaded_context, status.context_load = entry.context_length, status.loads
         status.drift_context = None
+        if not with_options:
+            status.default_context = entry.context_length  # what "no num_ctx" gives here
 
 
 async def watching_context(
@@ -69,21 +82,33 @@ async def watching_context(
         task.cancel()  # only has an effect when we are cancelled ourselves
 
 
-def check_context(status: ModelStatus, observed: int | None) -> int | None:
+def check_context(status: ModelStatus, observed: int | None, *, adopt: bool = False) -> int | None:
     """Record or compare the context length /api/ps shows for a loaded model.
 
     The first look after each of the supervisor's own loads records the value it loaded with,
-    unless note_loaded already did.
+    unless note_loaded already did; with `adopt` (an entry without runner options) every look
+    does, since what a client loaded is what the model is kept with.
     Later looks that show another value are a drift: the first look at each new value logs
     `model.context_drift` and returns the value the supervisor loaded; otherwise None.
     """
     if observed is None or status.state not in READY_STATES:
         return None
-    if status.context_load != status.loads:
+    if adopt or status.context_load != status.loads:
         status.loaded_context, status.context_load = observed, status.loads
         status.drift_context = None
         return None
     return _compare(status, observed)
+
+
+def note_runner_start(status: ModelStatus, context: int | None) -> None:
+    """Ollama started a runner for this model's file with `context` (its log line, `run`).
+
+    The real server answers a small model within milliseconds, so a client's runner may be
+    replaced by the supervisor's own before any look at /api/ps lists it: its start line is
+    where the client's context length shows. Only entries that set options fight for them.
+    """
+    if context is not None and not adopts_context(status.spec):
+        _compare(status, context)
 
 
 def _compare(status: ModelStatus, observed: int) -> int | None:

@@ -8,10 +8,13 @@ evicted by it, and capacity.py decides which one gives way. Failures are retried
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import math
 import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
 
 from ollama_preloader.config.durations import format_seconds
 from ollama_preloader.config.modelspec import ModelKind
@@ -27,12 +30,21 @@ from ollama_preloader.observe.logs import get_logger
 from ollama_preloader.observe.summary import note_all_ready
 from ollama_preloader.ollama.api import LoadedModel, OllamaAPI
 from ollama_preloader.reconcile import capacity
-from ollama_preloader.reconcile.drift import note_loaded, watching_context
+from ollama_preloader.reconcile.drift import adopts_context, note_loaded, watching_context
+from ollama_preloader.reconcile.observation import mark_client_reload
 from ollama_preloader.reconcile.plan import Action, ActionKind, find_loaded
 from ollama_preloader.reconcile.retry import backoff_seconds, fail
-from ollama_preloader.reconcile.status import READY_STATES, Board, ModelStatus, State
+from ollama_preloader.reconcile.status import READY_STATES, Board, ModelStatus, Seen, State
+from ollama_preloader.server.runners import UNKNOWN, ExitStatus, NoRunners, RunnerExit, blob_name
 
 log = get_logger()
+
+# Before loading back a model that left /api/ps with no runner left: how long a new runner
+# for its file may take to appear (a client's reload stops the old runner and starts the new
+# one within milliseconds). Only `run` waits: `watch` cannot see runners.
+RELOAD_GRACE = 0.15
+# How long a reload of a dead runner waits for Ollama's line with its exit status.
+EXIT_LINE_WAIT = 2.0
 
 
 class Loader:
@@ -46,10 +58,13 @@ class Loader:
         *,
         read_ps: Callable[[], Awaitable[list[LoadedModel]]],
         store_changed: Callable[[], None],
+        runners: NoRunners | None = None,
     ) -> None:
         self.settings = settings
         self.api = api
         self.board = board
+        self.runners = runners or NoRunners()  # the server's runner processes, if visible
+        self._exits_reported: set[int] = set()  # runner pids whose exit was logged
         self._read_ps = read_ps  # /api/ps as the loop reads it (shared runners resolved)
         self._store_changed = store_changed  # the model is gone from disk: read /api/tags again
 
@@ -58,6 +73,7 @@ class Loader:
             return status.kind
         details = await self.api.show(status.spec.name)
         status.kind, status.blob = details.kind, details.blob
+        status.trained_context = details.context_length
         log.info(
             "model.kind",
             msg=f"{status.spec.display} is a {status.kind.value} model",
@@ -67,17 +83,21 @@ class Loader:
         )
         return status.kind
 
-    async def _send_load(self, status: ModelStatus, kind: ModelKind) -> None:
+    async def _send_load(
+        self, status: ModelStatus, kind: ModelKind, options: dict[str, Any]
+    ) -> None:
         spec = status.spec
         if kind == ModelKind.EMBEDDING:
-            await self.api.load_embedding(spec.name, spec.keep_alive_value, spec.options_dict())
+            await self.api.load_embedding(spec.name, spec.keep_alive_value, options)
         else:
-            await self.api.load_completion(spec.name, spec.keep_alive_value, spec.options_dict())
+            await self.api.load_completion(spec.name, spec.keep_alive_value, options)
 
-    async def _send_load_detecting(self, status: ModelStatus, kind: ModelKind) -> ModelKind:
+    async def _send_load_detecting(
+        self, status: ModelStatus, kind: ModelKind, options: dict[str, Any]
+    ) -> ModelKind:
         spec = status.spec
         try:
-            await self._send_load(status, kind)
+            await self._send_load(status, kind, options)
         except NotSupported:
             if spec.kind is not None or kind == ModelKind.EMBEDDING:
                 raise
@@ -90,8 +110,53 @@ class Loader:
                 kind=kind.value,
                 source="generate refused",
             )
-            await self._send_load(status, kind)
+            await self._send_load(status, kind, options)
         return kind
+
+    async def _request(
+        self,
+        status: ModelStatus,
+        kind: ModelKind,
+        options: dict[str, Any],
+        dead: RunnerExit | None,
+    ) -> ModelKind:
+        """The load request, watched for a client's context; for a dead runner, the exit
+        status Ollama logs once the request finds it, reported as `model.runner_exited`."""
+        sent = time.monotonic()
+        load = asyncio.ensure_future(
+            watching_context(
+                self.api,
+                status,
+                self._send_load_detecting(status, kind, options),
+                self.settings.watch_interval,
+            )
+        )
+        try:
+            if dead is not None and dead.runner.pid not in self._exits_reported:
+                shown = dead.status or await self.runners.exit_status(sent, EXIT_LINE_WAIT)
+                self._exits_reported.add(dead.runner.pid)
+                report_exit(status, dead, shown or UNKNOWN, sent - dead.at)
+            return await load
+        finally:
+            load.cancel()  # only has an effect when we are cancelled ourselves
+
+    def _options(self, status: ModelStatus, action: Action) -> dict[str, Any]:
+        """The entry's options; for an entry without any, the context the runner there runs
+        with, so that re-pinning (or reloading a dead runner) never changes it.
+
+        num_ctx is left out when it is what no num_ctx gives: Ollama caps that default at the
+        model's own context length, and an explicit num_ctx of the capped value would differ
+        from the request the runner was loaded with (the real server then reloads it).
+        """
+        options = status.spec.options_dict()
+        keeps_runner = action.kind != ActionKind.LOAD or action.reason == "runner exited"
+        context = status.context_length
+        if options or not keeps_runner or context is None:
+            return options
+        default = status.default_context
+        if context == default or (default is None and context == status.trained_context):
+            return {}
+        return {"num_ctx": context}
 
     async def load(self, status: ModelStatus, action: Action) -> None:
         """Load, re-pin or refresh one model; each outcome leaves a state and one event."""
@@ -109,17 +174,21 @@ class Loader:
         except OllamaAPIError as exc:
             self._load_failed(status, f"could not inspect the model: {exc}")
             return
+        if (
+            action.kind == ActionKind.LOAD
+            and action.reason == "evicted"
+            and adopts_context(spec)
+            and await self.runners.appears(blob_name(status.blob), RELOAD_GRACE)
+        ):
+            mark_client_reload(status)  # a client's request is loading it: re-pin that one
+            return
+        options = self._options(status, action)
+        dead, status.dead_runner = status.dead_runner, None
         if refresh:
             log.debug("model.refresh", msg=f"Refreshing {spec.display}", model=spec.display)
         else:
             if action.kind == ActionKind.REPIN:
-                log.warning(
-                    "model.unpinned",
-                    msg=f"{spec.display} is loaded but no longer pinned (a client changed its "
-                    "keep_alive); pinning it again",
-                    model=spec.display,
-                    expires_at=status.expires_at.isoformat() if status.expires_at else None,
-                )
+                log_unpinned(status, {r.pid for r in self.runners.current()})
             status.state = State.LOADING
             log.info(
                 "model.loading",
@@ -128,16 +197,11 @@ class Loader:
                 model=spec.display,
                 kind=kind.value,
                 reason=action.reason,
-                options=spec.options_dict() or None,
+                options=options or None,
             )
         started = time.monotonic()
         try:
-            kind = await watching_context(
-                self.api,
-                status,
-                self._send_load_detecting(status, kind),
-                self.settings.watch_interval,
-            )
+            kind = await self._request(status, kind, options, dead)
         except ModelNotFound:
             # Deleted by hand since the last look: the next cycle pulls it (policy permitting).
             status.state, status.present = previous, False
@@ -148,7 +212,7 @@ class Loader:
             return
         except (OllamaUnavailable, ServerBusy) as exc:
             # Transient: Ollama is restarting or its queue is full. Try again soon.
-            status.state = previous
+            status.state, status.dead_runner = previous, dead
             status.failures += 1
             delay = backoff_seconds(
                 self.settings, status.failures, floor=self.settings.watch_interval
@@ -170,6 +234,7 @@ class Loader:
         now = time.monotonic()
         status.last_load_at = now
         status.reason, status.failures, status.retry_at = None, 0, 0.0
+        status.replaced = None
         status.state = State.PINNED if spec.pinned else State.LOADED
         if status.spec is spec:
             # Loaded with the entry in force; a reload during the load leaves the mark set,
@@ -184,10 +249,17 @@ class Loader:
                 seconds=round(elapsed, 3),
             )
             return
-        await self._loaded(status, action, kind, elapsed, now)
+        await self._loaded(status, action, kind, elapsed, now, options=options)
 
     async def _loaded(
-        self, status: ModelStatus, action: Action, kind: ModelKind, elapsed: float, now: float
+        self,
+        status: ModelStatus,
+        action: Action,
+        kind: ModelKind,
+        elapsed: float,
+        now: float,
+        *,
+        options: dict[str, Any],
     ) -> None:
         """A load (not a refresh) succeeded: count it, say so, then see what it cost."""
         spec = status.spec
@@ -196,7 +268,11 @@ class Loader:
         status.repins += action.kind == ActionKind.REPIN
         status.load_seconds, status.ever_loaded = elapsed, True
         status.load_durations.observe(elapsed)
-        await note_loaded(self.api, status)
+        await note_loaded(self.api, status, with_options="num_ctx" in options)
+        if spec.pinned:
+            blob = blob_name(status.blob)
+            pid = next((r.pid for r in self.runners.current() if r.blob == blob), None)
+            status.last_pinned = Seen(pid, status.context_length, status.expires_at)
         verb = "Re-pinned" if action.kind == ActionKind.REPIN else "Loaded"
         if spec.pinned and action.kind != ActionKind.REPIN:
             verb = "Loaded and pinned"
@@ -208,7 +284,7 @@ class Loader:
             seconds=round(elapsed, 3),
             reason=action.reason,
         )
-        if action.reason in ("evicted", "unpinned"):
+        if action.reason in ("evicted", "unpinned", "runner exited"):
             status.reload_times.append(now)
             if capacity.is_thrashing(status.reload_times, now):
                 status.reload_times.clear()
@@ -221,7 +297,7 @@ class Loader:
             and action.kind != ActionKind.REPIN
             and status.state == State.PINNED
         ):
-            await self._warm_up(status, kind)
+            await self._warm_up(status, kind, options)
         note_all_ready(self.board)
 
     async def _evicted_by(self, status: ModelStatus) -> tuple[list[ModelStatus], int] | None:
@@ -300,7 +376,7 @@ class Loader:
         status.capacity_loaded = runners
         fail(status, reason, retry_in, summary=f"{status.spec.display} gives way")
 
-    async def _warm_up(self, status: ModelStatus, kind: ModelKind) -> None:
+    async def _warm_up(self, status: ModelStatus, kind: ModelKind, options: dict[str, Any]) -> None:
         """One tiny request so the first real one does not pay first-token costs.
 
         It sends the load's keep_alive and options unchanged (a different runner option would
@@ -310,11 +386,9 @@ class Loader:
         started = time.monotonic()
         try:
             if kind == ModelKind.EMBEDDING:
-                await self.api.warm_embedding(spec.name, spec.keep_alive_value, spec.options_dict())
+                await self.api.warm_embedding(spec.name, spec.keep_alive_value, options)
             else:
-                await self.api.warm_completion(
-                    spec.name, spec.keep_alive_value, spec.options_dict()
-                )
+                await self.api.warm_completion(spec.name, spec.keep_alive_value, options)
         except OllamaAPIError as exc:
             log.warning(
                 "model.warmup_failed",
@@ -354,3 +428,68 @@ def apply_explicit_limit(board: Board, settings: Settings) -> None:
     for status in over:
         # Ollama fixes the limit for the life of the process: no retry would succeed.
         fail(status, message, math.inf, summary=f"{status.spec.display} is not loaded")
+
+
+def report_exit(
+    status: ModelStatus, dead: RunnerExit, shown: ExitStatus, noticed_in: float
+) -> None:
+    """One `model.runner_exited`: the model, the runner's pid, and how it ended."""
+    spec = status.spec
+    how = shown.text if shown.text != "unknown" else "an unknown exit status"
+    log.warning(
+        "model.runner_exited",
+        msg=f"The runner of {spec.display} (pid {dead.runner.pid}) exited ({how}) while Ollama "
+        "still listed it; loading it again",
+        model=spec.display,
+        pid=dead.runner.pid,
+        status=shown.text,
+        signal=shown.signal,
+        exit_code=shown.code,
+        context=status.context_length,
+        reloaded_after=round(max(0.0, noticed_in), 3),
+    )
+
+
+def log_unpinned(status: ModelStatus, live: set[int]) -> None:
+    """`model.unpinned`, saying what was seen: a new runner, another context, the expiry.
+
+    `live` are the runner pids alive now (none in `watch`, where only /api/ps shows).
+    """
+    spec = status.spec
+    before = status.last_pinned
+    seen: list[str] = []
+    reloaded = False
+    old = status.replaced.runner.pid if status.replaced is not None else None
+    if old is None and before is not None and before.pid and live and before.pid not in live:
+        old = before.pid  # gone, though the runner watch has not reported it yet
+    if old is not None:
+        seen.append(f"its runner (pid {old}) had exited")
+        reloaded = True
+    if before is not None and before.pid and status.runner_pid and before.pid != status.runner_pid:
+        seen.append(f"a new runner (pid {status.runner_pid}, was {before.pid})")
+        reloaded = True
+    if before is not None and before.context and status.context_length != before.context:
+        seen.append(f"context length {status.context_length} (was {before.context})")
+        reloaded = True
+    if status.expires_at is not None:
+        left = (status.expires_at - datetime.now(UTC)).total_seconds()
+        seen.append(
+            f"it expires at {status.expires_at.astimezone(UTC):%H:%M:%S} UTC "
+            f"(in {format_seconds(max(0.0, round(left)))})"
+            + (", was Forever" if before is not None else "")
+        )
+    cause = "a client's request reloaded it" if reloaded else "a client changed its keep_alive"
+    keep = " as it is" if adopts_context(spec) else ""
+    log.warning(
+        "model.unpinned",
+        msg=f"{spec.display} is loaded but no longer pinned: {cause} ({'; '.join(seen)}); "
+        f"pinning it again{keep}",
+        model=spec.display,
+        cause="reloaded" if reloaded else "keep_alive",
+        seen=seen,
+        context=status.context_length,
+        previous_context=before.context if before else None,
+        pid=status.runner_pid,
+        previous_pid=before.pid if before else None,
+        expires_at=status.expires_at.isoformat() if status.expires_at else None,
+    )

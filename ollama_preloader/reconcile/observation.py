@@ -26,12 +26,17 @@ from ollama_preloader.observe.resources import (
 from ollama_preloader.observe.summary import note_all_ready
 from ollama_preloader.ollama.api import LoadedModel, LocalModel, OllamaAPI
 from ollama_preloader.reconcile import capacity
-from ollama_preloader.reconcile.drift import check_context
+from ollama_preloader.reconcile.drift import adopts_context, check_context, note_runner_start
 from ollama_preloader.reconcile.plan import find_loaded
-from ollama_preloader.reconcile.status import READY_STATES, Board, ModelStatus, State
+from ollama_preloader.reconcile.status import READY_STATES, Board, ModelStatus, Seen, State
 from ollama_preloader.server.base import Server
+from ollama_preloader.server.runners import RunnerExit, RunnerInfo, blob_name
 
 log = get_logger()
+
+# How long after Ollama's `starting llama-server` line for a model's file a model missing from
+# /api/ps counts as being reloaded, though its new runner was not seen yet.
+START_FRESH = 2.0
 
 
 class Observer:
@@ -49,6 +54,13 @@ class Observer:
         self._blobs: dict[tuple[str, str], str | None] = {}
         self._sizes_checked: tuple[ModelSize, ...] | None = None
         self._resources_warned: tuple[str, tuple[str, ...]] | None = None
+        self.exits: list[RunnerExit] = []  # runners gone since the last look (`run` only)
+        self._ps_read_at = 0.0  # when the /api/ps the next observe() gets was asked for
+        self._observed_at = time.monotonic()
+
+    def runner_exited(self, exit_: RunnerExit) -> None:
+        """The runner watch saw a runner exit: judged at the next look (supervisor wakes it)."""
+        self.exits.append(exit_)
 
     def declared_changed(self) -> None:
         """A live reload changed the declared set: read the store for the new models, and
@@ -78,7 +90,21 @@ class Observer:
 
     async def read_ps(self) -> list[LoadedModel]:
         """/api/ps, each runner with its model file when that is needed to match a model."""
-        return await self._with_blobs(await self.api.ps())
+        self._ps_read_at = time.monotonic()
+        loaded = await self.api.ps()
+        if self.exits:
+            await self._resolve_blobs()
+        return await self._with_blobs(loaded)
+
+    async def _resolve_blobs(self) -> None:
+        """A runner exited: the model file of each declared model names whose it was (models
+        declared with kind= skipped /api/show until now)."""
+        for status in self.board.models:
+            if status.blob is None and status.ever_loaded:
+                try:
+                    status.blob = (await self.api.show(status.spec.name)).blob
+                except OllamaAPIError:
+                    continue
 
     async def _with_blobs(self, loaded: list[LoadedModel]) -> list[LoadedModel]:
         """Fill in each runner's model file, but only when a declared model is not listed under
@@ -151,17 +177,38 @@ class Observer:
         """Apply one look at /api/ps to each declared model: pinned, evicted, warnings."""
         now = datetime.now(UTC)
         mono = time.monotonic()
+        exits, self.exits = self._exits_to_judge()
+        # A fresh look at the processes only when something left or exited (it costs /proc
+        # reads); the pids said in messages come from the watch's last look.
+        missing = any(find_loaded(m, loaded) is None for m in self.board.models)
+        runners = self.server.runners.current() if exits or missing else self.server.runners.known()
         keys = set()
         for status in self.board.models:
             entry = find_loaded(status, loaded)
+            blob = blob_name(status.blob)
             if entry is not None:
                 keys.add(entry.key)
                 self._observe_runner(status, entry, loaded)
                 status.size, status.size_vram = entry.size, entry.size_vram
                 status.context_length, status.expires_at = entry.context_length, entry.expires_at
-                check_context(status, entry.context_length)
+                status.listed_at = mono
+                status.runner_pid = next((r.pid for r in runners if r.blob == blob), None)
+                if status.state == State.PINNED and entry.is_pinned(now):
+                    status.last_pinned = Seen(
+                        status.runner_pid, entry.context_length, entry.expires_at
+                    )
+                check_context(status, entry.context_length, adopt=adopts_context(status.spec))
             else:
                 status.size = status.size_vram = status.context_length = status.expires_at = None
+                status.runner_pid = None
+            for started in self.server.runners.starts_since(blob, self._observed_at):
+                note_runner_start(status, started)
+            gone = [e for e in exits if blob is not None and e.runner.blob == blob]
+            if gone and self._judge_exit(status, entry, gone[-1], runners):
+                continue
+            if status.client_reload:
+                self._follow_client_reload(status, entry, now, runners)
+                continue
             if status.state in (State.PULLING, State.LOADING):
                 continue
             if status.retry_at > mono:
@@ -179,6 +226,9 @@ class Observer:
                         already=True,
                     )
             elif entry is None and status.state == State.PINNED:
+                if adopts_context(status.spec) and self._client_reloading(status, runners):
+                    mark_client_reload(status)
+                    continue
                 status.state, status.reason = State.EVICTED, "evicted"
                 log.warning(
                     "model.evicted",
@@ -188,8 +238,96 @@ class Observer:
                 )
         self.undeclared = [m for m in loaded if m.key not in keys]
         self.board.observed_restarts = self.board.server_restarts
+        self._observed_at = mono
         self._note_capacity_freed(len(loaded))
         note_all_ready(self.board)
+
+    def _exits_to_judge(self) -> tuple[list[RunnerExit], list[RunnerExit]]:
+        """(exits the /api/ps just read can judge, exits seen after it was asked for)."""
+        ready = [e for e in self.exits if e.at <= self._ps_read_at]
+        later = [e for e in self.exits if e.at > self._ps_read_at]
+        return ready, later
+
+    def _judge_exit(
+        self,
+        status: ModelStatus,
+        entry: LoadedModel | None,
+        exit_: RunnerExit,
+        runners: list[RunnerInfo],
+    ) -> bool:
+        """A runner of this model's file exited. A crash (Ollama still lists the model and no
+        other runner serves the file) is reloaded at once; True when it was one.
+
+        A runner that exits because Ollama unloaded the model (gone from /api/ps) or replaced
+        it (a new runner for the same file: a client's request found it dead, or reloaded it
+        with other options) is no crash.
+        """
+        blob = exit_.runner.blob
+        if entry is None or any(r.blob == blob for r in runners):
+            if entry is not None:
+                status.replaced = exit_  # said when it is re-pinned (a client's request)
+            log.debug(
+                "model.runner_gone",
+                msg=f"The runner of {status.spec.display} (pid {exit_.runner.pid}) exited; "
+                + ("another serves it now" if entry is not None else "Ollama unloaded it"),
+                model=status.spec.display,
+                pid=exit_.runner.pid,
+            )
+            return False
+        if entry.key != status.key or not status.spec.pinned:
+            return False  # served under another name: that name's entry reloads it
+        if status.state not in READY_STATES:
+            return False  # being pulled or loaded already
+        status.dead_runner = exit_
+        status.state, status.reason = State.LOADING, "runner exited"
+        note_all_ready(self.board)
+        return True
+
+    def _client_reloading(self, status: ModelStatus, runners: list[RunnerInfo]) -> bool:
+        """Left /api/ps, yet a runner for its file runs or Ollama just started one: a client's
+        request is reloading it (another num_ctx), not an eviction."""
+        blob = blob_name(status.blob)
+        if blob is None:
+            return False
+        if any(r.blob == blob for r in runners):
+            return True
+        # A start line alone (its runner not seen yet) counts only while it is fresh.
+        since = max(status.listed_at, time.monotonic() - START_FRESH)
+        return bool(self.server.runners.starts_since(blob, since))
+
+    def _follow_client_reload(
+        self,
+        status: ModelStatus,
+        entry: LoadedModel | None,
+        now: datetime,
+        runners: list[RunnerInfo],
+    ) -> None:
+        """Listed again: pinned already, or back to `pinned` so the plan re-pins it. Gone
+        without a runner: the client's load failed or stopped; load it as after an eviction."""
+        if entry is None:
+            if self._client_reloading(status, runners):
+                return
+            status.client_reload = False
+            status.state, status.reason = State.EVICTED, "evicted"
+            log.warning(
+                "model.evicted",
+                msg=f"{status.spec.display} was not reloaded by the client after all; "
+                "loading it again",
+                model=status.spec.display,
+            )
+            return
+        status.client_reload = False
+        status.state, status.reason = State.PINNED, None
+        if entry.is_pinned(now):
+            status.loaded_context, status.context_load = entry.context_length, status.loads
+            log.info(
+                "model.pinned",
+                msg=f"✓ {status.spec.display} was reloaded and pinned by a client's request "
+                f"(context length {entry.context_length}); kept as it is",
+                model=status.spec.display,
+                already=True,
+                context=entry.context_length,
+            )
 
     def _note_capacity_freed(self, runners: int) -> None:
         """A model that gave way is retried early once fewer runners are loaded than when it
@@ -265,3 +403,15 @@ class Observer:
                 gpu_free=sum(g.free for g in gpus) if gpus else None,
                 gpu_source=figures.gpu_source,
             )
+
+
+def mark_client_reload(status: ModelStatus) -> None:
+    """Wait for the client's runner instead of loading ours over it; re-pin it once listed."""
+    status.client_reload = True
+    status.state, status.reason = State.LOADING, "a client's request is reloading it"
+    log.info(
+        "model.client_reload",
+        msg=f"{status.spec.display} left /api/ps while a client's request reloads it; "
+        "waiting for that runner, to pin it as it is",
+        model=status.spec.display,
+    )

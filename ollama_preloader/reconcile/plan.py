@@ -51,6 +51,10 @@ def plan(
     """What to do this cycle, in priority order (the order of `models`)."""
     actions: list[Action] = []
     for status in models:
+        if status.dead_runner is not None and status.retry_at <= monotonic_now:
+            # Listed, but its runner is dead: the request makes Ollama start a new one.
+            actions.append(Action(ActionKind.LOAD, status.key, "runner exited"))
+            continue
         if status.state in (State.PULLING, State.LOADING):
             continue
         backing_off = status.retry_at > monotonic_now

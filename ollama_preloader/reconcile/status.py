@@ -18,6 +18,16 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from ollama_preloader.ollama.api import LoadedModel
+    from ollama_preloader.server.runners import RunnerExit
+
+
+@dataclass(frozen=True)
+class Seen:
+    """How a model's runner looked at one look: to say what changed when it is un-pinned."""
+
+    pid: int | None  # the runner process, when the server's processes can be seen (`run`)
+    context: int | None
+    expires_at: datetime | None
 
 
 class State(StrEnum):
@@ -106,6 +116,15 @@ class ModelStatus:
     context_load: int = -1  # the `loads` count when `loaded_context` was recorded
     drift_context: int | None = None  # the other context length last warned about
     context_drifts: int = 0
+    # Runner facts (server/runners.py; `run` only) and what became of them.
+    runner_pid: int | None = None  # the runner serving it at the last look
+    listed_at: float = 0.0  # monotonic time of the last look at /api/ps that listed it
+    last_pinned: Seen | None = None  # the runner at the last look that showed it pinned
+    dead_runner: RunnerExit | None = None  # its runner died and Ollama still lists it: reload
+    replaced: RunnerExit | None = None  # its runner died, and a client's request replaced it
+    client_reload: bool = False  # it left /api/ps because a client's request is reloading it
+    default_context: int | None = None  # context length of our load without options
+    trained_context: int | None = None  # the model's own context length (/api/show)
     # A live reload changed the entry's load request (keep_alive, options, kind): the runner
     # in memory was loaded with the old one, so the loop must load it again even though it is
     # listed, and clear this once that load succeeds.

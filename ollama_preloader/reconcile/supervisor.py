@@ -31,6 +31,7 @@ from ollama_preloader.reconcile.redeclare import Redeclarer
 from ollama_preloader.reconcile.retry import fail
 from ollama_preloader.reconcile.status import Board
 from ollama_preloader.server.base import Server
+from ollama_preloader.server.runners import RunnerExit
 
 log = get_logger()
 
@@ -69,6 +70,7 @@ class Supervisor:
             self.board,
             read_ps=self.observer.read_ps,
             store_changed=self.observer.store_changed,
+            runners=server.runners,
         )
         self.pulls = PullQueue(
             settings,
@@ -119,6 +121,7 @@ class Supervisor:
         async with asyncio.TaskGroup() as tg:
             tasks = [
                 tg.create_task(self._guard(lambda: self.server.supervise(self))),
+                tg.create_task(self._guard(lambda: self.server.watch_runners(self))),
                 tg.create_task(self._guard(self._reconcile_loop)),
                 tg.create_task(self._guard(self.pulls.run)),
                 tg.create_task(self._guard(lambda: self.source.run(self.changes.apply))),
@@ -189,6 +192,11 @@ class Supervisor:
     def server_restarted(self) -> None:
         self.board.server_restarts += 1
 
+    def runner_exited(self, exit_: RunnerExit) -> None:
+        """Judged at once: a dead runner is reloaded within 2 s, before a client finds it."""
+        self.observer.runner_exited(exit_)
+        self._wake.set()
+
     async def server_ready(self, elapsed: float, *, first: bool) -> None:
         """Ollama answers: say which version, re-read the store, let the reconcile loop run."""
         version = "unknown"
@@ -197,6 +205,7 @@ class Supervisor:
         self.board.server_up = True
         self._ready.set()
         self.observer.store_changed()
+        self.observer.exits.clear()  # runners of an earlier serve went with it: no crash
         self._wake.set()
         log.info(
             "server.ready",

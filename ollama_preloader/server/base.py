@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from ollama_preloader.config.profiles import ProfileResult
     from ollama_preloader.ollama.api import LoadedModel, OllamaAPI
     from ollama_preloader.reconcile.status import Board
+    from ollama_preloader.server.runners import NoRunners, RunnerExit
 
 
 class Link(Protocol):
@@ -35,6 +36,9 @@ class Link(Protocol):
     async def server_ready(self, elapsed: float, *, first: bool) -> None:
         """The server answers after `elapsed` seconds: re-read the store, run the loop."""
 
+    def runner_exited(self, exit_: RunnerExit) -> None:
+        """A runner process of the server exited: look at what it served, now."""
+
 
 class Server(Protocol):
     """An Ollama server the supervisor keeps models on."""
@@ -49,6 +53,10 @@ class Server(Protocol):
         """Its runner processes are ours to see (children of a serve we own)."""
 
     @property
+    def runners(self) -> NoRunners:
+        """Its runner processes, as far as we can see them (`watch`: not at all)."""
+
+    @property
     def profile(self) -> ProfileResult:
         """The performance profile applied to its environment."""
 
@@ -61,6 +69,9 @@ class Server(Protocol):
 
     async def supervise(self, link: Link) -> None:
         """A main-loop task: notice it going away and bring it back (or wait for it)."""
+
+    async def watch_runners(self, link: Link) -> None:
+        """A main-loop task: `link.runner_exited` for each runner that exits (if we can see)."""
 
     def liveness(self) -> str | None:
         """Why /livez fails because of the server, or None while it is up."""

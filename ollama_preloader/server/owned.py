@@ -17,6 +17,7 @@ from ollama_preloader.config.settings import Settings
 from ollama_preloader.errors import ServerError, ServerExited
 from ollama_preloader.observe.logs import get_logger
 from ollama_preloader.server.process import OllamaServer, force_exit, signal_name
+from ollama_preloader.server.runners import RunnerWatch
 
 if TYPE_CHECKING:
     from ollama_preloader.ollama.api import LoadedModel
@@ -41,6 +42,14 @@ class OwnedServer:
         self.profile = apply_profile(env, settings.profile, settings.quantization)
         self.environment = self.profile.env
         self.process: OllamaServer | None = None
+        self.runners = RunnerWatch(self._serve_pid)
+
+    def _serve_pid(self) -> int | None:
+        """The `ollama serve` running now; None between a crash and its restart."""
+        process = self.process
+        if process is None or process.returncode is not None:
+            return None
+        return process.pid
 
     async def start(self, link: Link, *, first: bool = True) -> None:
         """Spawn `ollama serve` and poll `GET /` until it answers (ServerError if it cannot)."""
@@ -48,6 +57,7 @@ class OwnedServer:
             self.settings.ollama_command,
             self.environment,
             quiet_polls=not self.settings.log_polls,
+            on_line=self.runners.on_line,
         )
         self.process = process
         await process.start()
@@ -96,6 +106,10 @@ class OwnedServer:
                 log.error("server.restart_failed", msg=str(exc))
             if link.stopping.is_set():
                 return
+
+    async def watch_runners(self, link: Link) -> None:
+        """Our serve's runners are our grandchildren: a dead one is seen within RUNNER_POLL."""
+        await self.runners.run(link.runner_exited)
 
     def liveness(self) -> str | None:
         if self.process is None or self.process.returncode is not None:

@@ -90,10 +90,19 @@ COMPUTE_MARKER = 'msg="inference compute"'
 class OllamaServer:
     """One run of `ollama serve`. Create a new one to restart."""
 
-    def __init__(self, command: str, env: Mapping[str, str], *, quiet_polls: bool = True) -> None:
+    def __init__(
+        self,
+        command: str,
+        env: Mapping[str, str],
+        *,
+        quiet_polls: bool = True,
+        on_line: Callable[[str], None] | None = None,
+    ) -> None:
         self.command = command
         self.env = dict(env)
         self.quiet_polls = quiet_polls
+        # Sees every relayed line: Ollama's runner starts and exit statuses (server/runners.py).
+        self.on_line = on_line
         self._proc: asyncio.subprocess.Process | None = None
         self._tail: deque[str] = deque(maxlen=TAIL_LINES)
         # Kept apart from the tail, which later output would push them out of.
@@ -161,6 +170,8 @@ class OllamaServer:
                 self._tail.append(text)
                 if COMPUTE_MARKER in text and len(self._compute) < 64:
                     self._compute.append(text)
+                if self.on_line is not None:
+                    self.on_line(text)
         if pending:
             with contextlib.suppress(OSError, ValueError):
                 terminal.relay(out, pending)

@@ -19,6 +19,7 @@ from ollama_preloader.observe.logs import get_logger
 from ollama_preloader.reconcile.retry import backoff_seconds
 from ollama_preloader.reconcile.status import READY_STATES
 from ollama_preloader.server.process import force_exit
+from ollama_preloader.server.runners import NoRunners
 
 if TYPE_CHECKING:
     from ollama_preloader.ollama.api import LoadedModel
@@ -31,6 +32,18 @@ WHAT_TO_CHECK = (
     "check that Ollama is running there (`systemctl status ollama`, or the desktop app) and "
     "that OLLAMA_HOST is the address it listens on"
 )
+
+
+# Without a process view a dead runner stays listed, and only a refresh (the same load request
+# again, a few milliseconds on a loaded model: README "Crashed runners") makes Ollama find it.
+WATCH_REFRESH_INTERVAL = 60.0
+
+
+def sidecar_settings(settings: Settings) -> Settings:
+    """`watch`'s own defaults: PRELOADER_REFRESH_INTERVAL 60 s unless the user set it."""
+    if "refresh_interval" in settings.model_fields_set:
+        return settings
+    return settings.model_copy(update={"refresh_interval": WATCH_REFRESH_INTERVAL})
 
 
 def check_sidecar_settings(settings: Settings) -> None:
@@ -70,6 +83,7 @@ class RemoteServer:
     """`watch`: a server someone else runs; wait for it whenever it is away."""
 
     can_see_runners = False  # its runners are another machine's, or another user's, processes
+    runners = NoRunners()
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -108,6 +122,9 @@ class RemoteServer:
             self._up = False
             self._seen_away = True
             await self.start(link, first=False)
+
+    async def watch_runners(self, link: Link) -> None:
+        """Nothing to watch: a dead runner there is found by the periodic refresh."""
 
     def liveness(self) -> str | None:
         """Live while the server it watches answers."""

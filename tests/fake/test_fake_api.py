@@ -261,7 +261,7 @@ def test_client_disconnect_aborts_load(make_fake: MakeFake) -> None:
             + f"Content-Length: {len(body)}\r\n\r\n".encode()
             + body
         )
-        fake.wait_for(lambda: "starting llama server" in fake.stderr_text(), what="load started")
+        fake.wait_for(lambda: "starting llama-server" in fake.stderr_text(), what="load started")
     fake.wait_for(lambda: fake.events("load_aborted"), what="load_aborted event")
     assert fake.ps() == []
     assert fake.state()["load_counts"] == {}

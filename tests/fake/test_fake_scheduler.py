@@ -248,7 +248,7 @@ def test_max_queue_busy(make_fake: MakeFake) -> None:
 
     first = threading.Thread(target=call, args=("llama3.2",))
     first.start()
-    fake.wait_for(lambda: "starting llama server" in fake.stderr_text(), what="load started")
+    fake.wait_for(lambda: "starting llama-server" in fake.stderr_text(), what="load started")
     rest = [threading.Thread(target=call, args=(m,)) for m in ("llama3.2:1b", "llama3.2:1b")]
     for t in rest:
         t.start()

@@ -657,7 +657,7 @@ class Scheduler:
                 _kill(proc)
                 return "error", SchedError(500, "server shutting down")
         self.log.slog_info(
-            "server.go:400", "starting llama server", cmd=" ".join(argv[3:]), pid=proc.pid
+            "llama_server.go:433", "starting llama-server", cmd=" ".join(argv[3:]), pid=proc.pid
         )
         fail = self.faults.take("load_fail", model.display, model=True)
         oom = self.faults.take("load_oom", model.display, model=True) is not None or (

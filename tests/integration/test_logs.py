@@ -139,19 +139,21 @@ def test_startup_summary_with_everything_on_disk(launcher: Launcher) -> None:
 
 
 def test_context_drift_is_warned_once_per_change(launcher: Launcher) -> None:
-    """A client reloads a pinned model with another num_ctx: one warning naming both values and
-    the fix, not one per cycle; a second, different change warns again."""
+    """An entry with num_ctx, a client reloads the model with another: one warning naming both
+    values and the fix, not one per cycle; a second, different change warns again. (An entry
+    without num_ctx is kept as the client loaded it: test_runners.py.)"""
     env = catalog_env(
         launcher,
         # Each generated token takes 0.1 s: the client's runner, with its context length, is
         # busy for a while, as a real generation keeps it.
         {"llama3.2:latest": model(size=2.0, token_seconds=0.1)},
-        OLLAMA_PRELOAD_MODELS="llama3.2",
+        OLLAMA_PRELOAD_MODELS="llama3.2?num_ctx=4096",
         FAKE_OLLAMA_PRESENT="llama3.2",
     )
     run = launcher.start(env=env)
     run.wait_all_pinned()
     ours = run.ps()[0]["context_length"]
+    assert ours == 4096
 
     def client(num_ctx: int, keep_alive: object) -> None:
         body = {

@@ -19,7 +19,7 @@ from ollama_preloader.ollama.host import parse_ollama_host
 from ollama_preloader.reconcile.status import State
 from ollama_preloader.reconcile.supervisor import Supervisor
 from ollama_preloader.server.owned import OwnedServer
-from ollama_preloader.server.remote import RemoteServer, check_sidecar_settings
+from ollama_preloader.server.remote import RemoteServer, check_sidecar_settings, sidecar_settings
 
 Handler = Callable[[httpx.Request], httpx.Response]
 
@@ -211,3 +211,16 @@ def test_the_two_servers_state_what_can_be_checked() -> None:
     assert remote.liveness() == (
         "Ollama at http://10.0.0.5:11434 is not answering; the sidecar waits for it"
     )
+
+
+def test_watch_refreshes_every_minute_unless_told_otherwise(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`watch` cannot see runners: its default refresh is 60 s; a value the user set wins."""
+    from ollama_preloader.config.settings import load_settings
+
+    monkeypatch.delenv("PRELOADER_REFRESH_INTERVAL", raising=False)
+    assert load_settings(None).refresh_interval == 300.0  # `run` keeps its default
+    assert sidecar_settings(load_settings(None)).refresh_interval == 60.0
+    monkeypatch.setenv("PRELOADER_REFRESH_INTERVAL", "5m")
+    assert sidecar_settings(load_settings(None)).refresh_interval == 300.0

@@ -1,0 +1,362 @@
+"""The runner processes of the `ollama serve` we own: which model file each serves, which exit.
+
+Ollama runs every loaded model as a `llama-server` child of `ollama serve`, started with
+`--model <store>/blobs/sha256-<hex>` and `-c <context × parallel> -np <parallel>`. When one dies,
+Ollama notices nothing until the next request for that model (it keeps listing it in /api/ps),
+so the supervisor watches the children itself: a cheap look at `/proc/<serve>/task/*/children`
+every RUNNER_POLL seconds, and Ollama's own log lines (relayed by process.py) for the runners it
+starts and the exit status it finds. `watch` has no process view: `NoRunners` knows nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import re
+import shlex
+import signal
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from ollama_preloader.observe.logs import get_logger
+
+log = get_logger()
+
+# One look costs a directory listing and a few small reads of /proc (idle CPU: well under 0.1 %
+# of a core); a dead runner is noticed within this, and repaired within 2 s.
+RUNNER_POLL = 1.0
+# While deciding whether a model that left /api/ps is being reloaded (by a client) or evicted:
+# Ollama stops the old runner and starts the new one within milliseconds of each other.
+FAST_POLL = 0.02
+START_LINES_KEPT = 64
+
+# Ollama's slog lines (v0.33 llama_server.go; older servers say "starting llama server").
+_START = re.compile(r'msg="starting llama[ -]server"')
+_CMD = re.compile(r'\bcmd="((?:[^"\\]|\\.)*)"')
+_GONE = re.compile(r'msg="llama-server process no longer running"')
+_SYS = re.compile(r"\bsys=(-?\d+)")
+_STRING = re.compile(r'\bstring="((?:[^"\\]|\\.)*)"')
+
+
+def blob_name(path: str | None) -> str | None:
+    """`sha256-<hex>` of a model file path: the same file whatever the path it is named by."""
+    if not path:
+        return None
+    name = Path(path).name
+    return name if name.startswith("sha256") else None
+
+
+@dataclass(frozen=True)
+class RunnerInfo:
+    """One runner process: its pid, its model file and the context length per request slot."""
+
+    pid: int
+    blob: str | None
+    context: int | None
+
+
+@dataclass(frozen=True)
+class ExitStatus:
+    """How a runner ended, as far as anything showed it."""
+
+    text: str  # `signal: killed`, `exit status 2`, or `unknown`
+    signal: str | None = None  # `SIGKILL`
+    code: int | None = None  # the exit code of a plain exit
+
+    @classmethod
+    def from_wait_status(cls, status: int) -> ExitStatus:
+        """From the wait status the kernel keeps for a zombie (/proc/<pid>/stat)."""
+        if os.WIFSIGNALED(status):
+            return cls.from_signal(os.WTERMSIG(status))
+        code = os.WEXITSTATUS(status)
+        return cls(f"exit status {code}", code=code)
+
+    @classmethod
+    def from_signal(cls, number: int) -> ExitStatus:
+        try:
+            name: str | None = signal.Signals(number).name
+        except ValueError:
+            name = None
+        text = (signal.strsignal(number) or f"signal {number}").lower()
+        return cls(f"signal: {text}", signal=name)
+
+
+UNKNOWN = ExitStatus("unknown")
+
+
+@dataclass(frozen=True)
+class RunnerExit:
+    """A runner that was seen alive and is gone: who it was and, if it showed, how it ended."""
+
+    runner: RunnerInfo
+    status: ExitStatus | None  # None: not seen yet (Ollama logs it at the next request)
+    at: float  # monotonic
+
+
+def parse_command(argv: Sequence[str]) -> tuple[str | None, int | None]:
+    """(model file, context per slot) from a llama-server command line."""
+    blob = total = None
+    parallel = 1
+    for flag, value in itertools.pairwise(argv):
+        if flag in ("--model", "-m"):
+            blob = blob_name(value)
+        elif flag in ("-c", "--ctx-size") and value.isdigit():
+            total = int(value)
+        elif flag in ("-np", "--parallel") and value.isdigit() and int(value) > 0:
+            parallel = int(value)
+    return blob, None if total is None else total // parallel
+
+
+def parse_start_line(line: str) -> tuple[str | None, int | None] | None:
+    """A `starting llama-server` line: (model file, context per slot); None for other lines."""
+    if not _START.search(line):
+        return None
+    found = _CMD.search(line)
+    if found is None:
+        return None
+    try:
+        argv = shlex.split(found.group(1).replace('\\"', '"'))
+    except ValueError:
+        argv = found.group(1).split()
+    return parse_command(argv)
+
+
+def parse_exit_line(line: str) -> ExitStatus | None:
+    """Ollama's `llama-server process no longer running sys=9 string="signal: killed"`."""
+    if not _GONE.search(line):
+        return None
+    text = _STRING.search(line)
+    number = _SYS.search(line)
+    if text is None:
+        return UNKNOWN
+    described = text.group(1)
+    if described.startswith("signal") and number is not None:
+        return ExitStatus.from_signal(int(number.group(1)))
+    code = number and int(number.group(1))
+    return ExitStatus(described, code=code if isinstance(code, int) else None)
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            return fh.read()
+    except OSError:
+        return None
+
+
+def children(pid: int) -> list[int] | None:
+    """The child pids of `pid` (every thread's: Go forks from any of them); None if unknown."""
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return None
+    found: set[int] = set()
+    readable = False
+    for task in tasks:
+        text = _read(f"/proc/{pid}/task/{task}/children")
+        if text is None:
+            continue
+        readable = True
+        found.update(int(p) for p in text.split() if p.isdigit())
+    return sorted(found) if readable else None
+
+
+def zombie_status(pid: int) -> ExitStatus | None:
+    """The exit status of a child that has exited but is not reaped yet (None if it runs)."""
+    text = _read(f"/proc/{pid}/stat")
+    if text is None:
+        return None
+    fields = text.rsplit(")", 1)[-1].split()
+    if not fields or fields[0] != "Z":
+        return None
+    # Field 52 of stat (the 50th after the name) is the wait status, since Linux 3.5.
+    if len(fields) >= 50 and fields[49].lstrip("-").isdigit():
+        return ExitStatus.from_wait_status(int(fields[49]))
+    return UNKNOWN
+
+
+def _command(pid: int) -> list[str] | None:
+    text = _read(f"/proc/{pid}/cmdline")
+    return None if text is None else [part for part in text.split("\0") if part]
+
+
+class NoRunners:
+    """A server whose processes we cannot see (`watch`): no facts, nothing to wait for."""
+
+    def current(self) -> list[RunnerInfo]:
+        return []
+
+    def known(self) -> list[RunnerInfo]:
+        return []
+
+    def starts_since(self, blob: str | None, since: float) -> list[int | None]:
+        return []
+
+    async def appears(self, blob: str | None, within: float) -> bool:
+        return False
+
+    async def exit_status(self, since: float, within: float) -> ExitStatus | None:
+        return None
+
+    async def run(self, report: Callable[[RunnerExit], None]) -> None:
+        """Nothing to watch."""
+
+
+class RunnerWatch(NoRunners):
+    """The children of one `ollama serve` (followed across restarts) and its runner lines."""
+
+    def __init__(self, serve_pid: Callable[[], int | None]) -> None:
+        self._serve_pid = serve_pid  # the running `ollama serve`, None while there is none
+        self._serve: int | None = None
+        self._live: dict[int, RunnerInfo] = {}
+        self._starts: deque[tuple[float, str | None, int | None]] = deque(maxlen=START_LINES_KEPT)
+        self._exits: deque[tuple[float, ExitStatus]] = deque(maxlen=START_LINES_KEPT)
+        self._line_seen = asyncio.Event()
+        self._started = asyncio.Event()  # a start line: look at once, to learn the new pid
+
+    # ----- Ollama's output (process.py calls this for every line it relays) -----------------
+
+    def on_line(self, line: str) -> None:
+        started = parse_start_line(line)
+        if started is not None:
+            self._starts.append((time.monotonic(), *started))
+            self._line_seen.set()
+            self._started.set()
+            return
+        ended = parse_exit_line(line)
+        if ended is not None:
+            self._exits.append((time.monotonic(), ended))
+            self._line_seen.set()
+
+    # ----- facts ----------------------------------------------------------------------------
+
+    def scan(self) -> tuple[list[RunnerInfo], list[RunnerExit]]:
+        """Look at the children now: (live runners, runners gone since the last look)."""
+        serve = self._serve_pid()
+        if serve != self._serve:
+            # A new `ollama serve`: the old one's runners went with it, which is no crash.
+            self._serve, self._live = serve, {}
+        if serve is None:
+            return [], []
+        pids = children(serve)
+        if pids is None:
+            return list(self._live.values()), []  # the serve is gone: its watch reports that
+        now = time.monotonic()
+        gone: list[RunnerExit] = []
+        alive = set()
+        for pid in pids:
+            status = zombie_status(pid)
+            if status is not None:
+                if pid in self._live:
+                    gone.append(RunnerExit(self._live.pop(pid), status, now))
+                continue
+            alive.add(pid)
+            known = self._live.get(pid)
+            if known is None or known.blob is None:
+                # Between fork and exec a child still shows `ollama serve`'s command line:
+                # look again until it names its model file.
+                described = self._describe(pid)
+                if described is not None:
+                    self._live[pid] = described
+        for pid in [p for p in self._live if p not in alive]:
+            gone.append(RunnerExit(self._live.pop(pid), None, now))
+        return list(self._live.values()), gone
+
+    def current(self) -> list[RunnerInfo]:
+        """The live runners, looked at now (exits found here are reported by the next poll)."""
+        serve = self._serve_pid()
+        pids = (children(serve) or []) if serve is not None else []
+        return [
+            info
+            for pid in pids
+            if zombie_status(pid) is None
+            for info in [self._known(pid)]
+            if info is not None
+        ]
+
+    def known(self) -> list[RunnerInfo]:
+        """The live runners as of the watch's last look (no look now)."""
+        return list(self._live.values())
+
+    def _known(self, pid: int) -> RunnerInfo | None:
+        known = self._live.get(pid)
+        return known if known is not None and known.blob is not None else self._describe(pid)
+
+    def _describe(self, pid: int) -> RunnerInfo | None:
+        argv = _command(pid)
+        if not argv:
+            return None
+        return RunnerInfo(pid, *parse_command(argv))
+
+    def starts_since(self, blob: str | None, since: float) -> list[int | None]:
+        """The context of each runner Ollama started for `blob` after `since`, oldest first
+        (from its `starting llama-server` lines; None where the line names no context)."""
+        if blob is None:
+            return []
+        return [ctx for at, started, ctx in self._starts if at > since and started == blob]
+
+    async def appears(self, blob: str | None, within: float) -> bool:
+        """Is a runner for `blob` alive, or does one start within `within` seconds?"""
+        if blob is None:
+            return False
+        since = time.monotonic()
+        deadline = since + within
+        while True:
+            if any(r.blob == blob for r in self.current()):
+                return True
+            if self.starts_since(blob, since):
+                return True
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            self._line_seen.clear()
+            await _wait(self._line_seen, min(FAST_POLL, left))
+
+    async def exit_status(self, since: float, within: float) -> ExitStatus | None:
+        """The exit status Ollama logs (after `since`) when a request finds its runner dead."""
+        deadline = time.monotonic() + within
+        while True:
+            for at, status in self._exits:
+                if at >= since:
+                    return status
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            self._line_seen.clear()
+            await _wait(self._line_seen, left)
+
+    # ----- the task -------------------------------------------------------------------------
+
+    async def run(self, report: Callable[[RunnerExit], None]) -> None:
+        """Look at the children every RUNNER_POLL seconds; `report` each runner that exits.
+
+        For a second after Ollama logs a runner start, look every FAST_POLL: a runner that dies
+        soon after its start must have been seen alive to be known dead, with its pid.
+        """
+        fast_until = 0.0
+        while True:
+            for exit_ in self.scan()[1]:
+                report(exit_)
+            fast = time.monotonic() < fast_until
+            # Cleared only once seen: a line relayed before this wait still counts.
+            if await _wait(self._started, FAST_POLL if fast else RUNNER_POLL):
+                self._started.clear()
+                fast_until = time.monotonic() + 1.0
+
+
+async def _wait(event: asyncio.Event, seconds: float) -> bool:
+    """Wait for `event` at most `seconds`; True if it was set.
+
+    Not `asyncio.wait_for`: on Python 3.11 it can swallow a cancellation that arrives as the
+    wait ends, and this runs in loops many times a second, so a stop could hang on it.
+    """
+    try:
+        async with asyncio.timeout(seconds):
+            await event.wait()
+    except TimeoutError:
+        return False
+    return True
