@@ -110,7 +110,10 @@ def watch(env_file: EnvFile = Path(".env")) -> None:
         raise _fail(str(exc), EXIT_CONFIG) from None
     settings = sidecar_settings(settings)
     configure(settings.log_level, settings.log_format)
-    _run_to_exit(Supervisor(settings, RemoteServer(settings), env_file=env_file).run())
+    supervisor = Supervisor(
+        settings, RemoteServer(settings), env_file=env_file, mode_defaults=sidecar_settings
+    )
+    _run_to_exit(supervisor.run())
 
 
 @app.command()

@@ -120,12 +120,16 @@ class ModelSource:
         *,
         env_file: Path | None,
         server_env: Mapping[str, str] | None = None,
+        mode_defaults: Callable[[Settings], Settings] | None = None,
         poll_interval: float = POLL_INTERVAL,
     ) -> None:
         """`settings` are the ones in force (their `models` are the set now declared).
         `server_env` is the environment `ollama serve` was started with, for `run`; None for
-        `watch`, where `.env`'s OLLAMA_* variables reach no server."""
+        `watch`, where `.env`'s OLLAMA_* variables reach no server. `mode_defaults` is what the
+        command did to its settings at start (`watch`: its own refresh default), done again
+        to each re-read, so a default of the mode is not taken for a changed variable."""
         self._settings = settings
+        self._mode_defaults = mode_defaults or (lambda fresh: fresh)
         self._env_file = env_file
         self._server_env = dict(server_env) if server_env is not None else None
         self.poll_interval = poll_interval
@@ -189,6 +193,7 @@ class ModelSource:
             fresh = await asyncio.to_thread(load_settings, self._env_file, read_models_file=False)
         except ConfigError as exc:
             return ReloadFailed("signal", str(exc))
+        fresh = self._mode_defaults(fresh)
         path = self.path
         if path is not None:
             seen = await self._read(path)

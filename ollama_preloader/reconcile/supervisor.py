@@ -47,9 +47,11 @@ class Supervisor:
         api: OllamaAPI | None = None,
         env_file: Path | None = None,
         server_env: Mapping[str, str] | None = None,
+        mode_defaults: Callable[[Settings], Settings] | None = None,
     ) -> None:
         """`env_file` is what SIGHUP re-reads; `server_env` the environment `ollama serve`
-        was started with (`run`), to name OLLAMA_* variables edited in it (None: `watch`)."""
+        was started with (`run`), to name OLLAMA_* variables edited in it (None: `watch`);
+        `mode_defaults` what the command does to settings it loads (`watch`'s defaults)."""
         self.settings = settings
         self.server = server
         self.board = Board.for_specs(settings.models)
@@ -79,7 +81,9 @@ class Supervisor:
             store_changed=self.observer.store_changed,
             wake=self._wake,
         )
-        self.source = ModelSource(settings, env_file=env_file, server_env=server_env)
+        self.source = ModelSource(
+            settings, env_file=env_file, server_env=server_env, mode_defaults=mode_defaults
+        )
         self.changes = Redeclarer(
             settings,
             self.api,

@@ -325,3 +325,17 @@ def test_sighup_applies_a_new_log_level(launcher: Launcher) -> None:
     assert run.count_events("config.reloaded") == 0
     assert run.count_events("model.pinned", model=EMBED) == 0
     assert run.stop() == 0
+
+
+def test_watch_sighup_names_no_restart_for_its_own_defaults(
+    launcher: Launcher, fake: FakeOllama
+) -> None:
+    """`watch` refreshes every 60 s by default (not `run`'s 5 m): a SIGHUP that re-reads an
+    unchanged `.env` must not take that default for a changed PRELOADER_REFRESH_INTERVAL."""
+    run = start(launcher, f"{CHAT}\n", ("watch",), OLLAMA_HOST=fake.host)
+    run.wait_all_pinned()
+    run.proc.send_signal(signal.SIGHUP)
+    reloaded = run.wait_event("config.reloaded")
+    assert reloaded["trigger"] == "signal"
+    assert run.events("config.restart_needed") == []
+    assert run.stop() == 0
