@@ -13,7 +13,6 @@ import contextlib
 import math
 import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from typing import Any
 
 from ollama_preloader.config.durations import format_seconds
@@ -31,11 +30,11 @@ from ollama_preloader.observe.summary import note_all_ready
 from ollama_preloader.ollama.api import LoadedModel, OllamaAPI
 from ollama_preloader.reconcile import capacity
 from ollama_preloader.reconcile.drift import adopts_context, note_loaded, watching_context
-from ollama_preloader.reconcile.observation import mark_client_reload
 from ollama_preloader.reconcile.plan import Action, ActionKind, find_loaded
 from ollama_preloader.reconcile.retry import backoff_seconds, fail
+from ollama_preloader.reconcile.runner_events import log_unpinned, mark_client_reload, report_exit
 from ollama_preloader.reconcile.status import READY_STATES, Board, ModelStatus, Seen, State
-from ollama_preloader.server.runners import UNKNOWN, ExitStatus, NoRunners, RunnerExit, blob_name
+from ollama_preloader.server.runners import UNKNOWN, NoRunners, RunnerExit, blob_name
 
 log = get_logger()
 
@@ -428,68 +427,3 @@ def apply_explicit_limit(board: Board, settings: Settings) -> None:
     for status in over:
         # Ollama fixes the limit for the life of the process: no retry would succeed.
         fail(status, message, math.inf, summary=f"{status.spec.display} is not loaded")
-
-
-def report_exit(
-    status: ModelStatus, dead: RunnerExit, shown: ExitStatus, noticed_in: float
-) -> None:
-    """One `model.runner_exited`: the model, the runner's pid, and how it ended."""
-    spec = status.spec
-    how = shown.text if shown.text != "unknown" else "an unknown exit status"
-    log.warning(
-        "model.runner_exited",
-        msg=f"The runner of {spec.display} (pid {dead.runner.pid}) exited ({how}) while Ollama "
-        "still listed it; loading it again",
-        model=spec.display,
-        pid=dead.runner.pid,
-        status=shown.text,
-        signal=shown.signal,
-        exit_code=shown.code,
-        context=status.context_length,
-        reloaded_after=round(max(0.0, noticed_in), 3),
-    )
-
-
-def log_unpinned(status: ModelStatus, live: set[int]) -> None:
-    """`model.unpinned`, saying what was seen: a new runner, another context, the expiry.
-
-    `live` are the runner pids alive now (none in `watch`, where only /api/ps shows).
-    """
-    spec = status.spec
-    before = status.last_pinned
-    seen: list[str] = []
-    reloaded = False
-    old = status.replaced.runner.pid if status.replaced is not None else None
-    if old is None and before is not None and before.pid and live and before.pid not in live:
-        old = before.pid  # gone, though the runner watch has not reported it yet
-    if old is not None:
-        seen.append(f"its runner (pid {old}) had exited")
-        reloaded = True
-    if before is not None and before.pid and status.runner_pid and before.pid != status.runner_pid:
-        seen.append(f"a new runner (pid {status.runner_pid}, was {before.pid})")
-        reloaded = True
-    if before is not None and before.context and status.context_length != before.context:
-        seen.append(f"context length {status.context_length} (was {before.context})")
-        reloaded = True
-    if status.expires_at is not None:
-        left = (status.expires_at - datetime.now(UTC)).total_seconds()
-        seen.append(
-            f"it expires at {status.expires_at.astimezone(UTC):%H:%M:%S} UTC "
-            f"(in {format_seconds(max(0.0, round(left)))})"
-            + (", was Forever" if before is not None else "")
-        )
-    cause = "a client's request reloaded it" if reloaded else "a client changed its keep_alive"
-    keep = " as it is" if adopts_context(spec) else ""
-    log.warning(
-        "model.unpinned",
-        msg=f"{spec.display} is loaded but no longer pinned: {cause} ({'; '.join(seen)}); "
-        f"pinning it again{keep}",
-        model=spec.display,
-        cause="reloaded" if reloaded else "keep_alive",
-        seen=seen,
-        context=status.context_length,
-        previous_context=before.context if before else None,
-        pid=status.runner_pid,
-        previous_pid=before.pid if before else None,
-        expires_at=status.expires_at.isoformat() if status.expires_at else None,
-    )

@@ -28,6 +28,7 @@ from ollama_preloader.ollama.api import LoadedModel, LocalModel, OllamaAPI
 from ollama_preloader.reconcile import capacity
 from ollama_preloader.reconcile.drift import adopts_context, check_context, note_runner_start
 from ollama_preloader.reconcile.plan import find_loaded
+from ollama_preloader.reconcile.runner_events import mark_client_reload
 from ollama_preloader.reconcile.status import READY_STATES, Board, ModelStatus, Seen, State
 from ollama_preloader.server.base import Server
 from ollama_preloader.server.runners import RunnerExit, RunnerInfo, blob_name
@@ -403,15 +404,3 @@ class Observer:
                 gpu_free=sum(g.free for g in gpus) if gpus else None,
                 gpu_source=figures.gpu_source,
             )
-
-
-def mark_client_reload(status: ModelStatus) -> None:
-    """Wait for the client's runner instead of loading ours over it; re-pin it once listed."""
-    status.client_reload = True
-    status.state, status.reason = State.LOADING, "a client's request is reloading it"
-    log.info(
-        "model.client_reload",
-        msg=f"{status.spec.display} left /api/ps while a client's request reloads it; "
-        "waiting for that runner, to pin it as it is",
-        model=status.spec.display,
-    )
