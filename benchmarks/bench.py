@@ -138,21 +138,7 @@ QUICK = Scenario(
 # `--real`: the kit's three tiny models, all pulled from its registry (benchmarks/real.py fills
 # in the names once the registry has a port). No scale run: it measures the supervisor's watch
 # loop, which the fake measures as well.
-REAL = Scenario(
-    models=(),
-    startup_delay=0.0,
-    runs=5,
-    settle=1.0,
-    idle_seconds=30.0,
-    repairs=4,
-    repair_gap=(0.5, 1.5),
-    baseline_wait=5.0,
-    health_runs=10,
-    scale_models=0,
-    scale_cycles=0,
-    scale_interval=0.01,
-    scale_block=1000,
-)
+REAL = dataclasses.replace(FULL, models=(), startup_delay=0.0, scale_models=0, scale_cycles=0)
 REAL_QUICK = dataclasses.replace(
     REAL,
     runs=1,
