@@ -64,7 +64,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -122,9 +122,9 @@ def pid_alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
-def processes_in_group(pgid: int) -> list[int]:
-    """Live (non-zombie) processes whose process group is pgid."""
-    found = []
+def proc_stats() -> Iterator[tuple[int, list[str]]]:
+    """Each process /proc lists now: its pid and the stat fields after its name (state, ppid,
+    pgrp, ...); one that exits while being read is skipped."""
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -132,10 +132,12 @@ def processes_in_group(pgid: int) -> list[int]:
             stat = Path(f"/proc/{entry}/stat").read_text()
         except OSError:
             continue
-        fields = stat.rsplit(")", 1)[1].split()
-        if fields[0] != "Z" and int(fields[2]) == pgid:
-            found.append(int(entry))
-    return found
+        yield int(entry), stat.rsplit(")", 1)[1].split()
+
+
+def processes_in_group(pgid: int) -> list[int]:
+    """Live (non-zombie) processes whose process group is pgid."""
+    return [pid for pid, fields in proc_stats() if fields[0] != "Z" and int(fields[2]) == pgid]
 
 
 def _write_json_atomic(path: Path, data: object) -> None:

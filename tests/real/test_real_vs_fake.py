@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fake_ollama.harness import OLLAMA_EXE, start_fake, wait_until
+from fake_ollama.harness import OLLAMA_EXE, proc_stats, start_fake, wait_until
 from preloader_harness import WAIT
 from real_harness import RealLauncher, kit_catalog
 
@@ -72,18 +72,7 @@ class Side:
 
     def children(self) -> dict[int, str]:
         """The server's child processes and their state letter (Z: a zombie)."""
-        found = {}
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            fields = stat.rsplit(")", 1)[1].split()
-            if int(fields[1]) == self.pid:
-                found[int(entry)] = fields[0]
-        return found
+        return {pid: fields[0] for pid, fields in proc_stats() if int(fields[1]) == self.pid}
 
     def runners(self) -> list[int]:
         return sorted(pid for pid, state in self.children().items() if state != "Z")
