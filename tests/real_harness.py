@@ -385,6 +385,14 @@ def ps_rows(run: Run) -> list[list[str]]:
     return [re.split(r"\s{2,}", line.strip()) for line in lines[1:]]
 
 
+RUNNER_START = "starting llama-server"  # Ollama's log line for each runner it starts
+
+
+def runner_starts(run: Run) -> int:
+    """How many runners Ollama started, by its own relayed log lines."""
+    return sum(1 for line in list(run.lines) if RUNNER_START in line)
+
+
 def access_count(run: Run, method: str, path: str) -> int:
     """Requests Ollama's own access log (relayed by the supervisor) shows for `path`."""
     pattern = re.compile(rf'^\[GIN\] .*\| {method} +"{re.escape(path)}"')

@@ -9,13 +9,7 @@ import signal
 from typing import Any
 
 from preloader_harness import Run
-from real_harness import RealLauncher, ps_rows
-
-RUNNER_START = "starting llama-server"  # Ollama's log line for each runner it starts
-
-
-def runner_starts(run: Run) -> int:
-    return sum(1 for line in list(run.lines) if RUNNER_START in line)
+from real_harness import RealLauncher, ps_rows, runner_starts
 
 
 def status_model(run: Run) -> dict[str, Any]:

@@ -8,17 +8,11 @@ import signal
 from typing import Any
 
 from preloader_harness import Run
-from real_harness import RealLauncher, Registry, access_count, ps_rows
-
-RUNNER_START = "starting llama-server"  # Ollama's log line for each runner it starts
+from real_harness import RealLauncher, Registry, access_count, ps_rows, runner_starts
 
 
 def pins(run: Run, model: str) -> int:
     return run.count_events("model.pinned", model=model)
-
-
-def runner_starts(run: Run) -> int:
-    return sum(1 for line in list(run.lines) if RUNNER_START in line)
 
 
 def forever(run: Run) -> dict[str, str]:
