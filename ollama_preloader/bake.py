@@ -19,8 +19,8 @@ from ollama_preloader.errors import OllamaAPIError, ServerError
 from ollama_preloader.observe.logs import get_logger
 from ollama_preloader.ollama.api import OllamaAPI
 from ollama_preloader.reconcile.pulling import failure_reason, pull_model
-from ollama_preloader.reconcile.status import Board, ModelStatus
 from ollama_preloader.server.process import OllamaServer, force_exit
+from ollama_preloader.state.board import Board, ModelStatus
 
 log = get_logger()
 

@@ -21,7 +21,7 @@ from ollama_preloader.errors import ConfigError
 from ollama_preloader.observe.logs import get_logger
 from ollama_preloader.observe.metrics import build_registry, render
 from ollama_preloader.ollama.api import LoadedModel
-from ollama_preloader.reconcile.status import Board
+from ollama_preloader.state.board import Board
 
 log = get_logger()
 

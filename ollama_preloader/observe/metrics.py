@@ -17,7 +17,7 @@ from prometheus_client.registry import Collector
 
 from ollama_preloader import __version__
 from ollama_preloader.ollama.api import LoadedModel
-from ollama_preloader.reconcile.status import Board, State
+from ollama_preloader.state.board import Board, State
 
 PREFIX = "ollama_preloader"
 

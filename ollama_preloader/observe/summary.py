@@ -16,7 +16,7 @@ from ollama_preloader.errors import OllamaAPIError
 from ollama_preloader.observe.logs import get_logger
 from ollama_preloader.ollama.api import LocalModel, OllamaAPI
 from ollama_preloader.ollama.psformat import human_bytes
-from ollama_preloader.reconcile.status import Board
+from ollama_preloader.state.board import Board
 
 if TYPE_CHECKING:
     from ollama_preloader.config.profiles import ProfileResult

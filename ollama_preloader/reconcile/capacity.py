@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ollama_preloader.reconcile.status import ModelStatus
+from ollama_preloader.state.board import ModelStatus
 
 FIX = "raise OLLAMA_MAX_LOADED_MODELS, use smaller or quantised tags, or trim OLLAMA_PRELOAD_MODELS"
 THRASH_LOADS = 5  # reloads of one model ...

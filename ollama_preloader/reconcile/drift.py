@@ -22,7 +22,7 @@ from ollama_preloader.errors import OllamaAPIError
 from ollama_preloader.observe.logs import get_logger
 from ollama_preloader.ollama.api import OllamaAPI
 from ollama_preloader.reconcile.plan import find_loaded
-from ollama_preloader.reconcile.status import READY_STATES, ModelStatus
+from ollama_preloader.state.board import READY_STATES, ModelStatus
 
 log = get_logger()
 T = TypeVar("T")

@@ -33,8 +33,8 @@ from ollama_preloader.reconcile.drift import adopts_context, note_loaded, watchi
 from ollama_preloader.reconcile.plan import Action, ActionKind, find_loaded
 from ollama_preloader.reconcile.retry import backoff_seconds, fail
 from ollama_preloader.reconcile.runner_events import log_unpinned, mark_client_reload, report_exit
-from ollama_preloader.reconcile.status import READY_STATES, Board, ModelStatus, Seen, State
 from ollama_preloader.server.runners import UNKNOWN, NoRunners, RunnerExit, blob_name
+from ollama_preloader.state.board import READY_STATES, Board, ModelStatus, Seen, State
 
 log = get_logger()
 

@@ -8,7 +8,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from ollama_preloader.ollama.api import LoadedModel
-from ollama_preloader.reconcile.status import ModelStatus, State
+from ollama_preloader.state.board import ModelStatus, State
 
 
 class ActionKind(StrEnum):

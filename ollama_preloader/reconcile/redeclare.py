@@ -26,7 +26,7 @@ from ollama_preloader.reconcile.loading import apply_explicit_limit
 from ollama_preloader.reconcile.observation import Observer
 from ollama_preloader.reconcile.plan import find_loaded
 from ollama_preloader.reconcile.pulling import PullQueue
-from ollama_preloader.reconcile.status import Board, ModelStatus, State
+from ollama_preloader.state.board import Board, ModelStatus, State
 
 log = get_logger()
 

@@ -21,7 +21,7 @@ from ollama_preloader.errors import OllamaAPIError
 from ollama_preloader.observe.logs import get_logger
 
 if TYPE_CHECKING:
-    from ollama_preloader.reconcile.status import ModelStatus
+    from ollama_preloader.state.board import ModelStatus
 
 log = get_logger()
 

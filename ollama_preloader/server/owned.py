@@ -21,8 +21,8 @@ from ollama_preloader.server.runners import RunnerWatch
 
 if TYPE_CHECKING:
     from ollama_preloader.ollama.api import LoadedModel
-    from ollama_preloader.reconcile.status import Board
     from ollama_preloader.server.base import Link
+    from ollama_preloader.state.board import Board
 
 log = get_logger()
 

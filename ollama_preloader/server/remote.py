@@ -17,14 +17,14 @@ from ollama_preloader.config.settings import Settings
 from ollama_preloader.errors import ConfigError
 from ollama_preloader.observe.logs import get_logger
 from ollama_preloader.reconcile.retry import backoff_seconds
-from ollama_preloader.reconcile.status import READY_STATES
 from ollama_preloader.server.process import force_exit
 from ollama_preloader.server.runners import NoRunners
+from ollama_preloader.state.board import READY_STATES
 
 if TYPE_CHECKING:
     from ollama_preloader.ollama.api import LoadedModel
-    from ollama_preloader.reconcile.status import Board
     from ollama_preloader.server.base import Link
+    from ollama_preloader.state.board import Board
 
 log = get_logger()
 

@@ -7,7 +7,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ollama_preloader.config.modelspec import ModelKind, ModelSpec, parse_model_list
 from ollama_preloader.observe.metrics import build_registry
-from ollama_preloader.reconcile.status import Board, State
+from ollama_preloader.state.board import Board, State
 
 
 def specs(raw: str) -> tuple[ModelSpec, ...]:

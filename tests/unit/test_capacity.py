@@ -8,7 +8,7 @@ import pytest
 
 from ollama_preloader.config.modelspec import parse_entry
 from ollama_preloader.reconcile import capacity
-from ollama_preloader.reconcile.status import ModelStatus
+from ollama_preloader.state.board import ModelStatus
 
 FIRST, CAP = 30.0, 900.0  # the defaults of PRELOADER_OOM_RETRY and PRELOADER_CAPACITY_BACKOFF
 

@@ -14,7 +14,7 @@ from ollama_preloader.observe.health import HealthServer, _parse_head
 from ollama_preloader.ollama.api import LoadedModel
 from ollama_preloader.reconcile.drift import check_context
 from ollama_preloader.reconcile.pulling import _count_bytes
-from ollama_preloader.reconcile.status import Board, ModelStatus, State
+from ollama_preloader.state.board import Board, ModelStatus, State
 
 
 def free_port() -> int:

@@ -24,7 +24,7 @@ from ollama_preloader.reconcile.pulling import (
     permanent_backoff,
     pull_model,
 )
-from ollama_preloader.reconcile.status import ModelStatus
+from ollama_preloader.state.board import ModelStatus
 
 # Texts of Ollama v0.33.0-rc2 against the distribution registry (../shared/realollama), and
 # (WRONG_NAME) the form Go gives a certificate issued for another name.

@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 from ollama_preloader.config.modelspec import parse_model_list
 from ollama_preloader.ollama.api import LoadedModel
 from ollama_preloader.reconcile.plan import ActionKind, plan
-from ollama_preloader.reconcile.status import Board, State
+from ollama_preloader.state.board import Board, State
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 FOREVER = NOW + timedelta(days=106751)

@@ -18,8 +18,8 @@ from ollama_preloader.ollama.api import OllamaAPI
 from ollama_preloader.reconcile.observation import Observer
 from ollama_preloader.reconcile.pulling import PullQueue
 from ollama_preloader.reconcile.redeclare import Redeclarer
-from ollama_preloader.reconcile.status import Board, State
 from ollama_preloader.server.remote import RemoteServer
+from ollama_preloader.state.board import Board, State
 
 FOREVER = "2318-01-01T00:00:00Z"
 BASE = "http://127.0.0.1:11434"

@@ -16,10 +16,10 @@ from ollama_preloader.errors import ConfigError
 from ollama_preloader.observe.resources import MemoryFigures
 from ollama_preloader.ollama.api import LoadedModel, LocalModel, OllamaAPI
 from ollama_preloader.ollama.host import parse_ollama_host
-from ollama_preloader.reconcile.status import State
 from ollama_preloader.reconcile.supervisor import Supervisor
 from ollama_preloader.server.owned import OwnedServer
 from ollama_preloader.server.remote import RemoteServer, check_sidecar_settings, sidecar_settings
+from ollama_preloader.state.board import State
 
 Handler = Callable[[httpx.Request], httpx.Response]
 

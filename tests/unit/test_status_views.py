@@ -14,7 +14,7 @@ from ollama_preloader.observe.statustable import render, rows
 from ollama_preloader.observe.summary import Line, describe
 from ollama_preloader.ollama.api import LoadedModel
 from ollama_preloader.ollama.psformat import human_bytes, processor, until
-from ollama_preloader.reconcile.status import Board, State
+from ollama_preloader.state.board import Board, State
 
 NOW = datetime(2026, 11, 22, 10, 0, 0, tzinfo=UTC)
 

@@ -1,0 +1,1 @@
+"""Shared state: the per-model board that server/, observe/ and reconcile/ read and write."""
