@@ -4,17 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import StrEnum
 
 from ollama_preloader.config.durations import parse_seconds_or_duration
+from ollama_preloader.ollama.kinds import ModelKind
 from ollama_preloader.ollama.names import InvalidName, ModelName
 
 ENV_MODELS = "OLLAMA_PRELOAD_MODELS"
-
-
-class ModelKind(StrEnum):
-    COMPLETION = "completion"
-    EMBEDDING = "embedding"
 
 
 # Runner options: the ones Ollama compares to decide a reload (api.Runner), so sending them is a

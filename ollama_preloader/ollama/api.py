@@ -19,7 +19,6 @@ import httpx
 import ollama
 import pydantic
 
-from ollama_preloader.config.modelspec import ModelKind
 from ollama_preloader.errors import (
     ModelNotFound,
     NotSupported,
@@ -31,6 +30,7 @@ from ollama_preloader.errors import (
     RegistryTLSError,
     ServerBusy,
 )
+from ollama_preloader.ollama.kinds import ModelKind
 from ollama_preloader.ollama.names import name_key
 
 T = TypeVar("T")

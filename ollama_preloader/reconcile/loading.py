@@ -16,7 +16,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ollama_preloader.config.durations import format_seconds
-from ollama_preloader.config.modelspec import ModelKind
 from ollama_preloader.config.settings import Settings
 from ollama_preloader.errors import (
     ModelNotFound,
@@ -28,13 +27,16 @@ from ollama_preloader.errors import (
 from ollama_preloader.observe.logs import get_logger
 from ollama_preloader.observe.summary import note_all_ready
 from ollama_preloader.ollama.api import LoadedModel, OllamaAPI
+from ollama_preloader.ollama.kinds import ModelKind
 from ollama_preloader.reconcile import capacity
 from ollama_preloader.reconcile.drift import adopts_context, note_loaded, watching_context
 from ollama_preloader.reconcile.plan import Action, ActionKind, find_loaded
-from ollama_preloader.reconcile.retry import backoff_seconds, fail
+from ollama_preloader.reconcile.retry import fail
 from ollama_preloader.reconcile.runner_events import log_unpinned, mark_client_reload, report_exit
-from ollama_preloader.server.runners import UNKNOWN, NoRunners, RunnerExit, blob_name
+from ollama_preloader.server.runners import NoRunners, blob_name
+from ollama_preloader.state.backoff import backoff_seconds
 from ollama_preloader.state.board import READY_STATES, Board, ModelStatus, Seen, State
+from ollama_preloader.state.runner_facts import UNKNOWN, RunnerExit
 
 log = get_logger()
 

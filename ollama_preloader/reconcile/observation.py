@@ -30,8 +30,9 @@ from ollama_preloader.reconcile.drift import adopts_context, check_context, note
 from ollama_preloader.reconcile.plan import find_loaded
 from ollama_preloader.reconcile.runner_events import mark_client_reload
 from ollama_preloader.server.base import Server
-from ollama_preloader.server.runners import RunnerExit, RunnerInfo, blob_name
+from ollama_preloader.server.runners import blob_name
 from ollama_preloader.state.board import READY_STATES, Board, ModelStatus, Seen, State
+from ollama_preloader.state.runner_facts import RunnerExit, RunnerInfo
 
 log = get_logger()
 

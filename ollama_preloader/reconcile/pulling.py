@@ -24,7 +24,8 @@ from ollama_preloader.errors import (
 from ollama_preloader.observe import terminal
 from ollama_preloader.observe.logs import get_logger
 from ollama_preloader.ollama.api import OllamaAPI
-from ollama_preloader.reconcile.retry import backoff_seconds, fail, pull_retrying
+from ollama_preloader.reconcile.retry import fail, pull_retrying
+from ollama_preloader.state.backoff import backoff_seconds
 from ollama_preloader.state.board import Board, ModelStatus, State
 
 log = get_logger()

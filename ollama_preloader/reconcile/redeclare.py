@@ -16,12 +16,12 @@ import asyncio
 import math
 
 from ollama_preloader.config.durations import format_seconds
-from ollama_preloader.config.modelspec import ModelKind
 from ollama_preloader.config.reload import Reloaded, ReloadResult
 from ollama_preloader.config.settings import Settings
 from ollama_preloader.errors import OllamaAPIError, OllamaUnavailable
 from ollama_preloader.observe.logs import get_logger, set_level
 from ollama_preloader.ollama.api import LoadedModel, OllamaAPI
+from ollama_preloader.ollama.kinds import ModelKind
 from ollama_preloader.reconcile.loading import apply_explicit_limit
 from ollama_preloader.reconcile.observation import Observer
 from ollama_preloader.reconcile.plan import find_loaded

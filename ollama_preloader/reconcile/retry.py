@@ -43,12 +43,6 @@ def pull_retrying(settings: Settings, on_retry: Callable[[RetryCallState], Any])
     )
 
 
-def backoff_seconds(settings: Settings, failures: int, *, floor: float = 0.0) -> float:
-    """Delay before retrying a model that failed `failures` times in a row (capped)."""
-    delay = settings.retry_initial * 2.0 ** max(0, failures - 1)
-    return max(floor, min(settings.retry_max * 5, delay))
-
-
 def fail(status: ModelStatus, reason: str, retry_in: float, *, summary: str | None = None) -> None:
     """The one way a model becomes `failed`: its state, its reason, one log event."""
     status.fail(reason, retry_in=retry_in)

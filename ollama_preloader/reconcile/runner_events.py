@@ -12,8 +12,8 @@ from datetime import UTC, datetime
 from ollama_preloader.config.durations import format_seconds
 from ollama_preloader.observe.logs import get_logger
 from ollama_preloader.reconcile.drift import adopts_context
-from ollama_preloader.server.runners import ExitStatus, RunnerExit
 from ollama_preloader.state.board import ModelStatus, State
+from ollama_preloader.state.runner_facts import ExitStatus, RunnerExit
 
 log = get_logger()
 

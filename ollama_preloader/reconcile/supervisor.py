@@ -30,8 +30,8 @@ from ollama_preloader.reconcile.pulling import PullQueue
 from ollama_preloader.reconcile.redeclare import Redeclarer
 from ollama_preloader.reconcile.retry import fail
 from ollama_preloader.server.base import Server
-from ollama_preloader.server.runners import RunnerExit
 from ollama_preloader.state.board import Board
+from ollama_preloader.state.runner_facts import RunnerExit
 
 log = get_logger()
 

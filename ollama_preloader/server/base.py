@@ -14,8 +14,9 @@ if TYPE_CHECKING:
 
     from ollama_preloader.config.profiles import ProfileResult
     from ollama_preloader.ollama.api import LoadedModel, OllamaAPI
-    from ollama_preloader.server.runners import NoRunners, RunnerExit
+    from ollama_preloader.server.runners import NoRunners
     from ollama_preloader.state.board import Board
+    from ollama_preloader.state.runner_facts import RunnerExit
 
 
 class Link(Protocol):

@@ -16,9 +16,9 @@ from ollama_preloader.config.profiles import apply_profile
 from ollama_preloader.config.settings import Settings
 from ollama_preloader.errors import ConfigError
 from ollama_preloader.observe.logs import get_logger
-from ollama_preloader.reconcile.retry import backoff_seconds
 from ollama_preloader.server.process import force_exit
 from ollama_preloader.server.runners import NoRunners
+from ollama_preloader.state.backoff import backoff_seconds
 from ollama_preloader.state.board import READY_STATES
 
 if TYPE_CHECKING:

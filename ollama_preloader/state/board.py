@@ -11,14 +11,15 @@ from typing import TYPE_CHECKING, Any
 
 from ollama_preloader import __version__
 from ollama_preloader.config.changes import reload_needed, repull_needed
-from ollama_preloader.config.modelspec import ModelKind, ModelSpec
+from ollama_preloader.config.modelspec import ModelSpec
 from ollama_preloader.ollama import psformat
+from ollama_preloader.ollama.kinds import ModelKind
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from ollama_preloader.ollama.api import LoadedModel
-    from ollama_preloader.server.runners import RunnerExit
+    from ollama_preloader.state.runner_facts import RunnerExit
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,9 @@ from __future__ import annotations
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from ollama_preloader.config.modelspec import ModelKind, ModelSpec, parse_model_list
+from ollama_preloader.config.modelspec import ModelSpec, parse_model_list
 from ollama_preloader.observe.metrics import build_registry
+from ollama_preloader.ollama.kinds import ModelKind
 from ollama_preloader.state.board import Board, State
 
 

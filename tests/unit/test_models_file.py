@@ -13,8 +13,8 @@ from ollama_preloader.config.models_file import (
     load_models_file,
     parse_models_file,
 )
-from ollama_preloader.config.modelspec import ModelKind
 from ollama_preloader.errors import EXIT_CONFIG
+from ollama_preloader.ollama.kinds import ModelKind
 
 PATH = Path("/etc/ollama-preloader/models.txt")
 

@@ -2,7 +2,8 @@
 
 import pytest
 
-from ollama_preloader.config.modelspec import ModelKind, SpecError, parse_model_list
+from ollama_preloader.config.modelspec import SpecError, parse_model_list
+from ollama_preloader.ollama.kinds import ModelKind
 
 
 def test_seed_configuration() -> None:

@@ -6,7 +6,6 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from ollama_preloader.config.modelspec import ModelKind
 from ollama_preloader.errors import (
     ModelNotFound,
     NotSupported,
@@ -15,6 +14,7 @@ from ollama_preloader.errors import (
     ServerBusy,
 )
 from ollama_preloader.ollama.api import OllamaAPI
+from ollama_preloader.ollama.kinds import ModelKind
 
 Handler = Callable[[httpx.Request], httpx.Response]
 

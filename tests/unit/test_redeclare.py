@@ -11,10 +11,11 @@ import httpx
 from structlog.testing import capture_logs
 
 from ollama_preloader.config.changes import diff_models
-from ollama_preloader.config.modelspec import ModelKind, parse_model_list
+from ollama_preloader.config.modelspec import parse_model_list
 from ollama_preloader.config.reload import Reloaded, ReloadFailed
 from ollama_preloader.config.settings import Settings
 from ollama_preloader.ollama.api import OllamaAPI
+from ollama_preloader.ollama.kinds import ModelKind
 from ollama_preloader.reconcile.observation import Observer
 from ollama_preloader.reconcile.pulling import PullQueue
 from ollama_preloader.reconcile.redeclare import Redeclarer

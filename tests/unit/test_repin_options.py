@@ -12,8 +12,8 @@ from ollama_preloader.config.settings import Settings
 from ollama_preloader.ollama.api import LoadedModel, OllamaAPI
 from ollama_preloader.reconcile.loading import Loader
 from ollama_preloader.reconcile.plan import Action, ActionKind, plan
-from ollama_preloader.server.runners import RunnerExit, RunnerInfo
 from ollama_preloader.state.board import Board, ModelStatus, State
+from ollama_preloader.state.runner_facts import RunnerExit, RunnerInfo
 
 FOREVER = datetime.now(UTC) + timedelta(days=365 * 200)
 

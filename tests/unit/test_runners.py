@@ -8,14 +8,13 @@ import subprocess
 import sys
 
 from ollama_preloader.server.runners import (
-    UNKNOWN,
-    ExitStatus,
     children,
     parse_command,
     parse_exit_line,
     parse_start_line,
     zombie_status,
 )
+from ollama_preloader.state.runner_facts import UNKNOWN, ExitStatus
 
 BLOB = "sha256-8d9529e413374eb281ca02fa3af42b55db6eccf44c10001a98579b888d232ae0"
 # As the real v0.33 server logs them (paths shortened).

@@ -8,11 +8,12 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from ollama_preloader.config.modelspec import ModelKind, parse_entry
+from ollama_preloader.config.modelspec import parse_entry
 from ollama_preloader.observe.metrics import build_registry
 from ollama_preloader.observe.statustable import render, rows
 from ollama_preloader.observe.summary import Line, describe
 from ollama_preloader.ollama.api import LoadedModel
+from ollama_preloader.ollama.kinds import ModelKind
 from ollama_preloader.ollama.psformat import human_bytes, processor, until
 from ollama_preloader.state.board import Board, State
 
