@@ -22,8 +22,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("state",),
     ("server",),
     ("observe",),
-    ("reconcile",),
     ("guard",),
+    ("reconcile",),
     ("bake", "cli", "entry", "__main__", "__init__"),
 ]
 
