@@ -7,6 +7,7 @@ httpx only for the readiness probe on `GET /`, which the client has no call for.
 from __future__ import annotations
 
 import json
+import os
 import socket
 import ssl
 import time
@@ -16,10 +17,19 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import httpx
-import ollama
 import pydantic
 
-from ollama_preloader.errors import (
+# The ollama package builds a default client from the raw OLLAMA_HOST at import time and raises
+# on a quoted or padded value (crash with a traceback) before host.py can trim it. Every client
+# here gets the parsed host explicitly, so hide the variable for the import only.
+_raw_host = os.environ.pop("OLLAMA_HOST", None)
+try:
+    import ollama
+finally:
+    if _raw_host is not None:
+        os.environ["OLLAMA_HOST"] = _raw_host
+
+from ollama_preloader.errors import (  # noqa: E402
     ModelNotFound,
     NotSupported,
     OllamaAPIError,
@@ -30,8 +40,8 @@ from ollama_preloader.errors import (
     RegistryTLSError,
     ServerBusy,
 )
-from ollama_preloader.ollama.kinds import ModelKind
-from ollama_preloader.ollama.names import name_key
+from ollama_preloader.ollama.kinds import ModelKind  # noqa: E402
+from ollama_preloader.ollama.names import name_key  # noqa: E402
 
 T = TypeVar("T")
 

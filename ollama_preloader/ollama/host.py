@@ -78,7 +78,7 @@ def parse_ollama_host(raw: str | None) -> OllamaHost:
         stripped = hostport.strip("[]")
         host = stripped if stripped else "127.0.0.1"
         return OllamaHost(scheme, host, default_port, path)
-    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
         raise InvalidHost(f"invalid port {port_text!r} (use a number from 1 to 65535)")
     return OllamaHost(scheme, host, int(port_text), path)
 

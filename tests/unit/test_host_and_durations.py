@@ -1,5 +1,9 @@
 """OLLAMA_HOST and Go durations parse exactly as Ollama parses them."""
 
+import os
+import subprocess
+import sys
+
 import pytest
 
 from ollama_preloader.config.durations import (
@@ -70,3 +74,22 @@ def test_format_seconds() -> None:
     assert format_seconds(-1) == "forever"
     assert format_seconds(5400) == "1h30m"
     assert format_seconds(30) == "30s"
+
+
+@pytest.mark.parametrize("raw", ["127.0.0.1:0", "127.0.0.1:00", ":0"])
+def test_port_zero_is_refused(raw: str) -> None:
+    # Port 0 makes Ollama listen on a random port the supervisor can never find.
+    with pytest.raises(InvalidHost):
+        parse_ollama_host(raw)
+
+
+@pytest.mark.parametrize("raw", ['"127.0.0.1:12040"', "127.0.0.1:12040 "])
+def test_quoted_or_padded_host_does_not_crash_the_import(raw: str) -> None:
+    # The ollama package reads OLLAMA_HOST when imported; a quoted value used to raise there.
+    env = {**os.environ, "OLLAMA_HOST": raw}
+    code = "import ollama_preloader.ollama.api, os; print(os.environ['OLLAMA_HOST'])"
+    done = subprocess.run(
+        [sys.executable, "-c", code], check=False, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == raw.strip()
