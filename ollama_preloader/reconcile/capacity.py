@@ -150,11 +150,12 @@ def is_thrashing(reload_times: Sequence[float], now: float) -> bool:
     return len(recent) >= THRASH_LOADS
 
 
-def thrash_message(status: ModelStatus) -> str:
+def thrash_message(status: ModelStatus, by: Sequence[str]) -> str:
+    """Why a model gives way after declared models (`by`, the last to) kept pushing it out."""
     return (
-        f"capacity: {status.spec.display} was evicted or reloaded {THRASH_LOADS} times in "
-        f"{THRASH_WINDOW / 60:.0f} minutes; another model or a client with different options "
-        f"(num_ctx) keeps pushing it out; fix: {FIX}, or align client options"
+        f"capacity: {status.spec.display} was pushed out by other declared models (last by "
+        f"{', '.join(by)}) and loaded back {THRASH_LOADS} times in {THRASH_WINDOW / 60:.0f} "
+        f"minutes; they cannot all be loaded together; fix: {FIX}"
     )
 
 

@@ -28,7 +28,7 @@ from ollama_preloader.observe.logs import get_logger
 from ollama_preloader.observe.summary import note_all_ready
 from ollama_preloader.ollama.api import LoadedModel, OllamaAPI
 from ollama_preloader.ollama.kinds import ModelKind
-from ollama_preloader.reconcile import capacity
+from ollama_preloader.reconcile import capacity, evictions
 from ollama_preloader.reconcile.drift import adopts_context, note_loaded, watching_context
 from ollama_preloader.reconcile.plan import Action, ActionKind, find_loaded
 from ollama_preloader.reconcile.retry import fail
@@ -60,6 +60,7 @@ class Loader:
         read_ps: Callable[[], Awaitable[list[LoadedModel]]],
         store_changed: Callable[[], None],
         runners: NoRunners | None = None,
+        listed_before: Callable[[], set[str]] = set,
     ) -> None:
         self.settings = settings
         self.api = api
@@ -67,6 +68,7 @@ class Loader:
         self.runners = runners or NoRunners()  # the server's runner processes, if visible
         self._exits_reported: set[int] = set()  # runner pids whose exit was logged
         self._read_ps = read_ps  # /api/ps as the loop reads it (shared runners resolved)
+        self._listed_before = listed_before  # keys listed at the read before the last one
         self._store_changed = store_changed  # the model is gone from disk: read /api/tags again
 
     async def _detect_kind(self, status: ModelStatus) -> ModelKind:
@@ -173,7 +175,9 @@ class Loader:
         except OllamaUnavailable:
             return
         except OllamaAPIError as exc:
-            self._load_failed(status, f"could not inspect the model: {exc}")
+            # Worded as a failed load (the documented reason) with or without ?kind=: Ollama
+            # reads the model the same way for /api/show as for a load.
+            self._load_failed(status, f"load failed: {exc} (reading the model for /api/show)")
             return
         if (
             action.kind == ActionKind.LOAD
@@ -182,6 +186,8 @@ class Loader:
             and await self.runners.appears(blob_name(status.blob), RELOAD_GRACE)
         ):
             mark_client_reload(status)  # a client's request is loading it: re-pin that one
+            return
+        if action.reason in evictions.REPAIRS and self._repair_later(status, action):
             return
         options = self._options(status, action)
         dead, status.dead_runner = status.dead_runner, None
@@ -233,7 +239,7 @@ class Loader:
             return
         elapsed = time.monotonic() - started
         now = time.monotonic()
-        status.last_load_at = now
+        since, status.last_load_at = status.last_load_at, now
         status.reason, status.failures, status.retry_at = None, 0, 0.0
         status.replaced = None
         status.state = State.PINNED if spec.pinned else State.LOADED
@@ -250,7 +256,7 @@ class Loader:
                 seconds=round(elapsed, 3),
             )
             return
-        await self._loaded(status, action, kind, elapsed, now, options=options)
+        await self._loaded(status, action, kind, elapsed, now, options=options, since=since)
 
     async def _loaded(
         self,
@@ -261,8 +267,10 @@ class Loader:
         now: float,
         *,
         options: dict[str, Any],
+        since: float,
     ) -> None:
-        """A load (not a refresh) succeeded: count it, say so, then see what it cost."""
+        """A load (not a refresh) succeeded: count it, say so, then see what it cost.
+        `since`: when it was loaded before."""
         spec = status.spec
         status.loads += 1
         status.reloads += action.reason == "evicted"
@@ -285,13 +293,19 @@ class Loader:
             seconds=round(elapsed, 3),
             reason=action.reason,
         )
-        if action.reason in ("evicted", "unpinned", "runner exited"):
+        pushed_by, status.pushed_by = status.pushed_by, ()
+        displaced = await self._check_evictions(status)
+        by = pushed_by or displaced or self._rivals(status, since)
+        if by and action.reason in evictions.REPAIRS and status.state != State.FAILED:
+            # Put back after declared models took its place, or pushing out declared models a
+            # client had loaded: declared models that cannot coexist, the storm to stop.
             status.reload_times.append(now)
             if capacity.is_thrashing(status.reload_times, now):
                 status.reload_times.clear()
-                self._give_way(status, capacity.thrash_message(status), runners=None)
+                with contextlib.suppress(OllamaAPIError):
+                    await self.api.unload(spec.name)  # it gives way: as `status` will say
+                self._give_way(status, capacity.thrash_message(status, by), runners=None)
                 return
-        await self._check_evictions(status)
         # A re-pin leaves the runner as it was (warm); a load starts a cold one.
         if (
             self.settings.warmup
@@ -301,12 +315,48 @@ class Loader:
             await self._warm_up(status, kind, options)
         note_all_ready(self.board)
 
-    async def _evicted_by(self, status: ModelStatus) -> tuple[list[ModelStatus], int] | None:
-        """Declared pinned models that vanished while `status` loaded, and the runner count."""
+    def _repair_later(self, status: ModelStatus, action: Action) -> bool:
+        """Count a repair; True when it comes too soon after the last ones and must wait."""
+        now = time.monotonic()
+        wait = evictions.repair_wait(status, now, self.settings)
+        if wait > 0:
+            status.retry_at = now + wait
+            evictions.log_repair_wait(status, wait, action.reason)
+            return True
+        status.repair_times.append(now)
+        return False
+
+    def _rivals(self, status: ModelStatus, since: float) -> tuple[str, ...]:
+        """Declared models not ours to keep (gave way, or failed) whose runner someone else
+        started since `since`: a client loading one pushed `status` out, before any look at
+        /api/ps could list it (`run` only: it sees Ollama's runner starts)."""
+        return tuple(
+            m.spec.display
+            for m in self.board.models
+            if m is not status
+            and m.state not in READY_STATES
+            and self.runners.starts_since(blob_name(m.blob), max(since, m.last_load_at))
+        )
+
+    async def _evicted_by(
+        self, status: ModelStatus
+    ) -> tuple[list[ModelStatus], int, list[str], tuple[str, ...]] | None:
+        """Declared pinned models that vanished while `status` loaded, the runner count, the
+        undeclared models listed, and the other declared models (not ours to keep: a client
+        loaded them) that were listed before the load and are gone."""
         try:
             loaded = await self._read_ps()
         except OllamaAPIError:
             return None
+        before = self._listed_before()
+        displaced = tuple(
+            m.spec.display
+            for m in self.board.models
+            if m is not status
+            and m.state not in READY_STATES
+            and m.key in before
+            and find_loaded(m, loaded) is None
+        )
         gone = [
             m
             for m in self.board.models
@@ -315,17 +365,25 @@ class Loader:
             and m.state in READY_STATES
             and find_loaded(m, loaded) is None
         ]
-        return gone, len(loaded)
+        return gone, len(loaded), evictions.undeclared(self.board.models, loaded), displaced
 
-    async def _check_evictions(self, status: ModelStatus) -> None:
-        """Did this load push a declared model out? Then one of them gives way, by priority."""
+    async def _check_evictions(self, status: ModelStatus) -> tuple[str, ...]:
+        """Did this load push a declared model out? Then one of them gives way, by priority.
+        Returns the declared models it pushed out that a client had loaded."""
         found = await self._evicted_by(status)
         if found is None:
-            return
-        gone, runners = found
+            return ()
+        gone, runners, others, displaced = found
+        if gone and others:
+            # An undeclared model holds a slot: it, not `status`, left no room. Put the declared
+            # ones back (that unloads the undeclared one) and name it.
+            for other in gone:
+                other.state, other.reason, other.pushed_by = State.EVICTED, "evicted", ()
+                evictions.warn_undeclared(other, others, time.monotonic())
+            return displaced
         verdict = capacity.judge_eviction(status, gone)
         if verdict is None:
-            return
+            return displaced
         log.error(
             "capacity.conflict",
             msg=verdict.message,
@@ -342,15 +400,18 @@ class Loader:
         for kept in verdict.keep:
             if kept is not status:
                 kept.state, kept.reason = State.EVICTED, "evicted"
+                kept.pushed_by = (status.spec.display,)
+        return displaced
 
     async def _load_error(self, status: ModelStatus, exc: OllamaAPIError) -> None:
         """A load Ollama refused. One that ran out of memory, or cleared others, is capacity."""
         found = await self._evicted_by(status)
-        gone, runners = found if found is not None else ([], 0)
+        gone, runners, _, _ = found if found is not None else ([], 0, [], ())
         oom = capacity.is_out_of_memory(str(exc))
         if oom or gone:
             for other in gone:
                 other.state, other.reason = State.EVICTED, "evicted"
+                other.pushed_by = (status.spec.display,)
             retry_in = None
             if oom:
                 status.oom_times.append(time.monotonic())

@@ -25,7 +25,7 @@ from ollama_preloader.observe.resources import (
 )
 from ollama_preloader.observe.summary import note_all_ready
 from ollama_preloader.ollama.api import LoadedModel, LocalModel, OllamaAPI
-from ollama_preloader.reconcile import capacity
+from ollama_preloader.reconcile import capacity, evictions
 from ollama_preloader.reconcile.drift import adopts_context, check_context, note_runner_start
 from ollama_preloader.reconcile.plan import find_loaded
 from ollama_preloader.reconcile.runner_events import mark_client_reload
@@ -58,7 +58,15 @@ class Observer:
         self._resources_warned: tuple[str, tuple[str, ...]] | None = None
         self.exits: list[RunnerExit] = []  # runners gone since the last look (`run` only)
         self._ps_read_at = 0.0  # when the /api/ps the next observe() gets was asked for
+        # Keys /api/ps listed at the read before the last and at the last (this loop's and the
+        # loader's reads after each load): what is new tells what pushed a model out.
+        self._listed_before: set[str] = set()
+        self._listed_last: set[str] = set()
         self._observed_at = time.monotonic()
+
+    def listed_before(self) -> set[str]:
+        """Keys /api/ps listed at the read before the last (after a load: before it)."""
+        return self._listed_before
 
     def runner_exited(self, exit_: RunnerExit) -> None:
         """The runner watch saw a runner exit: judged at the next look (supervisor wakes it)."""
@@ -94,6 +102,7 @@ class Observer:
         """/api/ps, each runner with its model file when that is needed to match a model."""
         self._ps_read_at = time.monotonic()
         loaded = await self.api.ps()
+        self._listed_before, self._listed_last = self._listed_last, {m.key for m in loaded}
         if self.exits:
             await self._resolve_blobs()
         return await self._with_blobs(loaded)
@@ -211,6 +220,8 @@ class Observer:
             if status.client_reload:
                 self._follow_client_reload(status, entry, now, runners)
                 continue
+            if status.undeclared_watch is not None:
+                self._follow_undeclared(status, loaded, mono)
             if status.state in (State.PULLING, State.LOADING):
                 continue
             if status.retry_at > mono:
@@ -231,18 +242,64 @@ class Observer:
                 if adopts_context(status.spec) and self._client_reloading(status, runners):
                     mark_client_reload(status)
                     continue
-                status.state, status.reason = State.EVICTED, "evicted"
-                log.warning(
-                    "model.evicted",
-                    msg=f"{status.spec.display} was unloaded (evicted or stopped); "
-                    "loading it again",
-                    model=status.spec.display,
-                )
+                self._evicted(status, loaded, mono)
         self.undeclared = [m for m in loaded if m.key not in keys]
         self.board.observed_restarts = self.board.server_restarts
         self._observed_at = mono
         self._note_capacity_freed(len(loaded))
         note_all_ready(self.board)
+
+    def _evicted(self, status: ModelStatus, loaded: list[LoadedModel], now: float) -> None:
+        """A pinned model left /api/ps: say what took its place, if anything, and put it back.
+
+        Only declared models taking its place count for the reload-storm guard (`pushed_by`);
+        an undeclared one is named in a warning; nothing new listed is a client's unload.
+        """
+        declared, other = evictions.newcomers(
+            status, self.board.models, loaded, self._listed_before
+        )
+        status.state, status.reason = State.EVICTED, "evicted"
+        status.pushed_by = tuple(declared)
+        if declared or other:
+            how = f"pushed out by {', '.join(declared or other)}"
+            how += "" if declared else " (not declared)"
+        elif self._undeclared_starting(status):
+            # Its runner is loading and not listed yet: wait one look or two to name it (and
+            # not queue our load behind it).
+            status.undeclared_watch = (frozenset(self._listed_before), now + START_FRESH)
+            status.retry_at = now + START_FRESH
+            how = "pushed out by a model that is not declared, still loading"
+        else:
+            how = "unloaded, nothing in its place (`ollama stop`, keep_alive 0, a restart)"
+        log.warning(
+            "model.evicted",
+            msg=f"{status.spec.display} was {how}; loading it again",
+            model=status.spec.display,
+            by=declared or other,
+            declared=bool(declared),
+        )
+        if other and not declared:
+            evictions.warn_undeclared(status, other, now)
+
+    def _undeclared_starting(self, status: ModelStatus) -> bool:
+        """Did Ollama start a runner for a file no declared model uses since the last look
+        that listed `status`? (`run` only: it sees the runner starts.)"""
+        declared = {blob_name(s.blob) for s in self.board.models}
+        started = self.server.runners.blobs_started_since(status.listed_at)
+        return bool(started - declared)
+
+    def _follow_undeclared(
+        self, status: ModelStatus, loaded: list[LoadedModel], now: float
+    ) -> None:
+        """Waiting to name the undeclared model that pushed `status` out: once it is listed,
+        warn and put `status` back at once; after START_FRESH, put it back anyway."""
+        before, until = status.undeclared_watch or (frozenset(), 0.0)
+        _, other = evictions.newcomers(status, self.board.models, loaded, set(before))
+        if other or now >= until or status.state != State.EVICTED:
+            status.undeclared_watch = None
+            status.retry_at = 0.0 if status.state == State.EVICTED else status.retry_at
+        if other:
+            evictions.warn_undeclared(status, other, now)
 
     def _exits_to_judge(self) -> tuple[list[RunnerExit], list[RunnerExit]]:
         """(exits the /api/ps just read can judge, exits seen after it was asked for)."""

@@ -73,6 +73,7 @@ class Supervisor:
             read_ps=self.observer.read_ps,
             store_changed=self.observer.store_changed,
             runners=server.runners,
+            listed_before=self.observer.listed_before,
         )
         self.pulls = PullQueue(
             settings,

@@ -148,6 +148,9 @@ class NoRunners:
     def starts_since(self, blob: str | None, since: float) -> list[int | None]:
         return []
 
+    def blobs_started_since(self, since: float) -> set[str]:
+        return set()
+
     async def appears(self, blob: str | None, within: float) -> bool:
         return False
 
@@ -250,6 +253,10 @@ class RunnerWatch(NoRunners):
         if blob is None:
             return []
         return [ctx for at, started, ctx in self._starts if at > since and started == blob]
+
+    def blobs_started_since(self, since: float) -> set[str]:
+        """The model files Ollama started a runner for after `since` (whose load, any)."""
+        return {started for at, started, _ in self._starts if at > since and started}
 
     async def appears(self, blob: str | None, within: float) -> bool:
         """Is a runner for `blob` alive, or does one start within `within` seconds?"""

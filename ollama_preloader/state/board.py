@@ -97,6 +97,16 @@ class ModelStatus:
     last_load_at: float = 0.0  # monotonic; the periodic refresh counts from here
     refreshes: int = 0
     reload_times: deque[float] = field(default_factory=lambda: deque(maxlen=16))
+    # Why it was last pushed out (reconcile/evictions.py): the declared models that took its
+    # place (only those count for the reload-storm guard), the times of its repairs (the rate
+    # bound), and the undeclared models that took its place (the warning naming them).
+    pushed_by: tuple[str, ...] = ()
+    repair_times: deque[float] = field(default_factory=lambda: deque(maxlen=16))
+    undeclared_evictions: dict[str, list[float]] = field(default_factory=dict)
+    undeclared_warned: dict[str, float] = field(default_factory=dict)
+    # Left /api/ps while Ollama started a runner for an undeclared file: (the keys listed
+    # before, until when to wait for that model to be listed and named).
+    undeclared_watch: tuple[frozenset[str], float] | None = None
     capacity_loaded: int | None = None  # runners loaded when it gave way; fewer = room freed
     # Monotonic times of loads that ran out of memory, oldest first (capacity.oom_retry_delay).
     oom_times: deque[float] = field(default_factory=lambda: deque(maxlen=32))

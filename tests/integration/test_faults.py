@@ -153,22 +153,74 @@ def test_model_that_never_fits_is_tried_six_times_an_hour(launcher: Launcher) ->
     assert run.stop() == 0
 
 
-def test_reload_storm_backs_off(launcher: Launcher) -> None:
-    """A client that keeps un-pinning a model: after five repins the supervisor stops fighting."""
+def test_client_unpinning_is_put_back_every_time(launcher: Launcher) -> None:
+    """A client that keeps un-pinning a model is no capacity conflict: six times (past the old
+    reload-storm count of five), six re-pins, never `failed`."""
     run = start(launcher, "llama3.2", FAKE_OLLAMA_PRESENT="llama3.2")
     run.wait_all_pinned()
 
     def repinned(times: int) -> bool:
         return run.count_events("model.pinned", reason="unpinned") >= times
 
-    for i in range(1, 6):
+    for i in range(1, 7):
         run.http("POST", "/api/generate", {"model": "llama3.2", "keep_alive": "5m"})
         run.wait_for(functools.partial(repinned, i), f"repin {i}")
-    failed = run.wait_event("model.failed", model="llama3.2:latest")
-    assert "5 times in 10 minutes" in failed["reason"]
-    run.http("POST", "/api/generate", {"model": "llama3.2", "keep_alive": "5m"})
     settle(run)
-    assert run.count_events("model.pinned", reason="unpinned") == 5
+    assert pinned_names(run) == {"llama3.2:latest"}
+    assert run.events("model.failed") == []
+    assert run.stop() == 0
+
+
+def test_declared_models_pushing_each_other_out_give_up(launcher: Launcher) -> None:
+    """Only one of a and b fits and clients keep loading b: a is put back five times, each
+    evicting b again, then gives way naming b (the reload storm the guard is for)."""
+    catalog = {name: model(size=3.0, vram=6 * GB) for name in ("a:latest", "b:latest")}
+    run = start(launcher, "a,b", catalog, FAKE_OLLAMA_VRAM=str(10 * GB))
+    run.wait_event("model.failed", model="b:latest")  # the first conflict: b gives way
+    run.wait_for(lambda: pinned_names(run) == {"a:latest"}, "a back")
+
+    def a_back_or_failed(pinned: int) -> bool:
+        back = run.count_events("model.pinned", model="a:latest") > pinned
+        return back or run.count_events("model.failed", model="a:latest") > 0
+
+    for i in range(1, 6):
+        if run.count_events("model.failed", model="a:latest"):
+            break
+        pinned = run.count_events("model.pinned", model="a:latest")
+        run.http("POST", "/api/generate", {"model": "b", "prompt": "hi", "stream": False})
+        run.wait_for(functools.partial(a_back_or_failed, pinned), f"a put back {i}")
+    failed = run.wait_event("model.failed", model="a:latest")
+    assert "pushed out by other declared models (last by b:latest)" in failed["reason"]
+    assert "5 times in 10 minutes" in failed["reason"]
+    settle(run)
+    assert "a:latest" not in pinned_names(run)  # it gave way: unloaded, as status says
+    doc = json.loads(run.cli("status", "--json").stdout)
+    assert {m["name"]: m["state"] for m in doc["models"]}["a:latest"] == "failed"
+    assert run.stop() == 0
+
+
+def test_undeclared_model_evicting_a_declared_one_is_repaired_and_named(
+    launcher: Launcher,
+) -> None:
+    """OLLAMA_MAX_LOADED_MODELS=2, a and b declared, a client loads the undeclared c six times:
+    every eviction is repaired (never `failed`), and one warning names c."""
+    catalog = {name: model(size=1.0) for name in ("a:latest", "b:latest", "c:latest")}
+    run = start(launcher, "a,b", catalog, OLLAMA_MAX_LOADED_MODELS="2", FAKE_OLLAMA_PRESENT="a,b,c")
+    run.wait_all_pinned()
+
+    def both_back() -> bool:
+        return {m["name"] for m in run.ps()} == {"a:latest", "b:latest"} == pinned_names(run)
+
+    for i in range(1, 7):
+        run.http("POST", "/api/generate", {"model": "c", "prompt": "hi", "stream": False})
+        run.wait_for(both_back, f"a and b back after {i}")
+    assert run.events("model.failed") == []
+    warned = run.events("capacity.undeclared")
+    assert warned
+    assert {e["undeclared"] for e in warned} == {"c:latest"}
+    assert "c:latest is loaded but not declared" in warned[0]["msg"]
+    doc = json.loads(run.cli("status", "--json").stdout)
+    assert {m["state"] for m in doc["models"]} == {"pinned"}
     assert run.stop() == 0
 
 
