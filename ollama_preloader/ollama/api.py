@@ -16,7 +16,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import httpx
-import ollama
 import pydantic
 
 from ollama_preloader.config.modelspec import ModelKind
@@ -31,6 +30,7 @@ from ollama_preloader.errors import (
     RegistryTLSError,
     ServerBusy,
 )
+from ollama_preloader.ollama.library import ollama
 from ollama_preloader.ollama.names import name_key
 
 T = TypeVar("T")

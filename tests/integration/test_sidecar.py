@@ -255,6 +255,23 @@ def test_sidecar_against_a_non_loopback_address(launcher: Launcher, tmp_path: Pa
         assert run.stop() == 0
 
 
+@pytest.mark.parametrize("form", ['"{}"', "'{}'", " {} "])
+def test_a_quoted_or_padded_ollama_host_is_trimmed(
+    launcher: Launcher, fake: FakeOllama, form: str
+) -> None:
+    """Quotes (docker --env-file) or spaces: trimmed as Ollama trims them, in
+    `watch` and `status`, never a traceback from the client library reading the raw value."""
+    host = form.format(fake.host)
+    run = launcher.start(("watch",), env=sidecar_env(launcher, host))
+    run.wait_all_pinned()
+    assert pinned_on(fake) == DECLARED
+    status = launcher.run_once(("status",), env=run.env)
+    assert "Traceback" not in status.stderr, status.stderr
+    assert status.returncode == 0, status.stderr
+    assert "Traceback" not in run.output()
+    assert run.stop() == 0
+
+
 def test_unreachable_remote_host_is_reported_not_fatal(launcher: Launcher) -> None:
     """Nothing listens at OLLAMA_HOST: repeated reports naming the URL; SIGTERM still exits 0."""
     address = _non_loopback_ipv4() or "127.0.0.1"
