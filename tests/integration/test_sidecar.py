@@ -290,6 +290,10 @@ BAD_CONFIG = [
     ({"OLLAMA_PRELOAD_MODELS": ""}, "OLLAMA_PRELOAD_MODELS is empty"),
     ({"OLLAMA_HOST": "ollama.com"}, "Ollama's cloud"),
     ({"OLLAMA_HOST": "gpu-box:99999"}, "OLLAMA_HOST='gpu-box:99999': invalid port"),
+    # Ollama itself fails on these (a lookup of '127.0.0.1:1:'; a random port for 0).
+    ({"OLLAMA_HOST": "127.0.0.1:11434:"}, "OLLAMA_HOST='127.0.0.1:11434:': not a host:port"),
+    ({"OLLAMA_HOST": "127.0.0.1:0"}, "OLLAMA_HOST='127.0.0.1:0': invalid port '0'"),
+    ({"OLLAMA_HOST": "127.0.0.1:00"}, "OLLAMA_HOST='127.0.0.1:00': invalid port '00'"),
     ({"PRELOADER_PROFILE": "gpu"}, "PRELOADER_PROFILE='gpu' sets variables of an `ollama serve`"),
 ]
 
