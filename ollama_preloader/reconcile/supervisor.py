@@ -29,7 +29,7 @@ from ollama_preloader.reconcile.plan import Action, ActionKind, plan
 from ollama_preloader.reconcile.pulling import PullQueue
 from ollama_preloader.reconcile.redeclare import Redeclarer
 from ollama_preloader.reconcile.retry import fail
-from ollama_preloader.reconcile.status import Board
+from ollama_preloader.reconcile.status import READY_STATES, Board, State
 from ollama_preloader.server.base import Server
 from ollama_preloader.server.runners import RunnerExit
 
@@ -192,6 +192,13 @@ class Supervisor:
     def server_lost(self) -> None:
         self._ready.clear()
         self.board.server_up = False
+        # Nothing is in memory while serve is away (or nothing can be told): say so per model,
+        # so `status`, /status and model_pinned agree with server_up=0. The first look after
+        # the return finds the ones a remote server kept and marks them pinned again.
+        for status in self.board.models:
+            if status.state in READY_STATES:
+                status.state, status.reason = State.EVICTED, "ollama serve is not answering"
+                status.size = status.size_vram = status.expires_at = None
 
     def server_restarted(self) -> None:
         self.board.server_restarts += 1

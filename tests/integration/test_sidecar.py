@@ -157,6 +157,31 @@ def test_sidecar_serves_status_health_and_metrics(launcher: Launcher, fake: Fake
     assert run.stop() == 0
 
 
+def test_models_are_not_pinned_while_the_server_is_away(
+    launcher: Launcher, fake: FakeOllama
+) -> None:
+    """Server gone: `status`, /status and /metrics stop saying pinned (per-model alerts see the
+    outage); back: pinned again."""
+    run = watch(launcher, fake)
+    run.wait_all_pinned()
+    fake.stop()
+    run.wait_event("server.lost")
+    _, doc = run.health_json("/status")
+    assert doc["server_up"] is False
+    assert [m["state"] for m in doc["models"]] == ["evicted", "evicted"]
+    assert doc["pinned"] == 0
+    metrics = run.health_get("/metrics")[1]
+    assert 'ollama_preloader_model_pinned{model="llama3.2:latest"} 0.0' in metrics
+    table = run.cli("status").stdout
+    assert "pinned" not in table.split("not ready")[0], table
+    assert "Forever" not in table, table
+
+    fake.start()
+    fake.wait_for(lambda: pinned_on(fake) == DECLARED, timeout=WAIT, what="pinned again")
+    run.wait_for(lambda: run.health_json("/status")[1]["pinned"] == 2, "pinned in /status")
+    assert run.stop() == 0
+
+
 def test_sidecar_started_before_the_server(launcher: Launcher, tmp_path: Path) -> None:
     """Boot order: the sidecar waits for a server that is not up yet, then pins the models."""
     server = FakeOllama(fake_env(tmp_path / "fake", catalog=SMALL), tmp_path / "fake")
