@@ -280,6 +280,8 @@ class Supervisor:
             return  # removed by a live reload since this cycle's plan
         if action.kind == ActionKind.PULL:
             await self.pulls.put(status)
+        elif action.kind == ActionKind.UPDATE:
+            await self.pulls.put(status, background=True)
         elif action.kind == ActionKind.MISSING:
             self.observer.store_changed()
             fail(
