@@ -274,7 +274,9 @@ def test_embedding_detected_without_capabilities(launcher: Launcher) -> None:
     Path(env["FAKE_OLLAMA_FAULTS"]).write_text('{"no_capabilities": true}')
     run = launcher.start(env=env)
     run.wait_all_pinned()
-    assert run.wait_event("model.kind")["source"] == "pooling_type"
+    kind = run.wait_event("model.kind")
+    assert kind["source"] == "pooling_type"
+    assert kind["msg"] == "all-minilm:latest is an embedding model"
     assert run.requests("/api/generate") == []
     assert run.stop() == 0
 
