@@ -79,8 +79,12 @@ def run(env_file: EnvFile = Path(".env")) -> None:
 
     settings = _settings(env_file)
     from ollama_preloader.reconcile.supervisor import Supervisor
-    from ollama_preloader.server.owned import OwnedServer
+    from ollama_preloader.server.owned import OwnedServer, check_owned_settings
 
+    try:
+        check_owned_settings(settings)
+    except ConfigError as exc:
+        raise _fail(str(exc), EXIT_CONFIG) from None
     configure(settings.log_level, settings.log_format)
     env = server_environment(env_file=env_file)
     server = OwnedServer(settings, env)

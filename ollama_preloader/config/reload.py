@@ -189,6 +189,19 @@ class ModelSource:
     async def reload(self) -> ReloadResult:
         """What SIGHUP does: `.env` and the models file (or the list in `.env`), now."""
         self._pending = _UNSEEN
+        env_file = self._env_file
+        if (
+            self._settings.models_source == "env-file"
+            and env_file is not None
+            and not await asyncio.to_thread(env_file.is_file)
+        ):
+            # A missing .env reads as empty: that would release every model, where a models
+            # file that disappears keeps the set. Treat it the same way.
+            return ReloadFailed(
+                "signal",
+                f"{env_file}: no such file (OLLAMA_PRELOAD_MODELS in force came from it); "
+                "the declared models stay until it is back",
+            )
         try:
             fresh = await asyncio.to_thread(load_settings, self._env_file, read_models_file=False)
         except ConfigError as exc:

@@ -54,6 +54,11 @@ def _health_port(value: Any) -> Any:
     return parse_health_port(value) if isinstance(value, str) else value
 
 
+def _health_host(value: Any) -> Any:
+    """Read as `status` and `health` read it: spaces, quotes and IPv6 brackets dropped."""
+    return value.strip().strip("\"'").strip().strip("[]") if isinstance(value, str) else value
+
+
 def _lower(value: Any) -> Any:
     return value.strip().lower() if isinstance(value, str) else value
 
@@ -146,7 +151,7 @@ class Settings(BaseSettings):
     quantization: Annotated[Quantization | None, BeforeValidator(_lower_or_unset)] = None
     warmup: bool = False
     health_port: Annotated[int | None, BeforeValidator(_health_port)] = DEFAULT_PORT
-    health_host: str = DEFAULT_HOST
+    health_host: Annotated[str, BeforeValidator(_health_host)] = DEFAULT_HOST
 
     # Warnings found while parsing (duplicates); logged once logging is configured.
     parse_warnings: tuple[str, ...] = Field(default=(), exclude=True)

@@ -83,6 +83,8 @@ class HealthServer:
         )
 
     def _shown_host(self) -> str:
+        if not self.host:
+            return "0.0.0.0"  # an empty host binds every interface; `http://:PORT` is no URL
         return f"[{self.host}]" if ":" in self.host else self.host
 
     def _bind_error(self, exc: OSError) -> str:

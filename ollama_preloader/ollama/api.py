@@ -7,7 +7,6 @@ httpx only for the readiness probe on `GET /`, which the client has no call for.
 from __future__ import annotations
 
 import json
-import os
 import socket
 import ssl
 import time
@@ -19,17 +18,7 @@ from typing import Any, TypeVar
 import httpx
 import pydantic
 
-# The ollama package builds a default client from the raw OLLAMA_HOST at import time and raises
-# on a quoted or padded value (crash with a traceback) before host.py can trim it. Every client
-# here gets the parsed host explicitly, so hide the variable for the import only.
-_raw_host = os.environ.pop("OLLAMA_HOST", None)
-try:
-    import ollama
-finally:
-    if _raw_host is not None:
-        os.environ["OLLAMA_HOST"] = _raw_host
-
-from ollama_preloader.errors import (  # noqa: E402
+from ollama_preloader.errors import (
     ModelNotFound,
     NotSupported,
     OllamaAPIError,
@@ -40,8 +29,9 @@ from ollama_preloader.errors import (  # noqa: E402
     RegistryTLSError,
     ServerBusy,
 )
-from ollama_preloader.ollama.kinds import ModelKind  # noqa: E402
-from ollama_preloader.ollama.names import name_key  # noqa: E402
+from ollama_preloader.ollama.kinds import ModelKind
+from ollama_preloader.ollama.library import ollama
+from ollama_preloader.ollama.names import name_key
 
 T = TypeVar("T")
 

@@ -76,11 +76,23 @@ def parse_ollama_host(raw: str | None) -> OllamaHost:
     host, port_text = _split_host_port(hostport)
     if port_text is None:
         stripped = hostport.strip("[]")
+        if ":" in stripped and not _is_ipv6(stripped):
+            # '127.0.0.1:11434:' and the like: Ollama fails to look the whole string up as a name.
+            raise InvalidHost("not a host:port (remove the stray colon)")
         host = stripped if stripped else "127.0.0.1"
         return OllamaHost(scheme, host, default_port, path)
+    # Port 0 makes Ollama listen on a random port nobody can find, so it is refused too.
     if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
         raise InvalidHost(f"invalid port {port_text!r} (use a number from 1 to 65535)")
     return OllamaHost(scheme, host, int(port_text), path)
+
+
+def _is_ipv6(text: str) -> bool:
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _split_host_port(hostport: str) -> tuple[str, str | None]:

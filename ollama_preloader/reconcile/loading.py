@@ -79,7 +79,7 @@ class Loader:
         status.trained_context = details.context_length
         log.info(
             "model.kind",
-            msg=f"{status.spec.display} is a {status.kind.value} model",
+            msg=f"{status.spec.display} is {_article(status.kind.value)} {status.kind.value} model",
             model=status.spec.display,
             kind=status.kind.value,
             source="capabilities" if details.capabilities is not None else "pooling_type",
@@ -490,3 +490,7 @@ def apply_explicit_limit(board: Board, settings: Settings) -> None:
     for status in over:
         # Ollama fixes the limit for the life of the process: no retry would succeed.
         fail(status, message, math.inf, summary=f"{status.spec.display} is not loaded")
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1] in "aeiou" else "a"

@@ -8,7 +8,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from ollama_preloader.ollama.api import LoadedModel
-from ollama_preloader.state.board import ModelStatus, State
+from ollama_preloader.state.board import READY_STATES, ModelStatus, State
 
 
 class ActionKind(StrEnum):
@@ -18,6 +18,7 @@ class ActionKind(StrEnum):
     REFRESH = "refresh"  # pinned for a while: the same request again makes Ollama health-check
     # the runner and reload it if it crashed (ollama-behaviour.md §9.5)
     MISSING = "missing"  # not on disk and the pull policy forbids pulling
+    UPDATE = "update"  # policy `always`: pull again in the background while the copy on disk serves
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,8 @@ def plan(
                 # A live reload changed its request: the runner listed has the old one.
                 actions.append(Action(ActionKind.LOAD, status.key, "changed"))
                 continue
+            if _update_due(status, pull_policy, monotonic_now) and status.state in READY_STATES:
+                actions.append(Action(ActionKind.UPDATE, status.key, "pull policy always"))
             if not spec.pinned:
                 continue
             if not entry.is_pinned(now):
@@ -87,9 +90,19 @@ def plan(
             else:
                 actions.append(Action(ActionKind.PULL, status.key, "not on disk"))
             continue
-        if pull_policy == "always" and not status.pulled:
+        if pull_policy == "always" and not status.pulled and status.update_failures == 0:
             actions.append(Action(ActionKind.PULL, status.key, "pull policy always"))
             continue
         reason = "changed" if status.respec else "evicted" if status.ever_loaded else "preload"
         actions.append(Action(ActionKind.LOAD, status.key, reason))
     return actions
+
+
+def _update_due(status: ModelStatus, pull_policy: str, monotonic_now: float) -> bool:
+    """An update pull that failed (the copy on disk serves meanwhile) is due again."""
+    return (
+        pull_policy == "always"
+        and not status.pulled
+        and status.update_failures > 0
+        and status.update_retry_at <= monotonic_now
+    )

@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from tenacity import RetryCallState
 
+from ollama_preloader.config.durations import format_seconds
 from ollama_preloader.config.modelspec import ENV_MODELS
 from ollama_preloader.config.settings import Settings
 from ollama_preloader.errors import (
@@ -94,7 +95,9 @@ def _registry_fix(problem: RegistryProblem, registry: str) -> str:
     )
 
 
-async def pull_model(api: OllamaAPI, settings: Settings, status: ModelStatus) -> float:
+async def pull_model(
+    api: OllamaAPI, settings: Settings, status: ModelStatus, *, background: bool = False
+) -> float:
     """Pull one model with retries (PRELOADER_PULL_ATTEMPTS); return the seconds it took.
 
     Logs start, progress, each retry and completion, and keeps the progress on `status`.
@@ -102,7 +105,8 @@ async def pull_model(api: OllamaAPI, settings: Settings, status: ModelStatus) ->
     failure means (the supervisor retries later, the `pull` command reports it).
     """
     spec = status.spec
-    status.state, status.reason = State.PULLING, None
+    if not background:  # an update behind a loaded copy leaves its state alone
+        status.state, status.reason = State.PULLING, None
     status.pull_completed = status.pull_total = 0
     log.info("model.pull.start", msg=f"Pulling {spec.display}", model=spec.display)
     started = time.monotonic()
@@ -209,13 +213,18 @@ class PullQueue:
         self._wake = wake  # a pull that ends starts the next cycle at once
         self._pulls: asyncio.PriorityQueue[tuple[int, str]] = asyncio.PriorityQueue()
         self._queued: set[str] = set()
+        self._background: set[str] = set()  # queued updates of models that stay served
         self._running: tuple[str, asyncio.Task[None]] | None = None
 
-    async def put(self, status: ModelStatus) -> None:
-        """Queue a pull of `status`, unless one is queued or running already."""
+    async def put(self, status: ModelStatus, *, background: bool = False) -> None:
+        """Queue a pull of `status`, unless one is queued or running already. `background`:
+        an update of a model that stays served (and in its state) meanwhile."""
         if status.key not in self._queued:
             self._queued.add(status.key)
-            status.state = State.PULLING
+            if background:
+                self._background.add(status.key)
+            else:
+                status.state = State.PULLING
             await self._pulls.put((status.spec.priority, status.key))
 
     def forget(self, keys: set[str]) -> None:
@@ -230,13 +239,15 @@ class PullQueue:
         while True:
             _, key = await self._pulls.get()
             status = self.board.get(key)
+            background = key in self._background
+            self._background.discard(key)
             # Off the Board (a live reload removed it), or queued twice and pulled already.
-            if status is None or status.state != State.PULLING:
+            if status is None or (status.state != State.PULLING and not background):
                 self._queued.discard(key)
                 continue
             # Its own task, awaited at once, only so that `forget` can cancel this one pull
             # and not the worker; cancelling the worker cancels it too.
-            pull = asyncio.create_task(self._pull(status))
+            pull = asyncio.create_task(self._pull(status, background=background))
             self._running = (key, pull)
             try:
                 await pull
@@ -254,15 +265,52 @@ class PullQueue:
                 self._queued.discard(key)
                 self._wake.set()
 
-    async def _pull(self, status: ModelStatus) -> None:
+    async def _pull(self, status: ModelStatus, *, background: bool = False) -> None:
+        # Policy `always` with a copy on disk: that copy can serve, so the first update pull
+        # makes one attempt and a failure only delays the update (retried in the background).
+        update = self.settings.pull_policy == "always" and status.present is True
+        settings = self.settings
+        if update and not background:
+            settings = settings.model_copy(update={"pull_attempts": 1})
         try:
-            await pull_model(self.api, self.settings, status)
+            await pull_model(self.api, settings, status, background=background)
         except OllamaAPIError as exc:
-            self._pull_failed(status, failure_reason(exc), permanent_backoff(exc))
+            if update:
+                self._update_failed(status, exc, background=background)
+            else:
+                self._pull_failed(status, failure_reason(exc), permanent_backoff(exc))
             return
         self._store_changed()  # the new model's size, for the memory check
+        status.update_failures = 0
+        if background:
+            # The runner in memory is the old copy: load the name again (a no-op for Ollama
+            # when the pull brought nothing new).
+            status.respec = True
+            return
         status.state = State.EVICTED if status.ever_loaded else State.PENDING
         status.failures = 0
+
+    def _update_failed(self, status: ModelStatus, exc: OllamaAPIError, *, background: bool) -> None:
+        status.update_failures += 1
+        delay = permanent_backoff(exc) or backoff_seconds(
+            self.settings, status.update_failures, floor=self.settings.retry_max
+        )
+        status.update_retry_at = time.monotonic() + delay
+        if not background:
+            status.state, status.reason = (
+                (State.EVICTED if status.ever_loaded else State.PENDING),
+                None,
+            )
+        self._store_changed()
+        reason = failure_reason(exc)
+        log.warning(
+            "model.update_failed",
+            msg=f"Could not update {status.spec.display} ({reason}); serving the copy on "
+            f"disk, trying the update again in {format_seconds(delay)}",
+            model=status.spec.display,
+            reason=reason,
+            retry_in=round(delay, 1),
+        )
 
     def _pull_failed(self, status: ModelStatus, reason: str, retry_in: float | None) -> None:
         delay = retry_in or backoff_seconds(

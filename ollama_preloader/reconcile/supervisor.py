@@ -30,7 +30,7 @@ from ollama_preloader.reconcile.pulling import PullQueue
 from ollama_preloader.reconcile.redeclare import Redeclarer
 from ollama_preloader.reconcile.retry import fail
 from ollama_preloader.server.base import Server
-from ollama_preloader.state.board import Board
+from ollama_preloader.state.board import READY_STATES, Board, State
 from ollama_preloader.state.runner_facts import RunnerExit
 
 log = get_logger()
@@ -193,6 +193,13 @@ class Supervisor:
     def server_lost(self) -> None:
         self._ready.clear()
         self.board.server_up = False
+        # Nothing is in memory while serve is away (or nothing can be told): say so per model,
+        # so `status`, /status and model_pinned agree with server_up=0. The first look after
+        # the return finds the ones a remote server kept and marks them pinned again.
+        for status in self.board.models:
+            if status.state in READY_STATES:
+                status.state, status.reason = State.EVICTED, "ollama serve is not answering"
+                status.size = status.size_vram = status.expires_at = None
 
     def server_restarted(self) -> None:
         self.board.server_restarts += 1
@@ -274,6 +281,8 @@ class Supervisor:
             return  # removed by a live reload since this cycle's plan
         if action.kind == ActionKind.PULL:
             await self.pulls.put(status)
+        elif action.kind == ActionKind.UPDATE:
+            await self.pulls.put(status, background=True)
         elif action.kind == ActionKind.MISSING:
             self.observer.store_changed()
             fail(

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 from ollama_preloader.config.profiles import apply_profile
 from ollama_preloader.config.settings import Settings
-from ollama_preloader.errors import ServerError, ServerExited
+from ollama_preloader.errors import ConfigError, ServerError, ServerExited
 from ollama_preloader.observe.logs import get_logger
 from ollama_preloader.server.process import OllamaServer, force_exit, signal_name
 from ollama_preloader.server.runners import RunnerWatch
@@ -28,6 +28,17 @@ log = get_logger()
 
 HEALTHY_RUN = 300.0  # a serve that ran this long resets the restart backoff
 RESTART_BACKOFF_MAX = 60.0
+
+
+def check_owned_settings(settings: Settings) -> None:
+    """ConfigError for an OLLAMA_HOST the `ollama serve` we start can never answer at."""
+    host = settings.ollama_host
+    if host.scheme != "http" or host.path:
+        raise ConfigError(
+            f"OLLAMA_HOST='{host.scheme}://{host.listen}{host.path}': `run` starts `ollama "
+            "serve` on plain HTTP at /, so a scheme other than http:// or a path can never "
+            "answer; set it to host:port (https:// and paths are for `watch` behind a proxy)"
+        )
 
 
 class OwnedServer:

@@ -83,6 +83,10 @@ class ModelStatus:
     reason: str | None = None
     present: bool | None = None  # on disk, per the last /api/tags
     pulled: bool = False  # pulled during this run (policy `always` pulls once)
+    # Policy `always`, an update pull that failed while a copy is on disk: that copy is served,
+    # and the update is tried again in the background from this monotonic time on.
+    update_retry_at: float = 0.0
+    update_failures: int = 0
     pull_completed: int = 0
     pull_total: int = 0
     retry_at: float = 0.0  # monotonic time before which a failed model is left alone

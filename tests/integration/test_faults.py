@@ -301,6 +301,34 @@ def test_pull_failing_repeatedly_then_succeeding(launcher: Launcher) -> None:
     assert run.stop() == 0
 
 
+def test_policy_always_serves_the_copy_on_disk_while_the_update_fails(
+    launcher: Launcher,
+) -> None:
+    """PRELOADER_PULL_POLICY=always, the model on disk, the registry away: pinned from the copy
+    on disk at once with a warning, the update retried in the background until it works."""
+    full = launcher.env(
+        FAKE_OLLAMA_CATALOG=write_catalog(launcher.tmp / "catalog.json"),
+        OLLAMA_PRELOAD_MODELS="llama3.2",
+        FAKE_OLLAMA_PRESENT="llama3.2",
+        PRELOADER_PULL_POLICY="always",
+    )
+    down = {"pull_http_status": {"llama3.2": {"status": 502, "message": "registry down"}}}
+    Path(full["FAKE_OLLAMA_FAULTS"]).write_text(json.dumps(down))
+    run = launcher.start(env=full)
+    warning = run.wait_event("model.update_failed")
+    assert warning["model"] == "llama3.2:latest"
+    assert "copy on disk" in warning["msg"]
+    run.wait_for(lambda: "llama3.2:latest" in pinned_names(run), "pinned from the disk copy")
+    assert run.count_events("model.failed") == 0
+    run.wait_for(lambda: run.count_events("model.update_failed") >= 2, "a background retry")
+    assert "llama3.2:latest" in pinned_names(run)
+
+    run.set_faults({})
+    run.wait_event("model.pull.complete")
+    assert "llama3.2:latest" in pinned_names(run)
+    assert run.stop() == 0
+
+
 def test_hung_ps_does_not_freeze_the_loop(launcher: Launcher) -> None:
     """/api/ps hangs twice: each times out, then an eviction is still repaired."""
     run = start(launcher, "llama3.2", PRELOADER_API_TIMEOUT="1")

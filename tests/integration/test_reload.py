@@ -230,6 +230,31 @@ def test_sighup_rereads_the_list_in_dotenv(launcher: Launcher) -> None:
     assert run.stop() == 0
 
 
+def test_sighup_with_dotenv_missing_keeps_the_set(launcher: Launcher) -> None:
+    """The list came from `.env` and `.env` is gone: config.reload_failed naming it, every
+    model kept (as for a models file that disappears); back: a SIGHUP applies it."""
+    env = launcher.env(FAKE_OLLAMA_CATALOG=write_catalog(launcher.tmp / "catalog.json"))
+    work = launcher.tmp / "work"
+    work.mkdir(exist_ok=True)
+    dotenv = work / ".env"
+    dotenv.write_text(f"OLLAMA_PRELOAD_MODELS={CHAT},{EMBED}\n")
+    run = launcher.start(env=env)
+    run.wait_all_pinned()
+    dotenv.unlink()
+    run.proc.send_signal(signal.SIGHUP)
+    failed = run.wait_event("config.reload_failed")
+    assert ".env" in failed["error"]
+    assert run.count_events("config.reloaded") == 0
+    assert declared(run) == [CHAT, EMBED]
+    assert unloads(run, CHAT) == []
+    assert unloads(run, EMBED) == []
+
+    dotenv.write_text(f"OLLAMA_PRELOAD_MODELS={CHAT}\n")
+    run.proc.send_signal(signal.SIGHUP)
+    assert run.wait_event("config.reloaded")["models"] == 1
+    assert run.stop() == 0
+
+
 def test_sighup_with_the_list_in_the_environment_keeps_it(launcher: Launcher) -> None:
     """The list in the real environment cannot change: SIGHUP says so and changes nothing."""
     run = launcher.start(OLLAMA_PRELOAD_MODELS=CHAT)

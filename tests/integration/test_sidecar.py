@@ -157,6 +157,31 @@ def test_sidecar_serves_status_health_and_metrics(launcher: Launcher, fake: Fake
     assert run.stop() == 0
 
 
+def test_models_are_not_pinned_while_the_server_is_away(
+    launcher: Launcher, fake: FakeOllama
+) -> None:
+    """Server gone: `status`, /status and /metrics stop saying pinned (per-model alerts see the
+    outage); back: pinned again."""
+    run = watch(launcher, fake)
+    run.wait_all_pinned()
+    fake.stop()
+    run.wait_event("server.lost")
+    _, doc = run.health_json("/status")
+    assert doc["server_up"] is False
+    assert [m["state"] for m in doc["models"]] == ["evicted", "evicted"]
+    assert doc["pinned"] == 0
+    metrics = run.health_get("/metrics")[1]
+    assert 'ollama_preloader_model_pinned{model="llama3.2:latest"} 0.0' in metrics
+    table = run.cli("status").stdout
+    assert "pinned" not in table.split("not ready")[0], table
+    assert "Forever" not in table, table
+
+    fake.start()
+    fake.wait_for(lambda: pinned_on(fake) == DECLARED, timeout=WAIT, what="pinned again")
+    run.wait_for(lambda: run.health_json("/status")[1]["pinned"] == 2, "pinned in /status")
+    assert run.stop() == 0
+
+
 def test_sidecar_started_before_the_server(launcher: Launcher, tmp_path: Path) -> None:
     """Boot order: the sidecar waits for a server that is not up yet, then pins the models."""
     server = FakeOllama(fake_env(tmp_path / "fake", catalog=SMALL), tmp_path / "fake")
@@ -255,6 +280,23 @@ def test_sidecar_against_a_non_loopback_address(launcher: Launcher, tmp_path: Pa
         assert run.stop() == 0
 
 
+@pytest.mark.parametrize("form", ['"{}"', "'{}'", " {} "])
+def test_a_quoted_or_padded_ollama_host_is_trimmed(
+    launcher: Launcher, fake: FakeOllama, form: str
+) -> None:
+    """Quotes (docker --env-file) or spaces: trimmed as Ollama trims them, in
+    `watch` and `status`, never a traceback from the client library reading the raw value."""
+    host = form.format(fake.host)
+    run = launcher.start(("watch",), env=sidecar_env(launcher, host))
+    run.wait_all_pinned()
+    assert pinned_on(fake) == DECLARED
+    status = launcher.run_once(("status",), env=run.env)
+    assert "Traceback" not in status.stderr, status.stderr
+    assert status.returncode == 0, status.stderr
+    assert "Traceback" not in run.output()
+    assert run.stop() == 0
+
+
 def test_unreachable_remote_host_is_reported_not_fatal(launcher: Launcher) -> None:
     """Nothing listens at OLLAMA_HOST: repeated reports naming the URL; SIGTERM still exits 0."""
     address = _non_loopback_ipv4() or "127.0.0.1"
@@ -273,6 +315,10 @@ BAD_CONFIG = [
     ({"OLLAMA_PRELOAD_MODELS": ""}, "OLLAMA_PRELOAD_MODELS is empty"),
     ({"OLLAMA_HOST": "ollama.com"}, "Ollama's cloud"),
     ({"OLLAMA_HOST": "gpu-box:99999"}, "OLLAMA_HOST='gpu-box:99999': invalid port"),
+    # Ollama itself fails on these (a lookup of '127.0.0.1:1:'; a random port for 0).
+    ({"OLLAMA_HOST": "127.0.0.1:11434:"}, "OLLAMA_HOST='127.0.0.1:11434:': not a host:port"),
+    ({"OLLAMA_HOST": "127.0.0.1:0"}, "OLLAMA_HOST='127.0.0.1:0': invalid port '0'"),
+    ({"OLLAMA_HOST": "127.0.0.1:00"}, "OLLAMA_HOST='127.0.0.1:00': invalid port '00'"),
     ({"PRELOADER_PROFILE": "gpu"}, "PRELOADER_PROFILE='gpu' sets variables of an `ollama serve`"),
 ]
 

@@ -219,6 +219,11 @@ BAD_CONFIG = [
     ({"OLLAMA_PRELOAD_MODELS": "devstral,/llama3.2"}, "entry '/llama3.2': the namespace"),
     ({"OLLAMA_PRELOAD_MODELS": "library//llama3.2"}, "entry 'library//llama3.2': the namespace"),
     ({"OLLAMA_HOST": "127.0.0.1:99999"}, "OLLAMA_HOST='127.0.0.1:99999': invalid port"),
+    ({"OLLAMA_HOST": "127.0.0.1:0"}, "OLLAMA_HOST='127.0.0.1:0': invalid port '0'"),
+    ({"OLLAMA_HOST": "127.0.0.1:00"}, "OLLAMA_HOST='127.0.0.1:00': invalid port '00'"),
+    ({"OLLAMA_HOST": "127.0.0.1:11434:"}, "OLLAMA_HOST='127.0.0.1:11434:': not a host:port"),
+    ({"OLLAMA_HOST": "https://127.0.0.1:11434"}, "OLLAMA_HOST='https://127.0.0.1:11434': `run`"),
+    ({"OLLAMA_HOST": "127.0.0.1:11434/ollama"}, "OLLAMA_HOST='http://127.0.0.1:11434/ollama'"),
     ({"PRELOADER_WATCH_INTERVAL": "often"}, "PRELOADER_WATCH_INTERVAL='often'"),
     ({"PRELOADER_PULL_POLICY": "maybe"}, "PRELOADER_PULL_POLICY='maybe'"),
     ({"PRELOADER_ON_SERVER_EXIT": "panic"}, "PRELOADER_ON_SERVER_EXIT='panic'"),
@@ -269,7 +274,9 @@ def test_embedding_detected_without_capabilities(launcher: Launcher) -> None:
     Path(env["FAKE_OLLAMA_FAULTS"]).write_text('{"no_capabilities": true}')
     run = launcher.start(env=env)
     run.wait_all_pinned()
-    assert run.wait_event("model.kind")["source"] == "pooling_type"
+    kind = run.wait_event("model.kind")
+    assert kind["source"] == "pooling_type"
+    assert kind["msg"] == "all-minilm:latest is an embedding model"
     assert run.requests("/api/generate") == []
     assert run.stop() == 0
 

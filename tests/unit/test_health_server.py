@@ -176,3 +176,11 @@ def test_pull_bytes_count_each_byte_once() -> None:
     _count_bytes(m, "sha256:a", 1000, 1000)
     _count_bytes(m, "sha256:b", 50, 50)
     assert m.pull_bytes == 1000
+
+
+def test_an_empty_health_host_is_shown_as_every_interface() -> None:
+    """PRELOADER_HEALTH_HOST="" binds every interface; the log line names a usable URL."""
+    health = HealthServer(
+        Board.for_specs([]), host="", port=12120, undeclared=list, liveness=lambda: None
+    )
+    assert health._shown_host() == "0.0.0.0"

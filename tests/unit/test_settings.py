@@ -218,3 +218,14 @@ def test_ollama_keep_alive_is_read_as_ollama_reads_it(
     nanoseconds = env_keep_alive(var("OLLAMA_KEEP_ALIVE"))
     expected = -1.0 if nanoseconds == MAX_INT64 else nanoseconds / 1e9
     assert load_settings(None).ollama_keep_alive == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "host"), [("[::1]", "::1"), (' "127.0.0.1" ', "127.0.0.1"), ("", "")]
+)
+def test_health_host_is_read_as_status_and_health_read_it(
+    monkeypatch: pytest.MonkeyPatch, value: str, host: str
+) -> None:
+    """Brackets, quotes and spaces are accepted, as `status` and `health` accept them."""
+    monkeypatch.setenv("PRELOADER_HEALTH_HOST", value)
+    assert load_settings(None).health_host == host
