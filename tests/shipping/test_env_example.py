@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from shipping.checkers import REPO
 from shipping.variables import (
+    OTHER_VARIABLES,
     cli_variables,
     known_variables,
     readme_ollama_variables,
@@ -99,11 +100,14 @@ def test_each_variable_once_with_a_one_line_comment() -> None:
 
 
 def test_groups_ollama_first_then_preloader() -> None:
-    """Ollama's own variables come first, then the supervisor's PRELOADER_ knobs."""
+    """Ollama's own variables come first, then the supervisor's PRELOADER_ knobs, then the few
+    others it reads (SSL_CERT_FILE)."""
     names = [d.name for d in declarations()]
-    kinds = ["OLLAMA" if n.startswith("OLLAMA_") else "PRELOADER" for n in names]
+    kinds = [
+        0 if n.startswith("OLLAMA_") else 1 if n.startswith("PRELOADER_") else 2 for n in names
+    ]
     assert kinds == sorted(kinds), names
-    assert all(n.startswith(("OLLAMA_", "PRELOADER_")) for n in names)
+    assert all(n.startswith(("OLLAMA_", "PRELOADER_")) or n in OTHER_VARIABLES for n in names)
 
 
 def test_shown_values_are_the_real_defaults(tmp_path: Path) -> None:

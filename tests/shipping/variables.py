@@ -54,6 +54,10 @@ def readme_ollama_variables() -> set[str]:
     return {m.group(1) for row in rows if (m := re.match(r"\| `(OLLAMA_[A-Z0-9_]+)`", row))}
 
 
+# Read outside Settings: config/settings.py checks at start that SSL_CERT_FILE loads.
+OTHER_VARIABLES = {"SSL_CERT_FILE"}
+
+
 def known_variables() -> set[str]:
     """Every variable the product reads or documents as passed through to `ollama serve`."""
-    return set(settings_variables()) | readme_ollama_variables()
+    return set(settings_variables()) | readme_ollama_variables() | OTHER_VARIABLES
