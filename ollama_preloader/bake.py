@@ -2,7 +2,9 @@
 pulled into its store, then the server stopped. Nothing is loaded.
 
 This is what a `RUN` step of a derived image runs, so the image carries its models and the
-container starts without network.
+container starts without network. The serve is the same `OwnedServer` that `run` uses (same
+environment, profile and shutdown); the Baker is its `Link`, and it never supervises or restarts
+it: a serve that dies mid-bake ends the bake.
 """
 
 from __future__ import annotations
@@ -13,14 +15,19 @@ import signal
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ollama_preloader.config.settings import Settings
 from ollama_preloader.errors import OllamaAPIError, ServerError
 from ollama_preloader.observe.logs import get_logger
 from ollama_preloader.ollama.api import OllamaAPI
 from ollama_preloader.reconcile.pulling import failure_reason, pull_model
-from ollama_preloader.server.process import OllamaServer, force_exit
+from ollama_preloader.server.owned import OwnedServer
+from ollama_preloader.server.process import force_exit
 from ollama_preloader.state.board import Board, ModelStatus
+
+if TYPE_CHECKING:
+    from ollama_preloader.state.runner_facts import RunnerExit
 
 log = get_logger()
 
@@ -43,8 +50,46 @@ class Baker:
         self.server_env = dict(server_env)
         self.board = Board.for_specs(settings.models)
         self.result = BakeResult()
-        self.server: OllamaServer | None = None
+        self.server: OwnedServer | None = None
         self._stop = asyncio.Event()
+        self._api: OllamaAPI | None = None
+        self._ready = False
+
+    # ----- the Link the server reports to (server/base.py) ----------------------------------
+
+    @property
+    def api(self) -> OllamaAPI:
+        assert self._api is not None, "the API client exists while the server runs"
+        return self._api
+
+    @property
+    def stopping(self) -> asyncio.Event:
+        return self._stop
+
+    def server_lost(self) -> None:
+        """Never called: the bake does not supervise its serve (a death ends the bake)."""
+
+    def server_restarted(self) -> None:
+        """Never called: the bake never restarts its serve."""
+
+    def runner_exited(self, exit_: RunnerExit) -> None:
+        """Nothing to do: the bake loads no model, so no runner of it matters."""
+
+    async def server_ready(self, elapsed: float, *, first: bool) -> None:
+        self._ready = True
+        version = "unknown"
+        with contextlib.suppress(OllamaAPIError):
+            version = await self.api.version()
+        log.info(
+            "server.ready",
+            msg=f"Ollama {version} is ready at {self.api.base_url} ({elapsed:.2f}s)",
+            url=self.api.base_url,
+            version=version,
+            seconds=round(elapsed, 3),
+            restart=False,
+        )
+
+    # ----- the bake -------------------------------------------------------------------------
 
     async def run(self) -> BakeResult:
         models = self.board.models
@@ -68,39 +113,24 @@ class Baker:
             self.settings.ollama_host.base_url,
             pull_stall_timeout=self.settings.pull_stall_timeout,
         )
+        self._api = api
         try:
             await self._with_server(api)
         finally:
             if self.server is not None:
-                code = await self.server.stop(self.settings.shutdown_grace)
-                log.info("server.stopped", msg="ollama serve stopped", returncode=code)
+                await self.server.stop()
             await api.aclose()
             self._remove_signal_handlers()
         self._report(time.monotonic() - started)
         return self.result
 
     async def _with_server(self, api: OllamaAPI) -> None:
-        self.server = OllamaServer(self.settings.ollama_command, self.server_env)
-        await self.server.start()
-        started = time.monotonic()
-        ready = await self.server.wait_ready(
-            api.probe, url=api.base_url, within=self.settings.ready_timeout, stopping=self._stop
-        )
-        if not ready:
-            return
-        elapsed = time.monotonic() - started
-        version = "unknown"
-        with contextlib.suppress(OllamaAPIError):
-            version = await api.version()
-        log.info(
-            "server.ready",
-            msg=f"Ollama {version} is ready at {api.base_url} ({elapsed:.2f}s)",
-            url=api.base_url,
-            version=version,
-            seconds=round(elapsed, 3),
-            restart=False,
-        )
-        server = self.server
+        self.server = OwnedServer(self.settings, self.server_env)
+        await self.server.start(self)
+        if not self._ready:
+            return  # stopped by a signal before the serve answered
+        server = self.server.process
+        assert server is not None, "a started OwnedServer has its process"
         work = asyncio.create_task(self._pull_all(api))
         stopping = asyncio.create_task(self._stop.wait())
         exited = asyncio.create_task(server.wait())
@@ -211,4 +241,6 @@ class Baker:
             )
             self._stop.set()
             return
-        force_exit(self.server, signum)
+        if self.server is None:
+            force_exit(None, signum)  # signalled before the serve was spawned
+        self.server.force_exit(signum)
