@@ -15,9 +15,10 @@ matplotlib.use("Agg")  # files only: no display on a server or in CI
 import matplotlib.pyplot as plt
 
 from benchmarks.analysis import ModelPlan, median, norm
+from benchmarks.contestants import PRODUCT, SHELL
 
 if TYPE_CHECKING:
-    from benchmarks.bench import RunResult
+    from benchmarks.measuring import RunResult
 
 PULL = "#4C72B0"
 LOAD = "#DD8452"
@@ -34,7 +35,6 @@ def typical(results: Sequence[RunResult], who: str) -> RunResult | None:
 
 
 def draw(results: Sequence[RunResult], plans: Sequence[ModelPlan], path: Path) -> None:
-    from benchmarks.bench import PRODUCT, SHELL
 
     picked = [(who, typical(results, who)) for who in (PRODUCT, SHELL)]
     shown = [(who, r) for who, r in picked if r is not None and r.timeline is not None]

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks.analysis import ModelPlan, median
-from benchmarks.bench import (
+from benchmarks.contestants import (
     PRODUCT,
     ROOT,
     WAIT,
