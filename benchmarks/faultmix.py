@@ -32,6 +32,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))  # the kit helpers of the real-server test tier
 from real_harness import Kit, find_kit, free_port_pair  # noqa: E402
 
+from benchmarks.supervisor_process import SupervisorProcess  # noqa: E402
+
 DECLARED = ("tiny-chat:latest", "tiny-chat2:latest")
 OTHER = "tiny-embed:latest"
 FAULTS = ("stop", "runner kill", "other model", "client num_ctx", "serve kill")
@@ -69,54 +71,24 @@ def command(pid: int) -> str:
         return ""
 
 
-class Bench:
+class Bench(SupervisorProcess):
     def __init__(self, kit: Kit, store: Path, home: Path, source: Path | None) -> None:
-        self.port, health = free_port_pair(), free_port_pair()
-        self.base = f"http://127.0.0.1:{self.port}"
+        port, health = free_port_pair(), free_port_pair()
+        super().__init__(
+            bin_dir=kit.bin_dir,
+            home=home,
+            store=store,
+            models=",".join(DECLARED),
+            port=port,
+            health_port=health,
+            source=source,
+            extra={"OLLAMA_MAX_LOADED_MODELS": "2"},
+        )
+        self.base = f"http://127.0.0.1:{port}"
         self.health = f"http://127.0.0.1:{health}"
         self.kit = kit
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("OLLAMA_", "PRELOADER_"))}
-        env.update(
-            PATH=f"{kit.bin_dir}{os.pathsep}{env.get('PATH', '')}",
-            HOME=str(home),
-            OLLAMA_HOST=f"127.0.0.1:{self.port}",
-            OLLAMA_MODELS=str(store),
-            OLLAMA_NO_CLOUD="1",
-            OLLAMA_MAX_LOADED_MODELS="2",
-            OLLAMA_PRELOAD_MODELS=",".join(DECLARED),
-            PRELOADER_LOG_FORMAT="json",
-            PRELOADER_HEALTH_PORT=str(health),
-            PRELOADER_HEALTH_HOST="127.0.0.1",
-        )
-        if source is not None:
-            env["PYTHONPATH"] = str(source)
-        self.env = env
-        self.lines: list[str] = []
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "ollama_preloader", "run"],
-            env=env,
-            cwd=home,  # not a checkout: `-m` would import the package found there first
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        threading.Thread(target=self._read, daemon=True).start()
         self.samples: list[tuple[float, bool]] = []
         self.done = threading.Event()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(line.rstrip("\n"))
-
-    def events(self, name: str) -> list[dict[str, Any]]:
-        out = []
-        for line in list(self.lines):
-            if line.startswith("{"):
-                with_event = json.loads(line)
-                if with_event.get("event") == name:
-                    out.append(with_event)
-        return out
 
     def both_pinned(self) -> bool:
         try:
@@ -224,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
             deadline = time.monotonic() + WAIT
             while not bench.both_pinned():
                 if time.monotonic() > deadline or bench.proc.poll() is not None:
-                    print("\n".join(bench.lines[-30:]), file=sys.stderr)
+                    print(bench.tail(30), file=sys.stderr)
                     return 1
                 time.sleep(0.2)
             sampler = threading.Thread(target=bench.sample, daemon=True)

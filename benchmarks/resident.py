@@ -18,14 +18,14 @@ import signal
 import socket
 import statistics
 import subprocess
-import sys
 import tempfile
-import threading
 import time
 import urllib.request
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+from benchmarks.supervisor_process import SupervisorProcess
 
 MODEL = "tiny-chat:latest"
 START = "starting llama-server"
@@ -38,51 +38,20 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class Supervisor:
+class Supervisor(SupervisorProcess):
     """One `ollama-preloader run` with the real `ollama` on PATH, its output collected."""
 
     def __init__(self, kit: Path, store: Path, source: Path | None, home: Path) -> None:
-        self.port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("OLLAMA_", "PRELOADER_"))}
-        env.update(
-            PATH=f"{kit / 'bin'}{os.pathsep}{env.get('PATH', '')}",
-            HOME=str(home),
-            OLLAMA_HOST=f"127.0.0.1:{self.port}",
-            OLLAMA_MODELS=str(store),
-            OLLAMA_NO_CLOUD="1",
-            OLLAMA_PRELOAD_MODELS=MODEL,
-            PRELOADER_LOG_FORMAT="json",
-            PRELOADER_HEALTH_PORT=str(free_port()),
-            PRELOADER_HEALTH_HOST="127.0.0.1",
+        super().__init__(
+            bin_dir=kit / "bin",
+            home=home,
+            store=store,
+            models=MODEL,
+            port=free_port(),
+            health_port=free_port(),
+            source=source,
         )
-        if source is not None:
-            env["PYTHONPATH"] = str(source)
-        self.env = env
         self.kit = kit
-        self.lines: list[tuple[float, str]] = []
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "ollama_preloader", "run"],
-            env=env,
-            cwd=home,  # not a checkout: `-m` would import the package found there first
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append((time.time(), line.rstrip("\n")))
-
-    def events(self, name: str) -> list[dict[str, Any]]:
-        out = []
-        for _, line in list(self.lines):
-            if line.startswith("{"):
-                event = json.loads(line)
-                if event.get("event") == name:
-                    out.append(event)
-        return out
 
     def wait(self, name: str, count: int, **fields: Any) -> dict[str, Any]:
         deadline = time.monotonic() + WAIT
@@ -91,8 +60,7 @@ class Supervisor:
             if len(found) >= count:
                 return found[count - 1]
             time.sleep(0.01)
-        tail = "\n".join(line[:240] for _, line in self.lines[-30:])
-        raise SystemExit(f"timed out waiting for {name} #{count}; the last lines:\n{tail}")
+        raise SystemExit(f"timed out waiting for {name} #{count}; the last lines:\n{self.tail(30)}")
 
     def starts(self) -> int:
         return sum(1 for _, line in list(self.lines) if START in line)
@@ -134,7 +102,7 @@ class Supervisor:
         try:
             self.proc.wait(timeout=WAIT)
         except subprocess.TimeoutExpired:
-            tail = "\n".join(line[:240] for _, line in self.lines[-40:])
+            tail = self.tail(40)
             self.proc.kill()
             raise SystemExit(f"the supervisor did not stop; the last lines:\n{tail}") from None
 
