@@ -19,17 +19,11 @@ from .envconfig import Settings
 from .eventlog import Logger
 from .faults import Faults
 from .gotime import SECOND, go_json, go_q
+from .options import RunnerOptions, SchedError, merge_options
 from .pull import ClientGone, Puller
 from .routes import ROUTES
-from .scheduler import (
-    BUSY_MESSAGE,
-    LoadRequest,
-    Runner,
-    RunnerOptions,
-    SchedError,
-    Scheduler,
-    merge_options,
-)
+from .runners import LoadRequest, Runner
+from .scheduler import BUSY_MESSAGE, Scheduler
 from .store import LocalModel, Store
 
 RUNTIME_OOM = "CUDA error: out of memory"

@@ -11,7 +11,7 @@ from .binding import HTTPError
 from .gotime import go_q, rfc3339nano
 from .names import parse_name
 from .pull import ClientGone
-from .scheduler import LoadRequest, Runner
+from .runners import LoadRequest, Runner
 from .store import LocalModel
 
 if TYPE_CHECKING:

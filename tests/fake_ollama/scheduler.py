@@ -1,238 +1,36 @@
-"""The model scheduler (§7): runners as real child processes, keep_alive, eviction, reloads."""
+"""The model scheduler (§7): the load queue, keep_alive timers, eviction and reloads. Starting a
+runner is launch.py's; request and runner options options.py's; a runner runners.py's."""
 
 from __future__ import annotations
 
 import collections
 import contextlib
-import os
 import queue
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
-from .catalog import DEFAULT_UNLOAD_SECONDS
 from .envconfig import Settings
 from .eventlog import Logger
 from .faults import Faults
 from .gotime import MAX_INT64, SECOND, duration_string, rfc3339nano
+from .launch import RunnerLaunch
+from .options import RUNNER_FIELDS, SchedError
+from .runners import LoadRequest, Runner, kill_process
 from .store import LocalModel
 
 BUSY_MESSAGE = "server busy, please try again.  maximum pending requests exceeded"
-OOM_MESSAGE = "llama-server reported out-of-memory during startup: cudaMalloc failed: out of memory"
-DEFAULT_LOAD_FAIL = "llama-server process has terminated: exit status 2"
 CTX_TIERS = (262144, 32768, 4096)
-
-_INT_OPTS = {
-    "num_keep",
-    "seed",
-    "num_predict",
-    "top_k",
-    "repeat_last_n",
-    "mirostat",
-    "num_ctx",
-    "num_batch",
-    "num_gpu",
-    "main_gpu",
-    "num_thread",
-    "draft_num_predict",
-}
-_FLOAT_OPTS = {
-    "min_p",
-    "typical_p",
-    "repeat_penalty",
-    "temperature",
-    "presence_penalty",
-    "frequency_penalty",
-    "top_p",
-    "mirostat_tau",
-    "mirostat_eta",
-    "tfs_z",
-}
-_BOOL_OPTS = {
-    "numa",
-    "use_mmap",
-    "use_mlock",
-    "low_vram",
-    "f16_kv",
-    "vocab_only",
-    "penalize_newline",
-}
-RUNNER_FIELDS = ("num_ctx", "num_batch", "num_gpu", "main_gpu", "use_mmap", "num_thread")
-
-
-class SchedError(Exception):
-    """An error that becomes an HTTP response: status and `error` text."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-def _check_option(key: str, val: object) -> Any:
-    if key in _INT_OPTS:
-        if isinstance(val, bool) or not isinstance(val, (int, float)):
-            raise SchedError(500, f'option "{key}" must be of type integer')
-        return int(val)
-    if key in _FLOAT_OPTS:
-        if isinstance(val, bool) or not isinstance(val, (int, float)):
-            raise SchedError(500, f'option "{key}" must be of type float')
-        return float(val)
-    if key in _BOOL_OPTS:
-        if not isinstance(val, bool):
-            raise SchedError(500, f'option "{key}" must be of type boolean')
-        return val
-    if key == "stop":
-        if not isinstance(val, list) or not all(isinstance(v, str) for v in val):
-            raise SchedError(500, f'option "{key}" must be of type array of strings')
-        return val
-    return val
-
-
-def merge_options(model_params: dict[str, Any], request: dict[str, Any] | None) -> dict[str, Any]:
-    """Modelfile PARAMETERs then request options, type-checked like api.Options.FromMap."""
-    merged: dict[str, Any] = {}
-    for src in (model_params, request or {}):
-        for k, v in src.items():
-            if v is None:
-                continue
-            merged[k] = _check_option(k, v)
-    return merged
-
-
-@dataclass(frozen=True)
-class RunnerOptions:
-    """api.Runner options compared by needsReload (None = automatic/default)."""
-
-    num_ctx: int | None = None
-    num_batch: int | None = None
-    num_gpu: int | None = None
-    main_gpu: int | None = None
-    use_mmap: bool | None = None
-    num_thread: int | None = None
-
-    @classmethod
-    def from_options(cls, opts: dict[str, Any], training_ctx: int) -> RunnerOptions:
-        """Extract and normalise (num_ctx clamped to the training context)."""
-        num_ctx = opts.get("num_ctx")
-        if num_ctx is not None:
-            num_ctx = min(int(num_ctx), training_ctx) if int(num_ctx) > 0 else None
-        num_batch = opts.get("num_batch")
-        if num_batch is not None and int(num_batch) <= 0:
-            num_batch = None
-        return cls(
-            num_ctx=num_ctx,
-            num_batch=num_batch,
-            num_gpu=opts.get("num_gpu"),
-            main_gpu=opts.get("main_gpu"),
-            use_mmap=opts.get("use_mmap"),
-            num_thread=opts.get("num_thread"),
-        )
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-friendly view."""
-        return {f: getattr(self, f) for f in RUNNER_FIELDS}
-
-
-@dataclass
-class LoadRequest:
-    """A request that needs a runner."""
-
-    model: LocalModel
-    request_name: str
-    opts: RunnerOptions
-    options: dict[str, Any]
-    keep_alive: int | None
-    is_gone: Callable[[], bool] = lambda: False
-    done: threading.Event = field(default_factory=threading.Event)
-    runner: Runner | None = None
-    error: SchedError | None = None
-    loaded_ns: int = 0
-
-    @property
-    def key(self) -> str:
-        """Runner key: the model blob path."""
-        return str(self.model.model_path)
-
-    def succeed(self, runner: Runner) -> None:
-        """Hand the runner to the waiting handler."""
-        self.runner = runner
-        self.done.set()
-
-    def fail(self, err: SchedError) -> None:
-        """Hand an error to the waiting handler."""
-        self.error = err
-        self.done.set()
-
-
-@dataclass
-class Runner:
-    """A loaded model (one fake llama-server process)."""
-
-    key: str
-    model: LocalModel
-    opts: RunnerOptions
-    options: dict[str, Any]
-    context_length: int
-    parallel: int
-    session_duration: int
-    proc: subprocess.Popen[bytes]
-    size: int
-    size_vram: int
-    token_seconds: float
-    unload_seconds: float
-    refcount: int = 0
-    expires_at_ns: int | None = None
-    deadline: float | None = None  # monotonic time of the keep_alive timer
-    unloading: bool = False
-    loaded_at: float = field(default_factory=time.time)
-    slots: threading.Semaphore = field(default_factory=lambda: threading.Semaphore(1))
-
-    @property
-    def display(self) -> str:
-        """Name that loaded the runner (DisplayShortest)."""
-        return self.model.display
-
-    @property
-    def pid(self) -> int:
-        """Runner process id."""
-        return self.proc.pid
-
-    def alive(self) -> bool:
-        """The runner process has not exited (a /health ping)."""
-        return self.proc.poll() is None
-
-    def expires_ns(self, now_ns: int) -> int:
-        """expires_at as /api/ps reports it."""
-        if self.expires_at_ns is not None:
-            return self.expires_at_ns
-        d = self.session_duration
-        return now_ns + d if d > 0 else now_ns
-
-    def ps_entry(self, now_ns: int) -> dict[str, Any]:
-        """One /api/ps model object."""
-        return {
-            "name": self.display,
-            "model": self.display,
-            "size": self.size,
-            "digest": self.model.digest,
-            "details": self.model.details(),
-            "expires_at": rfc3339nano(self.expires_ns(now_ns)),
-            "size_vram": self.size_vram,
-            "context_length": self.context_length,
-        }
 
 
 def _uint64(d: int) -> int:
     return d & ((1 << 64) - 1)
 
 
-class Scheduler:
+class Scheduler(RunnerLaunch):
     """Single-threaded load queue plus keep_alive timers, mirroring server/sched.go."""
 
     def __init__(
@@ -336,7 +134,7 @@ class Scheduler:
             if r is None:
                 return None
             pid = r.pid
-            _kill(r.proc)
+            kill_process(r.proc)
         # The real server logs nothing when a runner dies: nothing watches it (§5.2). Its
         # warning comes with the next request for the model (see _process).
         self.log.event("runner_crash", r.display, pid=pid)
@@ -402,7 +200,7 @@ class Scheduler:
         with contextlib.suppress(queue.Full):
             self.pending.put_nowait(None)
         for p in procs:
-            _kill(p)
+            kill_process(p)
 
     # ------------------------------------------------------------- internals
     def _find_by_name(self, name: str) -> Runner | None:
@@ -452,7 +250,7 @@ class Scheduler:
         threading.Thread(target=self._do_unload, args=(r, reason), daemon=True).start()
 
     def _do_unload(self, r: Runner, reason: str) -> None:
-        _kill(r.proc)
+        kill_process(r.proc)
         self.log.slog_debug("sched.go:430", "runner released", model=r.display, reason=reason)
         if r.unload_seconds > 0:
             time.sleep(r.unload_seconds)
@@ -463,14 +261,6 @@ class Scheduler:
             self.unload_seq += 1
             self.cond.notify_all()
         self.log.event("unload", r.display, reason=reason, pid=r.pid)
-
-    def _unload_seconds(self, rt: dict[str, Any]) -> float:
-        """How long an unloading runner stays listed: a GPU waits for its VRAM to come back;
-        on CPU the kit's real server lists nothing once the runner is killed."""
-        value = rt.get("unload_seconds")
-        if value is None:
-            return DEFAULT_UNLOAD_SECONDS if self.settings.gpu else 0.0
-        return float(value)
 
     def _find_victim(self) -> Runner:
         runners = sorted(self.loaded.values(), key=lambda r: (_uint64(r.session_duration), r.key))
@@ -619,136 +409,3 @@ class Scheduler:
                 self.log.event("oom", req.model.display, evicting=[], retry=False)
             req.fail(err)
             return
-
-    def _attempt(
-        self, req: LoadRequest, ctx: int, rt: dict[str, Any]
-    ) -> Runner | tuple[str, SchedError]:
-        s = self.settings
-        model = req.model
-        parallel = 1 if model.is_embedding else max(1, s.num_parallel)
-        need = int(rt.get("vram", model.size))
-        argv = [
-            sys.executable,
-            "-c",
-            "import time; time.sleep(10**9)",
-            "fake-llama-server",
-            "--model",
-            str(model.model_path),
-            "--ctx-size",
-            str(ctx * parallel),
-            "--parallel",
-            str(parallel),
-            "--port",
-            "0",
-        ]
-        if model.is_embedding:
-            argv.append("--embedding")
-        # Same process group as `ollama serve` (no new session), like the real server (§7.5).
-        proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            close_fds=True,
-        )
-        with self.cond:
-            self.procs.add(proc)
-            if self.stopping:
-                _kill(proc)
-                return "error", SchedError(500, "server shutting down")
-        self.log.slog_info(
-            "llama_server.go:433", "starting llama-server", cmd=" ".join(argv[3:]), pid=proc.pid
-        )
-        fail = self.faults.take("load_fail", model.display, model=True)
-        oom = self.faults.take("load_oom", model.display, model=True) is not None or (
-            s.gpu and need > s.vram
-        )
-        load_s = s.scaled(float(rt.get("load_seconds", 0.1)))
-        fail_at = load_s * 0.5 if (fail is not None or oom) else None
-        timeout_ns = s.load_timeout()
-        timeout = None if timeout_ns is None else timeout_ns / SECOND
-        start = time.monotonic()
-        error: tuple[str, SchedError] | None = None
-        while True:
-            el = time.monotonic() - start
-            if self.stopping:
-                error = ("error", SchedError(500, "server shutting down"))
-                break
-            if req.is_gone():
-                self.log.slog_info(
-                    "server.go:1300",
-                    "client connection closed before llama-server finished loading, aborting load",
-                )
-                self.log.event("load_aborted", model.display, pid=proc.pid)
-                error = ("canceled", SchedError(499, "request canceled"))
-                break
-            if fail_at is not None and el >= fail_at:
-                if oom:
-                    error = ("oom", SchedError(500, OOM_MESSAGE))
-                else:
-                    assert fail is not None
-                    status = int(fail.get("status", 500))
-                    error = (
-                        "error",
-                        SchedError(status, str(fail.get("message", DEFAULT_LOAD_FAIL))),
-                    )
-                break
-            if timeout is not None and el >= timeout:
-                error = ("error", SchedError(500, "timed out waiting for llama-server to start"))
-                break
-            if el >= load_s:
-                break
-            time.sleep(max(0.0, min(0.02, load_s - el)))
-        if error is not None:
-            _kill(proc)
-            with self.cond:
-                self.procs.discard(proc)
-            if error[0] != "canceled":
-                self.log.event("load_failed", model.display, error=error[1].message)
-            return error
-        self.log.slog_info(
-            "server.go:1400",
-            f"llama runner started in {time.monotonic() - start:.2f} seconds",
-        )
-        ka = req.keep_alive if req.keep_alive is not None else s.keep_alive()
-        runner = Runner(
-            key=req.key,
-            model=model,
-            opts=req.opts,
-            options=req.options,
-            context_length=ctx,
-            parallel=parallel,
-            session_duration=ka,
-            proc=proc,
-            size=need,
-            size_vram=need if s.gpu else 0,
-            token_seconds=s.scaled(float(rt.get("token_seconds", 0.002))),
-            unload_seconds=s.scaled(self._unload_seconds(rt)),
-            refcount=1,
-            slots=threading.Semaphore(parallel),
-        )
-        req.loaded_ns = int((time.monotonic() - start) * SECOND)
-        with self.cond:
-            self.loaded[req.key] = runner
-            self.load_counts[model.display] += 1
-            self.cond.notify_all()
-        self.log.event(
-            "load",
-            model.display,
-            pid=proc.pid,
-            keep_alive_ns=ka,
-            context_length=ctx,
-            options=req.opts.as_dict(),
-            request_name=req.request_name,
-        )
-        return runner
-
-
-def _kill(p: subprocess.Popen[bytes]) -> None:
-    """SIGKILL and reap (no error if already gone)."""
-    try:
-        if p.poll() is None:
-            os.kill(p.pid, signal.SIGKILL)
-        p.wait(timeout=5)
-    except (ProcessLookupError, subprocess.TimeoutExpired, ChildProcessError):
-        pass
