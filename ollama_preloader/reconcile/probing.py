@@ -97,8 +97,10 @@ class Prober:
             self.board.server_up
             and self.board.observed
             and status.spec.pinned
-            and status.state in (State.PINNED, State.WEDGED)
-            and not status.wedge_repin
+            and (
+                status.state == State.PINNED
+                or (status.state == State.WEDGED and not status.wedge_repin)
+            )
         )
 
     async def check(self, status: ModelStatus) -> None:
@@ -143,9 +145,14 @@ class Prober:
             if status.probe_timeouts < BLIND_TIMEOUTS:
                 return
         status.probe_timeouts = 0
-        if status.state == State.WEDGED and not status.wedge_repin:
-            return  # reported already, nothing more to try: /readyz stays false
+        if status.state == State.WEDGED and self._recent(status):
+            return  # reported, nothing more to try for now: /readyz stays false
         await self._wedged(status, result)
+
+    @staticmethod
+    def _recent(status: ModelStatus) -> bool:
+        at = status.last_wedge_at
+        return at is not None and time.monotonic() - at < REWEDGE_WINDOW
 
     async def _probe(self, status: ModelStatus) -> Probe:
         kind = await self._kind(status)
@@ -186,11 +193,11 @@ class Prober:
         return None
 
     async def _wedged(self, status: ModelStatus, result: Probe) -> None:
-        now = time.monotonic()
-        again = status.last_wedge_at is not None and now - status.last_wedge_at < REWEDGE_WINDOW
-        status.last_wedge_at = now
+        again = self._recent(status)
+        status.last_wedge_at = time.monotonic()
         status.wedges += 1
         repair = self._choose(status, result, again=again)
+        status.last_wedge_repair = repair
         status.wedge_repairs[repair] = status.wedge_repairs.get(repair, 0) + 1
         progress = "unknown" if result.cpu is None else f"{result.cpu:.2f}s CPU"
         status.state = State.WEDGED
@@ -203,7 +210,7 @@ class Prober:
             RESTART_SERVE: "restarting ollama serve"
             + (" (wedged again soon after a repair)" if again else ""),
             UNLOAD_REPIN: "unloading and pinning it again",
-            NO_REPAIR: "nothing more to try; /readyz stays false until it answers",
+            NO_REPAIR: "nothing more to try for now; /readyz stays false until it answers",
         }[repair]
         log.error(
             "model.wedged",
@@ -219,6 +226,8 @@ class Prober:
         await self._repair(status, repair, result)
 
     def _choose(self, status: ModelStatus, result: Probe, *, again: bool) -> str:
+        if again and status.last_wedge_repair in (RESTART_SERVE, NO_REPAIR):
+            return NO_REPAIR  # even a new serve did not help: report; tried again later
         if self.server.can_see_runners:  # `run`: the serve is ours
             return RESTART_SERVE if again or result.pid is None else KILL_RUNNER
         if again:
@@ -241,6 +250,7 @@ class Prober:
                     repair=fallback,
                 )
                 status.wedge_repairs[fallback] = status.wedge_repairs.get(fallback, 0) + 1
+                status.last_wedge_repair = fallback
                 await self._repair(status, fallback, Probe(False, result.waited, None, None))
                 return
             status.wedge_repin = True

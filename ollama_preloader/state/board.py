@@ -161,6 +161,7 @@ class ModelStatus:
     wedges: int = 0
     wedge_repairs: dict[str, int] = field(default_factory=dict)
     last_wedge_at: float | None = None  # monotonic; wedged again soon after: escalate
+    last_wedge_repair: str | None = None
     wedge_repin: bool = False  # a wedged model whose runner was killed or unloaded: re-pin it
 
     @property
