@@ -108,9 +108,10 @@ def _ollama_keep_alive(value: Any) -> Any:
 
 
 Seconds = Annotated[float, BeforeValidator(_seconds), Field(gt=0)]
-# The default probe interval: a probe costs about 4 ms of latency and 5-10 ms of CPU on the
-# kit's tiny models (docs/benchmarks.md, "Probe"); every 30 s that is under 0.1 % of a core,
-# and a wedged model is found within 30 s plus the timeout.
+# The default probe interval: a probe costs 3.5-5 ms of latency and 6-8 ms of serve + runner
+# CPU on the kit's tiny models (docs/benchmarks.md, "Probe"); every 30 s for three models the
+# idle tree used about 1 % of a core more than with probes off, and a wedged model is found
+# within 30 s plus the timeout.
 PROBE_INTERVAL = 30.0
 PROBE_TIMEOUT = 10.0
 
