@@ -41,6 +41,13 @@ def _seconds(value: Any) -> Any:
     return value
 
 
+def _interval_or_off(value: Any) -> Any:
+    """PRELOADER_PROBE_INTERVAL: `off` turns the probe off (None); otherwise a duration."""
+    if isinstance(value, str) and value.strip().strip("\"'").lower() == "off":
+        return None
+    return _seconds(value)
+
+
 def _optional_count(value: Any) -> Any:
     """OLLAMA_MAX_LOADED_MODELS as Ollama reads it: 0, empty or unparsable means automatic."""
     if isinstance(value, str):
@@ -101,6 +108,12 @@ def _ollama_keep_alive(value: Any) -> Any:
 
 
 Seconds = Annotated[float, BeforeValidator(_seconds), Field(gt=0)]
+# The default probe interval: a probe costs 3.5-5 ms of latency and 6-8 ms of serve + runner
+# CPU on the kit's tiny models (docs/benchmarks.md, "Probe"); every 30 s for three models the
+# idle tree used about 1 % of a core more than with probes off, and a wedged model is found
+# within 30 s plus the timeout.
+PROBE_INTERVAL = 30.0
+PROBE_TIMEOUT = 10.0
 
 
 class Settings(BaseSettings):
@@ -152,6 +165,11 @@ class Settings(BaseSettings):
     warmup: bool = False
     health_port: Annotated[int | None, BeforeValidator(_health_port)] = DEFAULT_PORT
     health_host: Annotated[str, BeforeValidator(_health_host)] = DEFAULT_HOST
+    # A real request per pinned model (reconcile/probing.py); None: `off`.
+    probe_interval: Annotated[
+        Annotated[float, Field(gt=0)] | None, BeforeValidator(_interval_or_off)
+    ] = PROBE_INTERVAL
+    probe_timeout: Seconds = PROBE_TIMEOUT
 
     # Warnings found while parsing (duplicates); logged once logging is configured.
     parse_warnings: tuple[str, ...] = Field(default=(), exclude=True)
@@ -231,6 +249,13 @@ def load_settings(
         raise ConfigError(
             "PRELOADER_RETRY_MAX must be at least PRELOADER_RETRY_INITIAL "
             f"({settings.retry_max:g}s < {settings.retry_initial:g}s)"
+        )
+    interval = settings.probe_interval
+    if interval is not None and settings.probe_timeout >= interval:
+        raise ConfigError(
+            f"PRELOADER_PROBE_TIMEOUT ({settings.probe_timeout:g}s) must be shorter than "
+            f"PRELOADER_PROBE_INTERVAL ({interval:g}s): a probe must end before the next one; "
+            "lower the timeout or raise the interval"
         )
     check_ca_file(os.environ)
     if settings.models_file is not None:

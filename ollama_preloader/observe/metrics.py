@@ -140,8 +140,31 @@ class BoardCollector(Collector):
             labels=["model"],
             unit="seconds",
         )
+        probes = HistogramMetricFamily(
+            f"{PREFIX}_model_probe_seconds",
+            "How long each probe of the model (one real request) waited for its answer.",
+            labels=["model"],
+            unit="seconds",
+        )
+        wedges = CounterMetricFamily(
+            f"{PREFIX}_model_wedges",
+            "Times the model was listed pinned but did not answer a request (wedged).",
+            labels=["model"],
+        )
+        repairs = CounterMetricFamily(
+            f"{PREFIX}_model_wedge_repairs",
+            "Repairs of a wedged model, by kind (kill-runner, restart-serve, unload-repin, none).",
+            labels=["model", "repair"],
+        )
         for m in models:
             name = m.spec.display
+            wedges.add_metric([name], m.wedges)
+            for repair, count in sorted(m.wedge_repairs.items()):
+                repairs.add_metric([name, repair], count)
+            probe = m.probe_durations
+            probe_buckets = [(_le(bound), float(n)) for bound, n in probe.cumulative()]
+            probe_buckets.append(("+Inf", float(probe.count)))
+            probes.add_metric([name], probe_buckets, sum_value=probe.total)
             for value in State:
                 state.add_metric([name, value.value], 1.0 if m.state == value else 0.0)
             pinned.add_metric([name], 1.0 if m.state == State.PINNED else 0.0)
@@ -157,6 +180,7 @@ class BoardCollector(Collector):
             buckets.append(("+Inf", float(hist.count)))
             durations.add_metric([name], buckets, sum_value=hist.total)
         yield from (state, pinned, memory, vram, context, *counters.values(), durations)
+        yield from (probes, wedges, repairs)
 
 
 def _le(bound: float) -> str:

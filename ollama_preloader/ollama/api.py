@@ -234,11 +234,15 @@ class OllamaAPI:
             host=base_url,
             timeout=httpx.Timeout(connect=10.0, read=WARMUP_TIMEOUT, write=30.0, pool=None),
         )
+        # Probes: no read timeout here, the prober gives each one PRELOADER_PROBE_TIMEOUT.
+        self._check = ollama.AsyncClient(
+            host=base_url, timeout=httpx.Timeout(connect=10.0, read=None, write=30.0, pool=None)
+        )
         self._stall = pull_stall_timeout
 
     async def aclose(self) -> None:
         await self._probe.aclose()
-        for client in (self._quick, self._load, self._pull, self._warm):
+        for client in (self._quick, self._load, self._pull, self._warm, self._check):
             await client.close()  # type: ignore[no-untyped-call]
 
     async def probe(self) -> bool:
@@ -417,3 +421,27 @@ class OllamaAPI:
                     model=name, prompt=WARMUP_INPUT, keep_alive=keep_alive, options=opts
                 )
             )
+
+    async def probe_model(
+        self, name: str, kind: ModelKind, keep_alive: float, options: Mapping[str, Any]
+    ) -> None:
+        """The smallest real request through the path clients use (reconcile/probing.py): one
+        token of `generate`, or `embed` of one word. A load-only request would not do: a
+        wedged model answers those at once (ollama-behaviour.md §9.5a). Not streamed, so a
+        probe given up on is no dropped stream."""
+        opts = dict(options)
+        if kind == ModelKind.EMBEDDING:
+            await _call(
+                lambda: self._check.embed(
+                    model=name, input=WARMUP_INPUT, keep_alive=keep_alive, options=opts or None
+                )
+            )
+            return
+        await _call(
+            lambda: self._check.generate(
+                model=name,
+                prompt=WARMUP_PROMPT,
+                keep_alive=keep_alive,
+                options={**opts, "num_predict": 1},
+            )
+        )

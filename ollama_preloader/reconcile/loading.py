@@ -152,7 +152,10 @@ class Loader:
         from the request the runner was loaded with (the real server then reloads it).
         """
         options = status.spec.options_dict()
-        keeps_runner = action.kind != ActionKind.LOAD or action.reason == "runner exited"
+        keeps_runner = action.kind != ActionKind.LOAD or action.reason in (
+            "runner exited",
+            "wedged",
+        )
         context = status.context_length
         if options or not keeps_runner or context is None:
             return options
@@ -160,6 +163,10 @@ class Loader:
         if context == default or (default is None and context == status.trained_context):
             return {}
         return {"num_ctx": context}
+
+    def pinned_options(self, status: ModelStatus) -> dict[str, Any]:
+        """The options a re-pin sends now: what a probe must send, or it would reload."""
+        return self._options(status, Action(ActionKind.REPIN, status.key, "probe"))
 
     async def load(self, status: ModelStatus, action: Action) -> None:
         """Load, re-pin or refresh one model; each outcome leaves a state and one event."""

@@ -224,6 +224,12 @@ class Observer:
                 self._follow_undeclared(status, loaded, mono)
             if status.state in (State.PULLING, State.LOADING):
                 continue
+            if status.state == State.WEDGED:
+                # Listed, yet not serving: the probe owns it. Gone and not being re-pinned
+                # (unloaded by hand meanwhile): load it again like any evicted model.
+                if entry is None and not status.wedge_repin:
+                    status.state, status.reason = State.EVICTED, "evicted"
+                continue
             if status.retry_at > mono:
                 continue  # gave way (capacity) or failed: leave it alone until its retry
             if entry is not None and status.state not in (State.PINNED, State.LOADED):

@@ -59,6 +59,12 @@ def plan(
         if status.state in (State.PULLING, State.LOADING):
             continue
         backing_off = status.retry_at > monotonic_now
+        if status.state == State.WEDGED:
+            # The probe killed its runner or unloaded it (probing.py): pin it again, listed
+            # or not. Otherwise the probe alone decides when it serves again.
+            if status.wedge_repin and not backing_off:
+                actions.append(Action(ActionKind.LOAD, status.key, "wedged"))
+            continue
         entry = find_loaded(status, loaded)
         spec = status.spec
         if entry is not None:

@@ -26,6 +26,7 @@ from ollama_preloader.ollama.api import LoadedModel, OllamaAPI
 from ollama_preloader.reconcile.loading import Loader, apply_explicit_limit
 from ollama_preloader.reconcile.observation import Observer
 from ollama_preloader.reconcile.plan import Action, ActionKind, plan
+from ollama_preloader.reconcile.probing import Prober
 from ollama_preloader.reconcile.pulling import PullQueue
 from ollama_preloader.reconcile.redeclare import Redeclarer
 from ollama_preloader.reconcile.retry import fail
@@ -75,6 +76,7 @@ class Supervisor:
             runners=server.runners,
             listed_before=self.observer.listed_before,
         )
+        self.prober = Prober(settings, self.api, self.board, server, self.loader, wake=self._wake)
         self.pulls = PullQueue(
             settings,
             self.api,
@@ -129,6 +131,7 @@ class Supervisor:
                 tg.create_task(self._guard(lambda: self.server.watch_runners(self))),
                 tg.create_task(self._guard(self._reconcile_loop)),
                 tg.create_task(self._guard(self.pulls.run)),
+                tg.create_task(self._guard(self.prober.run)),
                 tg.create_task(self._guard(lambda: self.source.run(self.changes.apply))),
             ]
             if self.health is not None:
@@ -197,7 +200,7 @@ class Supervisor:
         # so `status`, /status and model_pinned agree with server_up=0. The first look after
         # the return finds the ones a remote server kept and marks them pinned again.
         for status in self.board.models:
-            if status.state in READY_STATES:
+            if status.state in READY_STATES or status.state == State.WEDGED:
                 status.state, status.reason = State.EVICTED, "ollama serve is not answering"
                 status.size = status.size_vram = status.expires_at = None
 

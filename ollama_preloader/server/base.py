@@ -71,6 +71,9 @@ class Server(Protocol):
     async def supervise(self, link: Link) -> None:
         """A main-loop task: notice it going away and bring it back (or wait for it)."""
 
+    async def restart(self, reason: str) -> bool:
+        """Restart it (all models are then pinned again); False when it is not ours to."""
+
     async def watch_runners(self, link: Link) -> None:
         """A main-loop task: `link.runner_exited` for each runner that exits (if we can see)."""
 

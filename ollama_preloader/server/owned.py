@@ -54,6 +54,7 @@ class OwnedServer:
         self.environment = self.profile.env
         self.process: OllamaServer | None = None
         self.runners = RunnerWatch(self._serve_pid)
+        self._restart_reason: str | None = None  # a restart we asked for (a wedged model)
 
     def _serve_pid(self) -> int | None:
         """The `ollama serve` running now; None between a crash and its restart."""
@@ -94,6 +95,16 @@ class OwnedServer:
             if link.stopping.is_set():
                 return
             link.server_lost()
+            reason, self._restart_reason = self._restart_reason, None
+            if reason is not None:
+                # Stopped by us to repair a model (restart()): start it again at once,
+                # whatever PRELOADER_ON_SERVER_EXIT says about crashes.
+                link.server_restarted()
+                try:
+                    await self.start(link, first=False)
+                except ServerError as exc:
+                    log.error("server.restart_failed", msg=str(exc))
+                continue
             message = process.exit_message(code)
             log.error("server.exited", msg=message, returncode=code, signal=signal_name(code))
             await process.stop(0)  # kill runners left in its group, holding GPU memory
@@ -117,6 +128,16 @@ class OwnedServer:
                 log.error("server.restart_failed", msg=str(exc))
             if link.stopping.is_set():
                 return
+
+    async def restart(self, reason: str) -> bool:
+        """Stop `ollama serve` (and its runners); `supervise` starts it again at once."""
+        process = self.process
+        if process is None or process.returncode is not None:
+            return False
+        self._restart_reason = reason
+        log.warning("server.restarting", msg=f"Restarting ollama serve: {reason}", reason=reason)
+        await process.stop(self.settings.shutdown_grace)
+        return True
 
     async def watch_runners(self, link: Link) -> None:
         """Our serve's runners are our grandchildren: a dead one is seen within RUNNER_POLL."""

@@ -123,6 +123,10 @@ class RemoteServer:
             self._seen_away = True
             await self.start(link, first=False)
 
+    async def restart(self, reason: str) -> bool:
+        """Not ours to restart."""
+        return False
+
     async def watch_runners(self, link: Link) -> None:
         """Nothing to watch: a dead runner there is found by the periodic refresh."""
 

@@ -131,6 +131,37 @@ def zombie_status(pid: int) -> ExitStatus | None:
     return UNKNOWN
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User plus system CPU time of a process so far (/proc/<pid>/stat); None if it is gone.
+
+    The probe's signal of progress: a runner that computes burns CPU, a wedged one is idle.
+    """
+    text = _read(f"/proc/{pid}/stat")
+    if text is None:
+        return None
+    fields = text.rsplit(")", 1)[-1].split()
+    if len(fields) < 13 or fields[0] == "Z":
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def find_on_host(blob: str | None) -> int | None:
+    """A process on this machine running a model file (`--model .../<blob>`), for `watch` of
+    an Ollama on the same host: its runners are not our children, but may be visible."""
+    if blob is None:
+        return None
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return None
+    for entry in entries:
+        if entry.isdigit():
+            argv = _command(int(entry))
+            if argv and parse_command(argv)[0] == blob and zombie_status(int(entry)) is None:
+                return int(entry)
+    return None
+
+
 def _command(pid: int) -> list[str] | None:
     text = _read(f"/proc/{pid}/cmdline")
     return None if text is None else [part for part in text.split("\0") if part]

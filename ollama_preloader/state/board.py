@@ -38,6 +38,9 @@ class State(StrEnum):
     PINNED = "pinned"  # in /api/ps with keep_alive forever
     LOADED = "loaded"  # loaded once with the finite keep_alive its entry asked for; may expire
     EVICTED = "evicted"  # was pinned, gone from /api/ps; being put back
+    # Listed pinned, but a real request never answers and its runner makes no progress
+    # (reconcile/probing.py): being repaired, or reported when it cannot be.
+    WEDGED = "wedged"
     FAILED = "failed"  # see `reason`; retried after `retry_at`
 
 
@@ -46,20 +49,27 @@ READY_STATES = frozenset({State.PINNED, State.LOADED})
 # Upper bounds (seconds) of the load-duration histogram: small models load in about a second,
 # large ones from slow disks take minutes.
 LOAD_BUCKETS = (0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
+# Probe latencies: a few milliseconds on an idle small model, seconds behind real work.
+PROBE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
 @dataclass
 class LoadDurations:
-    """Load durations kept the way a Prometheus histogram exposes them."""
+    """Durations (loads, or probes with PROBE_BUCKETS) kept the way a Prometheus histogram
+    exposes them."""
 
-    counts: list[int] = field(default_factory=lambda: [0] * len(LOAD_BUCKETS))
+    bounds: tuple[float, ...] = LOAD_BUCKETS
+    counts: list[int] = field(default_factory=list)
     total: float = 0.0
     count: int = 0
+
+    def __post_init__(self) -> None:
+        self.counts = self.counts or [0] * len(self.bounds)
 
     def observe(self, seconds: float) -> None:
         self.total += seconds
         self.count += 1
-        for index, bound in enumerate(LOAD_BUCKETS):
+        for index, bound in enumerate(self.bounds):
             if seconds <= bound:
                 self.counts[index] += 1
                 break
@@ -67,7 +77,7 @@ class LoadDurations:
     def cumulative(self) -> list[tuple[float, int]]:
         """(upper bound, loads that took at most that long), without +Inf (that is `count`)."""
         out, running = [], 0
-        for bound, n in zip(LOAD_BUCKETS, self.counts, strict=True):
+        for bound, n in zip(self.bounds, self.counts, strict=True):
             running += n
             out.append((bound, running))
         return out
@@ -144,6 +154,15 @@ class ModelStatus:
     # in memory was loaded with the old one, so the loop must load it again even though it is
     # listed, and clear this once that load succeeds.
     respec: bool = False
+    # The probe (reconcile/probing.py): its latencies, the wedges it found and the repairs
+    # chosen for them (by kind: kill-runner, restart-serve, unload-repin, none).
+    probe_durations: LoadDurations = field(default_factory=lambda: LoadDurations(PROBE_BUCKETS))
+    probe_timeouts: int = 0  # consecutive probes unanswered with no progress signal (`watch`)
+    wedges: int = 0
+    wedge_repairs: dict[str, int] = field(default_factory=dict)
+    last_wedge_at: float | None = None  # monotonic; wedged again soon after: escalate
+    last_wedge_repair: str | None = None
+    wedge_repin: bool = False  # a wedged model whose runner was killed or unloaded: re-pin it
 
     @property
     def key(self) -> str:
@@ -228,6 +247,7 @@ class ModelStatus:
             "until": psformat.until(self.expires_at, current) if resident else None,
             "loaded_context": self.loaded_context,
             "context_drifts": self.context_drifts,
+            "wedges": self.wedges,
         }
 
 
@@ -368,7 +388,7 @@ class Board:
             state = m.state.value
             if m.state == State.PULLING and m.pull_percent is not None:
                 state = f"pulling {m.pull_percent}%"
-            if m.reason and m.state == State.FAILED:
-                state = f"failed: {m.reason}"
+            if m.reason and m.state in (State.FAILED, State.WEDGED):
+                state = f"{m.state.value}: {m.reason}"
             parts.append(f"{m.spec.display} {state}")
         return "; ".join(parts)

@@ -94,3 +94,33 @@ class Faults:
                 with contextlib.suppress(OSError):
                     self._write(data)
             return dict(entry)
+
+    def wedged(self, model: str, runner_pid: int, serve_pid: int) -> bool:
+        """faults["wedge"][model]: the model is wedged (§9.5a) for its current runner.
+
+        `until`: what ends it, as on the real server: `runner` (default; a new runner process,
+        after a kill), `serve` (a new `ollama serve`) or `never`. The first request it hangs
+        records the pid it is tied to; once that pid is gone the entry is removed.
+        """
+        with self._lock:
+            data = self._read()
+            table = data.get("wedge")
+            if not isinstance(table, dict):
+                return False
+            match = next((k for k in table if normalize(k) == normalize(model)), None)
+            if match is None:
+                return False
+            entry = table[match] if isinstance(table[match], dict) else {}
+            until = str(entry.get("until", "runner"))
+            if until == "never":
+                return True
+            pid = runner_pid if until == "runner" else serve_pid
+            if "pid" not in entry:
+                table[match] = {**entry, "pid": pid}
+            elif entry["pid"] != pid:
+                del table[match]
+            else:
+                return True
+            with contextlib.suppress(OSError):
+                self._write(data)
+            return match in table

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -48,6 +49,17 @@ def _resolve_for_inference(h: Handler, model_s: str, *, empty_status: int) -> Lo
     if lm is None:
         raise HTTPError(404, f"model '{model_s}' not found")
     return lm
+
+
+def _hang_if_wedged(h: Handler, lm: LocalModel, runner: Runner) -> None:
+    """Fault `wedge`: a request with a prompt or input waits for the model's slot for ever,
+    as behind a slot held by a dropped stream on the real server (§9.5a); only its own client
+    giving up ends it. The runner process stays idle, and load-only requests still answer."""
+    if not h.app.faults.wedged(lm.display, runner.pid, os.getpid()):
+        return
+    while not h.client_gone():
+        time.sleep(0.05)
+    raise ClientGone()
 
 
 def _metrics(req: LoadRequest, t0: int, prompt: str, n_tokens: int, eval_ns: int) -> dict[str, Any]:
@@ -112,6 +124,7 @@ def _generate_or_chat(h: Handler, chat: bool) -> None:
         if empty:
             h.send_json(200, reply("load"))
             return
+        _hang_if_wedged(h, lm, runner)
         runner.slots.acquire()
         try:
             h.runtime_fault(lm)
@@ -217,6 +230,7 @@ def h_embed(h: Handler) -> None:
         if not inputs:
             h.send_json(200, {"model": model_s, "embeddings": []})
             return
+        _hang_if_wedged(h, lm, runner)
         runner.slots.acquire()
         try:
             h.runtime_fault(lm)

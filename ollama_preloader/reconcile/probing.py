@@ -1,0 +1,279 @@
+"""Pinned is not serving: one real request per pinned model, and the repair of a wedged one.
+
+`/api/ps` lists a model pinned, and a load-only request answers, even when every real request
+for it hangs (ollama-behaviour.md §9.5a: a dropped stream can leave the runner's only slot held
+inside `ollama serve`). So every PRELOADER_PROBE_INTERVAL each pinned model gets the smallest
+real request clients could send, with its pinned options and keep_alive -1 (it never reloads or
+un-pins the model). A probe that is not answered within PRELOADER_PROBE_TIMEOUT is judged by
+the runner's CPU time over the wait: a runner that computes (the probe queued behind real work)
+is busy, never wedged; one that stays idle while a request waits for it is wedged.
+
+Repairs, as measured on the real server: killing the model's runner makes Ollama start a new
+one at the next request (then it is pinned again here); wedged again soon after, or a runner we
+cannot signal, and `run` restarts `ollama serve`. `watch` signals the runner when it can see it
+on this host, else unloads and re-pins through the API; wedged again, it reports and waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+from dataclasses import dataclass
+
+from ollama_preloader.config.settings import Settings
+from ollama_preloader.errors import OllamaAPIError, OllamaUnavailable
+from ollama_preloader.observe.logs import get_logger
+from ollama_preloader.observe.summary import note_all_ready
+from ollama_preloader.ollama.api import OllamaAPI
+from ollama_preloader.ollama.kinds import ModelKind
+from ollama_preloader.reconcile.loading import Loader
+from ollama_preloader.server.base import Server
+from ollama_preloader.server.runners import blob_name, cpu_seconds, find_on_host
+from ollama_preloader.state.board import Board, ModelStatus, State
+
+log = get_logger()
+
+# Runner CPU seconds over the probe's wait that count as progress. An idle llama-server uses
+# none (0.00 s over 5 s measured); one evaluating a prompt uses a core or more.
+PROGRESS_CPU = 0.05
+# Wedged again within this of the last wedge: the runner kill did not hold; escalate.
+REWEDGE_WINDOW = 300.0
+# Without a progress signal (`watch`, runner not visible): unanswered probes in a row before
+# the model counts as wedged, so one long generation ahead of a probe is not taken for one.
+BLIND_TIMEOUTS = 3
+
+KILL_RUNNER = "kill-runner"
+RESTART_SERVE = "restart-serve"
+UNLOAD_REPIN = "unload-repin"
+NO_REPAIR = "none"
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One probe's outcome: answered, and if not, what the runner did meanwhile."""
+
+    answered: bool
+    waited: float
+    pid: int | None  # the runner looked at, if any could be seen
+    cpu: float | None  # its CPU seconds over the wait; None: no signal
+
+
+class Prober:
+    """The probe task of one supervisor run (started only when the interval is not `off`)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        api: OllamaAPI,
+        board: Board,
+        server: Server,
+        loader: Loader,
+        *,
+        wake: asyncio.Event,
+    ) -> None:
+        self.settings = settings
+        self.api = api
+        self.board = board
+        self.server = server
+        self.loader = loader
+        self._wake = wake
+
+    async def run(self) -> None:
+        interval = self.settings.probe_interval
+        if interval is None:
+            return
+        while True:
+            await asyncio.sleep(interval)  # the first one an interval after start
+            for status in list(self.board.models):
+                if self._due(status):
+                    await self.check(status)
+
+    def _due(self, status: ModelStatus) -> bool:
+        """Pinned by us (or wedged, to see it serve again); never while pulled or loaded."""
+        return (
+            self.board.server_up
+            and self.board.observed
+            and status.spec.pinned
+            and (
+                status.state == State.PINNED
+                or (status.state == State.WEDGED and not status.wedge_repin)
+            )
+        )
+
+    async def check(self, status: ModelStatus) -> None:
+        """Probe one model and act on the answer."""
+        before = status.state
+        try:
+            result = await self._probe(status)
+        except OllamaUnavailable:
+            return  # serve is away: the server's own watch handles that
+        except OllamaAPIError as exc:
+            # 400 (an option it rejects), 404 (deleted): answered, so not wedged; the
+            # reconcile loop's states and reasons say what is wrong.
+            log.debug(
+                "model.probe_error",
+                msg=f"The probe of {status.spec.display} failed: {exc}",
+                model=status.spec.display,
+                error=str(exc),
+            )
+            return
+        if status.state != before or self.board.get(status.key) is not status:
+            return  # evicted, re-loaded or removed meanwhile: the loop's look decides
+        status.probe_durations.observe(result.waited)
+        if result.answered:
+            status.probe_timeouts = 0
+            if status.state == State.WEDGED:
+                self._serving_again(status, result)
+            return
+        if result.cpu is not None and result.cpu >= PROGRESS_CPU:
+            status.probe_timeouts = 0
+            log.info(
+                "model.probe_busy",
+                msg=f"{status.spec.display} did not answer the probe within "
+                f"{result.waited:.1f}s, but its runner is working ({result.cpu:.2f}s CPU): "
+                "busy, not wedged",
+                model=status.spec.display,
+                waited=round(result.waited, 3),
+                cpu_seconds=round(result.cpu, 3),
+            )
+            return
+        if result.cpu is None and result.pid is None:
+            status.probe_timeouts += 1
+            if status.probe_timeouts < BLIND_TIMEOUTS:
+                return
+        status.probe_timeouts = 0
+        if status.state == State.WEDGED and self._recent(status):
+            return  # reported, nothing more to try for now: /readyz stays false
+        await self._wedged(status, result)
+
+    @staticmethod
+    def _recent(status: ModelStatus) -> bool:
+        at = status.last_wedge_at
+        return at is not None and time.monotonic() - at < REWEDGE_WINDOW
+
+    async def _probe(self, status: ModelStatus) -> Probe:
+        kind = await self._kind(status)
+        pid = await self._runner_pid(status)
+        cpu_before = cpu_seconds(pid) if pid is not None else None
+        started = time.monotonic()
+        answered = True
+        try:
+            async with asyncio.timeout(self.settings.probe_timeout):
+                await self.api.probe_model(
+                    status.spec.name, kind, -1, self.loader.pinned_options(status)
+                )
+        except TimeoutError:
+            answered = False
+        waited = time.monotonic() - started
+        cpu_after = cpu_seconds(pid) if pid is not None else None
+        cpu = None
+        if cpu_before is not None and cpu_after is not None:
+            cpu = cpu_after - cpu_before
+        return Probe(answered, waited, pid, cpu)
+
+    async def _kind(self, status: ModelStatus) -> ModelKind:
+        if status.kind is None or status.blob is None:
+            details = await self.api.show(status.spec.name)
+            status.kind = status.kind or details.kind
+            status.blob = status.blob or details.blob
+        assert status.kind is not None
+        return status.kind
+
+    async def _runner_pid(self, status: ModelStatus) -> int | None:
+        """The model's runner: our serve's child in `run`; in `watch` a process on this host
+        running its model file, when Ollama listens on loopback."""
+        blob = blob_name(status.blob)
+        if self.server.can_see_runners:
+            return next((r.pid for r in self.server.runners.current() if r.blob == blob), None)
+        if self.settings.ollama_host.is_loopback:
+            return await asyncio.to_thread(find_on_host, blob)
+        return None
+
+    async def _wedged(self, status: ModelStatus, result: Probe) -> None:
+        again = self._recent(status)
+        status.last_wedge_at = time.monotonic()
+        status.wedges += 1
+        repair = self._choose(status, result, again=again)
+        status.last_wedge_repair = repair
+        status.wedge_repairs[repair] = status.wedge_repairs.get(repair, 0) + 1
+        progress = "unknown" if result.cpu is None else f"{result.cpu:.2f}s CPU"
+        status.state = State.WEDGED
+        status.reason = (
+            f"a request waited {result.waited:.1f}s unanswered, runner idle ({progress})"
+        )
+        note_all_ready(self.board)
+        what = {
+            KILL_RUNNER: f"killing its runner (pid {result.pid}) and pinning it again",
+            RESTART_SERVE: "restarting ollama serve"
+            + (" (wedged again soon after a repair)" if again else ""),
+            UNLOAD_REPIN: "unloading and pinning it again",
+            NO_REPAIR: "nothing more to try for now; /readyz stays false until it answers",
+        }[repair]
+        log.error(
+            "model.wedged",
+            msg=f"{status.spec.display} is listed pinned but does not serve: {status.reason}; "
+            f"{what}",
+            model=status.spec.display,
+            waited=round(result.waited, 3),
+            progress=None if result.cpu is None else round(result.cpu, 3),
+            pid=result.pid,
+            repair=repair,
+            again=again,
+        )
+        await self._repair(status, repair, result)
+
+    def _choose(self, status: ModelStatus, result: Probe, *, again: bool) -> str:
+        if again and status.last_wedge_repair in (RESTART_SERVE, NO_REPAIR):
+            return NO_REPAIR  # even a new serve did not help: report; tried again later
+        if self.server.can_see_runners:  # `run`: the serve is ours
+            return RESTART_SERVE if again or result.pid is None else KILL_RUNNER
+        if again:
+            return NO_REPAIR
+        return KILL_RUNNER if result.pid is not None else UNLOAD_REPIN
+
+    async def _repair(self, status: ModelStatus, repair: str, result: Probe) -> None:
+        status.wedge_repin = False
+        if repair == KILL_RUNNER and result.pid is not None:
+            try:
+                os.kill(result.pid, signal.SIGKILL)
+            except OSError as exc:
+                # Not ours to signal after all: the next best repair for this mode.
+                fallback = RESTART_SERVE if self.server.can_see_runners else UNLOAD_REPIN
+                log.warning(
+                    "model.wedge_repair",
+                    msg=f"Could not signal the runner of {status.spec.display} "
+                    f"(pid {result.pid}): {exc.strerror or exc}; {fallback} instead",
+                    model=status.spec.display,
+                    repair=fallback,
+                )
+                status.wedge_repairs[fallback] = status.wedge_repairs.get(fallback, 0) + 1
+                status.last_wedge_repair = fallback
+                await self._repair(status, fallback, Probe(False, result.waited, None, None))
+                return
+            status.wedge_repin = True
+        elif repair == RESTART_SERVE:
+            # Every model is pinned again after the restart, this one with them.
+            status.state, status.reason = State.EVICTED, "wedged; ollama serve restarted"
+            if await self.server.restart(f"{status.spec.display} is wedged"):
+                return
+            status.state = State.WEDGED
+        elif repair == UNLOAD_REPIN:
+            with contextlib.suppress(OllamaAPIError):
+                await self.api.unload(status.spec.name)
+            status.wedge_repin = True
+        self._wake.set()
+
+    def _serving_again(self, status: ModelStatus, result: Probe) -> None:
+        status.state, status.reason = State.PINNED, None
+        log.info(
+            "model.pinned",
+            msg=f"✓ {status.spec.display} serves again (the probe answered in "
+            f"{result.waited:.2f}s)",
+            model=status.spec.display,
+            reason="probe answered",
+            seconds=round(result.waited, 3),
+        )
+        note_all_ready(self.board)
