@@ -46,7 +46,10 @@ EnvFile = Annotated[
 
 
 def _fail(message: str, code: int) -> typer.Exit:
-    """One line on stderr, then the documented exit code."""
+    """One line on stderr (after the log lines still queued), then the documented exit code."""
+    from ollama_preloader.observe import output
+
+    output.drain()
     print(f"ollama-preloader: error: {message}", file=sys.stderr, flush=True)
     return typer.Exit(code)
 

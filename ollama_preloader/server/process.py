@@ -8,14 +8,13 @@ import os
 import re
 import shutil
 import signal
-import sys
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine, Iterable, Mapping
-from typing import Any, BinaryIO, NoReturn
+from typing import Any, BinaryIO, NoReturn, cast
 
 from ollama_preloader.errors import ServerError, exit_code_for_signal
-from ollama_preloader.observe import terminal
+from ollama_preloader.observe import output, terminal
 from ollama_preloader.observe.logs import get_logger
 
 log = get_logger()
@@ -140,9 +139,12 @@ class OllamaServer:
             raise ServerError(f"could not start {path} serve: {exc.strerror or exc}") from None
         assert self._proc.stdout is not None
         assert self._proc.stderr is not None
+        # Through observe/output.py: its writes never block, so this relay always reads and
+        # Ollama never waits on a full pipe, whatever happens to our own stdout and stderr.
+        out, err = output.install()
         self._relays = [
-            asyncio.create_task(self._relay(self._proc.stdout, sys.stdout.buffer)),
-            asyncio.create_task(self._relay(self._proc.stderr, sys.stderr.buffer)),
+            asyncio.create_task(self._relay(self._proc.stdout, cast(BinaryIO, out))),
+            asyncio.create_task(self._relay(self._proc.stderr, cast(BinaryIO, err))),
         ]
         log.info(
             "server.started",
@@ -318,5 +320,5 @@ def force_exit(server: OllamaServer | None, signum: int) -> NoReturn:
     log.warning("supervisor.killed", msg=f"Received {name} again; killing now", signal=name)
     if server is not None:
         server.kill_now()
-    sys.stderr.flush()
+    output.drain(1.0)
     os._exit(exit_code_for_signal(signum))
