@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import pty
 import signal
 import subprocess
+import sys
+import time
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 from fake_catalogs import write_catalog
@@ -64,3 +70,77 @@ def test_stdout_closed_by_its_reader_keeps_the_supervisor_running(launcher: Laun
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+# The new session's leader takes the pty as its controlling terminal, then becomes the CLI.
+TAKE_TERMINAL = (
+    "import fcntl, os, sys, termios; fcntl.ioctl(0, termios.TIOCSCTTY, 0); "
+    "os.execvp(sys.argv[1], sys.argv[1:])"
+)
+
+
+class Terminal:
+    """The CLI as the controlling process of a pseudo-terminal (a shell window, an SSH session)."""
+
+    def __init__(self, env: dict[str, str], cwd: Path) -> None:
+        self.master, slave = pty.openpty()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", TAKE_TERMINAL, *preloader_command(), "run"],
+            env=env,
+            cwd=cwd,
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+            start_new_session=True,
+        )
+        os.close(slave)
+        # Read without a thread: a read in progress would keep the master open past close().
+        os.set_blocking(self.master, False)
+        self.text = ""
+
+    def read(self) -> str:
+        with contextlib.suppress(OSError):
+            while chunk := os.read(self.master, 65536):
+                self.text += chunk.decode(errors="replace")
+        return self.text
+
+    def wait_for(self, fragment: str) -> None:
+        deadline = time.monotonic() + WAIT
+        while fragment not in self.read():
+            assert self.proc.poll() is None, self.text[-3000:]
+            assert time.monotonic() < deadline, f"no {fragment!r} in:\n{self.text[-3000:]}"
+            time.sleep(0.05)
+
+    def serve_pid(self) -> int:
+        for line in self.text.splitlines():
+            if '"server.started"' in line:
+                return int(json.loads(line)["pid"])
+        raise AssertionError(self.text[-3000:])
+
+    def hang_up(self) -> None:
+        os.close(self.master)  # the window closes: the kernel sends SIGHUP, writes get EIO
+
+
+def test_a_terminal_that_hangs_up_stops_everything_with_129(launcher: Launcher) -> None:
+    """The terminal's master closes while everything is pinned: a clean stop (exit 129), the
+    whole group of `ollama serve` gone; a SIGHUP while the terminal is there reloads."""
+    env = launcher.env(
+        FAKE_OLLAMA_CATALOG=write_catalog(launcher.tmp / "catalog.json"),
+        OLLAMA_PRELOAD_MODELS="llama3.2",
+    )
+    (launcher.tmp / "home").mkdir(exist_ok=True)
+    term = Terminal(env, launcher.tmp)
+    try:
+        term.wait_for('"preload.complete"')
+        serve_pid = term.serve_pid()
+        term.proc.send_signal(signal.SIGHUP)  # the terminal is still there: a reload
+        term.wait_for('"config.reloaded"')
+        assert term.proc.poll() is None
+        assert len(processes_in_group(serve_pid)) >= 2
+        term.hang_up()
+        assert term.proc.wait(timeout=WAIT) == 129
+        assert processes_in_group(serve_pid) == []
+    finally:
+        if term.proc.poll() is None:
+            term.proc.kill()
+            term.proc.wait()
