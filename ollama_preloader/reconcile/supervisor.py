@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -71,6 +72,9 @@ class Supervisor:
         self._ready = asyncio.Event()  # the server answers: the reconcile loop may run
         self._fatal: PreloaderError | None = None
         self._signals = 0
+        # Testing only (README, Testing): an internal error in the loop once all are pinned,
+        # for the tests that check a crash leaves no `ollama serve` or runner behind.
+        self._test_crash = os.environ.get("PRELOADER_TEST_CRASH") == "loop"
         self._hung_up = False  # the terminal went away: a stop, exit 128+SIGHUP
         self._had_terminal = False
         self._nohup = False
@@ -206,10 +210,13 @@ class Supervisor:
         return self.server.liveness()
 
     async def _shutdown(self) -> None:
-        if self.health is not None:
-            await self.health.close()
-        await self.server.stop()
-        await self.api.aclose()
+        """Stop the server first, whatever else fails: it is what holds the memory."""
+        try:
+            await self.server.stop()
+        finally:
+            if self.health is not None:
+                await self.health.close()
+            await self.api.aclose()
         log.info("supervisor.stopped", msg="Stopped")
 
     # ----- what the server reports (server/base.py: Link) ------------------------------------
@@ -279,6 +286,8 @@ class Supervisor:
         tags = await self.observer.read_tags()  # None unless the store may have changed
         loaded = await self.observer.read_ps()
         self._observe(loaded)
+        if self._test_crash and self.board.ready:
+            raise RuntimeError("PRELOADER_TEST_CRASH=loop: an internal error, injected")
         if tags is not None:
             await self.observer.check_resources(tags, loaded)
         actions = plan(

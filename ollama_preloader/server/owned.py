@@ -143,5 +143,11 @@ class OwnedServer:
             code = await self.process.stop(self.settings.shutdown_grace)
             log.info("server.stopped", msg="ollama serve stopped", returncode=code)
 
+    def stop_now(self) -> None:
+        """The last resort, without an event loop: the supervisor is leaving on an unexpected
+        exception and `stop` may not have run. TERM, PRELOADER_SHUTDOWN_GRACE, KILL."""
+        if self.process is not None and self.process.returncode is None:
+            self.process.stop_now(self.settings.shutdown_grace)
+
     def force_exit(self, signum: int) -> NoReturn:
         force_exit(self.process, signum)

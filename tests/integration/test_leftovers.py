@@ -144,3 +144,46 @@ def test_a_terminal_that_hangs_up_stops_everything_with_129(launcher: Launcher) 
         if term.proc.poll() is None:
             term.proc.kill()
             term.proc.wait()
+
+
+def wait_gone(serve_pid: int, within: float = 5.0) -> list[int]:
+    """The processes of serve's group still there after `within` seconds (none, we hope)."""
+    deadline = time.monotonic() + within
+    while (left := processes_in_group(serve_pid)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return left
+
+
+def test_a_sigkilled_supervisor_takes_ollama_with_it(launcher: Launcher) -> None:
+    """kill -9 of the supervisor: `ollama serve` gets its parent-death SIGTERM and stops its
+    runners; nothing of the group is left."""
+    env = launcher.env(
+        FAKE_OLLAMA_CATALOG=write_catalog(launcher.tmp / "catalog.json"),
+        OLLAMA_PRELOAD_MODELS="llama3.2,devstral",
+    )
+    run = launcher.start(env=env)
+    run.wait_all_pinned()
+    serve_pid = run.wait_event("server.started")["pid"]
+    assert len(processes_in_group(serve_pid)) >= 3
+    run.proc.kill()
+    assert run.wait_exit() == -signal.SIGKILL
+    assert wait_gone(serve_pid) == []
+    assert run.fake_events("serve_stop")  # it stopped the way SIGTERM stops it
+
+
+def test_an_internal_error_stops_the_group_and_exits_1(launcher: Launcher) -> None:
+    """An exception in the loop (PRELOADER_TEST_CRASH=loop): supervisor.crashed, the group
+    stopped, exit 1."""
+    env = launcher.env(
+        FAKE_OLLAMA_CATALOG=write_catalog(launcher.tmp / "catalog.json"),
+        OLLAMA_PRELOAD_MODELS="llama3.2",
+        PRELOADER_TEST_CRASH="loop",
+    )
+    run = launcher.start(env=env)
+    serve_pid = run.wait_event("server.started")["pid"]
+    assert run.wait_exit() == 1
+    crashed = run.events("supervisor.crashed")
+    assert len(crashed) == 1
+    assert "PRELOADER_TEST_CRASH" in crashed[0]["msg"]
+    assert run.events("server.stopped")
+    assert processes_in_group(serve_pid) == []
