@@ -4,12 +4,14 @@ and no `llama-server` of the test within 5 s, and the next start pins normally."
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import pty
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from typing import Any
 
 from preloader_harness import WAIT, Run, preloader_command
@@ -128,3 +130,31 @@ def test_terminal_hangup_leaves_nothing(real: RealLauncher) -> None:
     again = real.start(OLLAMA_PRELOAD_MODELS=real.name("tiny-chat"))
     again.wait_all_pinned()
     assert again.stop() == 0
+
+
+def test_stale_runner_of_a_sigkilled_serve_is_stopped_at_start(real: RealLauncher) -> None:
+    """A serve SIGKILLed with a model loaded leaves its llama-server; the next `run` on the
+    same store reports it (server.stale_runner) and stops it, then pins normally."""
+    real.seed_store("tiny-chat")
+    chat = real.name("tiny-chat")
+    serve = real.serve(OLLAMA_MODELS=str(real.store))
+    serve_env = serve.env
+    req = urllib.request.Request(
+        serve.base_url + "/api/generate",
+        data=json.dumps({"model": chat, "keep_alive": -1}).encode(),
+        method="POST",
+    )
+    with urllib.request.urlopen(req, timeout=WAIT) as resp:
+        resp.read()
+    (old,) = real.runners()
+    serve.stop(signal.SIGKILL)
+    assert real.runners() == [old]  # orphaned, still holding its memory
+    run = real.start(OLLAMA_PRELOAD_MODELS=chat, OLLAMA_MODELS=serve_env["OLLAMA_MODELS"])
+    stale = run.wait_event("server.stale_runner")
+    assert (stale["pid"], stale["action"]) == (old, "stop")
+    assert stale["memory"] > 0
+    run.wait_all_pinned()
+    assert old not in real.runners()
+    assert len(real.runners()) == 1
+    assert run.stop() == 0
+    assert nothing_left(real) == []
