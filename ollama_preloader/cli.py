@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
@@ -46,7 +46,10 @@ EnvFile = Annotated[
 
 
 def _fail(message: str, code: int) -> typer.Exit:
-    """One line on stderr, then the documented exit code."""
+    """One line on stderr (after the log lines still queued), then the documented exit code."""
+    from ollama_preloader.observe import output
+
+    output.drain()
     print(f"ollama-preloader: error: {message}", file=sys.stderr, flush=True)
     return typer.Exit(code)
 
@@ -62,12 +65,27 @@ def _settings(env_file: Path) -> Settings:
         raise _fail(str(exc), EXIT_CONFIG) from None
 
 
-def _run_to_exit(main: Coroutine[Any, Any, int]) -> NoReturn:
-    """Run the command's coroutine; its code, or a PreloaderError's, is the exit code."""
+def _run_to_exit(
+    main: Coroutine[Any, Any, int], stop_now: Callable[[], None] | None = None
+) -> NoReturn:
+    """Run the command's coroutine; its code, or a PreloaderError's, is the exit code.
+
+    Whatever ends it, `stop_now` (run: the child's group, TERM then KILL) runs before we
+    leave: an exception that escaped the supervisor's own shutdown must not leave
+    `ollama serve` and its runners behind.
+    """
     try:
         code = asyncio.run(main)
     except PreloaderError as exc:
         raise _fail(str(exc), exc.exit_code) from None
+    except Exception as exc:
+        from ollama_preloader.observe.logs import get_logger
+
+        get_logger().exception("supervisor.crashed", msg=f"Internal error: {exc!r}")
+        raise _fail(f"internal error: {exc!r} (please report it)", EXIT_INTERNAL) from None
+    finally:
+        if stop_now is not None:
+            stop_now()
     raise typer.Exit(code)
 
 
@@ -88,7 +106,9 @@ def run(env_file: EnvFile = Path(".env")) -> None:
     configure(settings.log_level, settings.log_format)
     env = server_environment(env_file=env_file)
     server = OwnedServer(settings, env)
-    _run_to_exit(Supervisor(settings, server, env_file=env_file, server_env=env).run())
+    _run_to_exit(
+        Supervisor(settings, server, env_file=env_file, server_env=env).run(), server.stop_now
+    )
 
 
 @app.command()

@@ -25,6 +25,7 @@ ServerExitPolicy = Literal["restart", "exit"]
 LogFormat = Literal["auto", "console", "plain", "json"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 RemovePolicy = Literal["release", "unload", "keep"]
+StaleRunnerPolicy = Literal["stop", "keep"]
 # Where the declared list came from: it decides what a live reload can re-read.
 ModelsSource = Literal["unset", "environment", "env-file", "models-file"]
 
@@ -143,6 +144,8 @@ class Settings(BaseSettings):
     # The list as a file, re-read live; excludes OLLAMA_PRELOAD_MODELS (see load_settings).
     models_file: Annotated[Path | None, BeforeValidator(_path_or_unset)] = None
     on_remove: Annotated[RemovePolicy, BeforeValidator(_lower)] = "release"
+    # `run`: runners of this store left by an earlier run (server/stale.py).
+    stale_runners: Annotated[StaleRunnerPolicy, BeforeValidator(_lower)] = "stop"
     watch_interval: Seconds = 1.0
     api_timeout: Seconds = 10.0
     refresh_interval: Seconds = 300.0

@@ -18,6 +18,7 @@ from http import HTTPStatus
 from typing import Any
 
 from ollama_preloader.errors import ConfigError
+from ollama_preloader.observe import output
 from ollama_preloader.observe.logs import get_logger
 from ollama_preloader.observe.metrics import build_registry, render
 from ollama_preloader.ollama.api import LoadedModel
@@ -184,6 +185,8 @@ class HealthServer:
             return _json(503, {"ready": False, "reason": self.board.not_ready_reason()})
         if path == "/status":
             document = self.board.document(self.undeclared(), live_reason=self.liveness())
+            # A stream that failed is said once in the logs, if anywhere; here it stays.
+            document["output"] = output.problems()
             return _json(200, document)
         if path == "/metrics":
             body, content_type = render(self.registry, headers.get("accept", ""))

@@ -6,13 +6,12 @@ Every event has a stable dotted name (`model.pinned`) and a human `msg`; the REA
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import MutableMapping
 from typing import Any, TextIO, cast
 
 import structlog
 
-from ollama_preloader.observe import terminal
+from ollama_preloader.observe import output, terminal
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}
 _LEVELS["error"] = logging.ERROR
@@ -60,8 +59,12 @@ def resolve_format(fmt: str, stream: TextIO) -> str:
 
 
 def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = None) -> None:
-    """Configure structlog once, for the whole process."""
-    out = stream or sys.stderr
+    """Configure structlog once, for the whole process.
+
+    Without a `stream`, logs go to stderr through observe/output.py: a write that fails or
+    waits (a closed terminal, a reader gone, a full pipe) never reaches the caller.
+    """
+    out: TextIO = stream or cast(TextIO, output.TextOutput(output.install()[1]))
     chosen = resolve_format(fmt, out)
     processors: list[Any] = [
         structlog.contextvars.merge_contextvars,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -18,9 +19,15 @@ from pathlib import Path
 
 from ollama_preloader.config.reload import ModelSource
 from ollama_preloader.config.settings import Settings
-from ollama_preloader.errors import OllamaAPIError, OllamaUnavailable, PreloaderError
+from ollama_preloader.errors import (
+    OllamaAPIError,
+    OllamaUnavailable,
+    PreloaderError,
+    exit_code_for_signal,
+)
 from ollama_preloader.observe.health import HealthServer
 from ollama_preloader.observe.logs import get_logger
+from ollama_preloader.observe.output import has_controlling_terminal
 from ollama_preloader.observe.summary import log_plan, log_startup_summary
 from ollama_preloader.ollama.api import LoadedModel, OllamaAPI
 from ollama_preloader.reconcile.loading import Loader, apply_explicit_limit
@@ -66,6 +73,12 @@ class Supervisor:
         self._ready = asyncio.Event()  # the server answers: the reconcile loop may run
         self._fatal: PreloaderError | None = None
         self._signals = 0
+        # Testing only (README, Testing): an internal error in the loop once all are pinned,
+        # for the tests that check a crash leaves no `ollama serve` or runner behind.
+        self._test_crash = os.environ.get("PRELOADER_TEST_CRASH") == "loop"
+        self._hung_up = False  # the terminal went away: a stop, exit 128+SIGHUP
+        self._had_terminal = False
+        self._nohup = False
         self.observer = Observer(settings, self.api, self.board, server)
         self.loader = Loader(
             settings,
@@ -122,7 +135,7 @@ class Supervisor:
             await self._shutdown()
         if self._fatal is not None:
             raise self._fatal
-        return 0
+        return exit_code_for_signal(signal.SIGHUP) if self._hung_up else 0
 
     async def _main_loop(self) -> None:
         async with asyncio.TaskGroup() as tg:
@@ -158,8 +171,27 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._on_signal, signum)
-        # Re-read the model list (and .env) instead of dying, the signal's default action.
-        loop.add_signal_handler(signal.SIGHUP, self.source.request_reload)
+        # SIGHUP is two things: the terminal we run in went away (a closed window, an SSH drop,
+        # a tmux pane closed), or a request to re-read the model list (`docker kill -s HUP`,
+        # systemd's ExecReload), which never comes with a terminal that is gone.
+        self._had_terminal = has_controlling_terminal()
+        self._nohup = signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
+        loop.add_signal_handler(signal.SIGHUP, self._on_hangup)
+
+    def _on_hangup(self) -> None:
+        if not self._had_terminal or has_controlling_terminal():
+            self.source.request_reload()
+            return
+        if self._nohup or self._stop.is_set():
+            return  # started under nohup: a hangup is what the user asked to survive
+        self._hung_up = True
+        self._signals += 1
+        log.info(
+            "supervisor.hangup",
+            msg="The terminal hung up; stopping (exit 129)",
+            signal="SIGHUP",
+        )
+        self._stop.set()
 
     def _on_signal(self, signum: int) -> None:
         self._signals += 1
@@ -181,10 +213,13 @@ class Supervisor:
         return self.server.liveness()
 
     async def _shutdown(self) -> None:
-        if self.health is not None:
-            await self.health.close()
-        await self.server.stop()
-        await self.api.aclose()
+        """Stop the server first, whatever else fails: it is what holds the memory."""
+        try:
+            await self.server.stop()
+        finally:
+            if self.health is not None:
+                await self.health.close()
+            await self.api.aclose()
         log.info("supervisor.stopped", msg="Stopped")
 
     # ----- what the server reports (server/base.py: Link) ------------------------------------
@@ -254,6 +289,8 @@ class Supervisor:
         tags = await self.observer.read_tags()  # None unless the store may have changed
         loaded = await self.observer.read_ps()
         self._observe(loaded)
+        if self._test_crash and self.board.ready:
+            raise RuntimeError("PRELOADER_TEST_CRASH=loop: an internal error, injected")
         if tags is not None:
             await self.observer.check_resources(tags, loaded)
         actions = plan(

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 from ollama_preloader.config.profiles import apply_profile
@@ -18,6 +20,7 @@ from ollama_preloader.errors import ConfigError, ServerError, ServerExited
 from ollama_preloader.observe.logs import get_logger
 from ollama_preloader.server.process import OllamaServer, force_exit, signal_name
 from ollama_preloader.server.runners import RunnerWatch
+from ollama_preloader.server.stale import handle_stale
 
 if TYPE_CHECKING:
     from ollama_preloader.ollama.api import LoadedModel
@@ -65,6 +68,13 @@ class OwnedServer:
 
     async def start(self, link: Link, *, first: bool = True) -> None:
         """Spawn `ollama serve` and poll `GET /` until it answers (ServerError if it cannot)."""
+        if first:
+            env = self.environment
+            home = env.get("HOME", "~")
+            store = env.get("OLLAMA_MODELS") or os.path.join(home, ".ollama", "models")
+            await asyncio.to_thread(
+                handle_stale, Path(store), self.settings.stale_runners, may_stop=True
+            )
         process = OllamaServer(
             self.settings.ollama_command,
             self.environment,
@@ -163,6 +173,12 @@ class OwnedServer:
         if self.process is not None:
             code = await self.process.stop(self.settings.shutdown_grace)
             log.info("server.stopped", msg="ollama serve stopped", returncode=code)
+
+    def stop_now(self) -> None:
+        """The last resort, without an event loop: the supervisor is leaving on an unexpected
+        exception and `stop` may not have run. TERM, PRELOADER_SHUTDOWN_GRACE, KILL."""
+        if self.process is not None and self.process.returncode is None:
+            self.process.stop_now(self.settings.shutdown_grace)
 
     def force_exit(self, signum: int) -> NoReturn:
         force_exit(self.process, signum)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import os
 import re
 import shutil
@@ -12,10 +13,10 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine, Iterable, Mapping
-from typing import Any, BinaryIO, NoReturn
+from typing import Any, BinaryIO, NoReturn, cast
 
 from ollama_preloader.errors import ServerError, exit_code_for_signal
-from ollama_preloader.observe import terminal
+from ollama_preloader.observe import output, terminal
 from ollama_preloader.observe.logs import get_logger
 
 log = get_logger()
@@ -135,14 +136,18 @@ class OllamaServer:
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
                 start_new_session=True,
+                preexec_fn=parent_death_signal(),  # see there: why this is safe with threads
             )
         except OSError as exc:
             raise ServerError(f"could not start {path} serve: {exc.strerror or exc}") from None
         assert self._proc.stdout is not None
         assert self._proc.stderr is not None
+        # Through observe/output.py: its writes never block, so this relay always reads and
+        # Ollama never waits on a full pipe, whatever happens to our own stdout and stderr.
+        out, err = output.install()
         self._relays = [
-            asyncio.create_task(self._relay(self._proc.stdout, sys.stdout.buffer)),
-            asyncio.create_task(self._relay(self._proc.stderr, sys.stderr.buffer)),
+            asyncio.create_task(self._relay(self._proc.stdout, cast(BinaryIO, out))),
+            asyncio.create_task(self._relay(self._proc.stderr, cast(BinaryIO, err))),
         ]
         log.info(
             "server.started",
@@ -264,6 +269,21 @@ class OllamaServer:
         """SIGKILL the whole group at once (second signal, or grace exhausted)."""
         self._signal_group(signal.SIGKILL)
 
+    def stop_now(self, grace: float) -> None:
+        """Without an event loop (it may be what failed): TERM the group, up to `grace`
+        seconds for it to go, then KILL. For an unexpected exception on the way out."""
+        if self._proc is None:
+            return
+        pid = self._proc.pid
+        self._signal_group(signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while _group_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.kill_now()
+        deadline = time.monotonic() + 5.0
+        while _group_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+
     async def stop(self, grace: float) -> int | None:
         """SIGTERM the group, wait `grace` seconds, then SIGKILL it; leave no runner behind."""
         if self._proc is None:
@@ -284,6 +304,38 @@ class OllamaServer:
         code = await self.wait()
         reap_orphans()
         return code
+
+
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def parent_death_signal() -> Callable[[], None] | None:
+    """What the child runs before exec so that it gets SIGTERM when we die, however we die.
+
+    A SIGKILLed or crashed supervisor runs no cleanup; with this `ollama serve` still gets the
+    SIGTERM on which it stops its runners and exits, instead of living on with them, holding
+    their memory. Linux only (None elsewhere). prctl is looked up here, in the parent: the
+    child, forked from a process with threads, only makes one system call and reads its parent
+    pid (no import, no lock), which is what makes a preexec function safe enough. The parent
+    may die between fork and prctl: then the child is already re-parented and ends itself.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    prctl.restype = ctypes.c_int
+    parent = os.getpid()
+    term = int(signal.SIGTERM)
+
+    def arm() -> None:
+        prctl(_PR_SET_PDEATHSIG, term, 0, 0)
+        if os.getppid() != parent:
+            os.kill(os.getpid(), term)
+
+    return arm
 
 
 def reap_orphans() -> None:
@@ -312,11 +364,24 @@ def reap_orphans() -> None:
                 os.waitpid(int(entry), os.WNOHANG)
 
 
+def _group_alive(pgid: int) -> bool:
+    """Is any process of the group left? Reaps its leader, our child, once it exited."""
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pgid, os.WNOHANG)
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def force_exit(server: OllamaServer | None, signum: int) -> NoReturn:
     """A second stop signal: SIGKILL the child's whole group and leave at once with 128+N."""
     name = signal.Signals(signum).name
     log.warning("supervisor.killed", msg=f"Received {name} again; killing now", signal=name)
     if server is not None:
         server.kill_now()
-    sys.stderr.flush()
+    output.drain(1.0)
     os._exit(exit_code_for_signal(signum))

@@ -16,7 +16,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "ollama_preloader"
 # shares so that `ollama-preloader health` and the supervisor read the variables alike. All
 # three import nothing of the package but errors and each other.
 LAYERS: list[tuple[str, ...]] = [
-    ("errors", "observe.logs", "observe.terminal", "observe.healthcheck"),
+    ("errors", "observe.logs", "observe.output", "observe.terminal", "observe.healthcheck"),
     ("ollama",),
     ("config",),
     ("state",),

@@ -1,0 +1,189 @@
+"""Never leave Ollama behind, on the fake: output that fails, hangups, crashes (issue 20)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pty
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from fake_catalogs import write_catalog
+from preloader_harness import WAIT, Launcher, Run, preloader_command, processes_in_group
+
+
+def status(env: dict[str, str]) -> dict[str, Any]:
+    url = f"http://127.0.0.1:{env['PRELOADER_HEALTH_PORT']}/status"
+    with urllib.request.urlopen(url, timeout=30) as resp:
+        document: dict[str, Any] = json.loads(resp.read())
+    return document
+
+
+def test_stdout_closed_by_its_reader_keeps_the_supervisor_running(launcher: Launcher) -> None:
+    """The pipe's reader exits once everything is pinned: the supervisor goes on without its
+    output, /status says so, an unloaded model is pinned again, and SIGTERM still stops all."""
+    env = launcher.env(
+        FAKE_OLLAMA_CATALOG=write_catalog(launcher.tmp / "catalog.json"),
+        OLLAMA_PRELOAD_MODELS="llama3.2",
+        PRELOADER_LOG_POLLS="true",  # every poll is an access line: writes never stop
+    )
+    (launcher.tmp / "home").mkdir(exist_ok=True)
+    proc = subprocess.Popen(
+        [*preloader_command(), "run"],
+        env=env,
+        cwd=launcher.tmp,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        assert proc.stdout is not None
+        serve_pid = None
+        for line in proc.stdout:
+            if b'"server.started"' in line:
+                serve_pid = json.loads(line)["pid"]
+            if b'"preload.complete"' in line:
+                break
+        assert serve_pid is not None
+        proc.stdout.close()  # the reader goes away: every later write gets EPIPE
+
+        run = Run(proc=proc, env=env, workdir=launcher.tmp)  # type: ignore[arg-type]
+        lost = run.wait_for(lambda: status(env)["output"], "/status to show the lost output")
+        assert lost["stdout"].startswith("lost: EPIPE"), lost
+        assert proc.poll() is None
+        # The loop still works: a model a user unloads is pinned again.
+        loads = run.count_requests("/api/generate")
+        assert run.ollama("stop", "llama3.2").returncode == 0
+        run.wait_for(lambda: run.count_requests("/api/generate") > loads + 1, "a new load")
+        run.wait_for(lambda: status(env)["ready"], "pinned again")
+        assert len(processes_in_group(serve_pid)) >= 2  # serve and its runner
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=WAIT) == 0
+        assert processes_in_group(serve_pid) == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+# The new session's leader takes the pty as its controlling terminal, then becomes the CLI.
+TAKE_TERMINAL = (
+    "import fcntl, os, sys, termios; fcntl.ioctl(0, termios.TIOCSCTTY, 0); "
+    "os.execvp(sys.argv[1], sys.argv[1:])"
+)
+
+
+class Terminal:
+    """The CLI as the controlling process of a pseudo-terminal (a shell window, an SSH session)."""
+
+    def __init__(self, env: dict[str, str], cwd: Path) -> None:
+        self.master, slave = pty.openpty()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", TAKE_TERMINAL, *preloader_command(), "run"],
+            env=env,
+            cwd=cwd,
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+            start_new_session=True,
+        )
+        os.close(slave)
+        # Read without a thread: a read in progress would keep the master open past close().
+        os.set_blocking(self.master, False)
+        self.text = ""
+
+    def read(self) -> str:
+        with contextlib.suppress(OSError):
+            while chunk := os.read(self.master, 65536):
+                self.text += chunk.decode(errors="replace")
+        return self.text
+
+    def wait_for(self, fragment: str) -> None:
+        deadline = time.monotonic() + WAIT
+        while fragment not in self.read():
+            assert self.proc.poll() is None, self.text[-3000:]
+            assert time.monotonic() < deadline, f"no {fragment!r} in:\n{self.text[-3000:]}"
+            time.sleep(0.05)
+
+    def serve_pid(self) -> int:
+        for line in self.text.splitlines():
+            if '"server.started"' in line:
+                return int(json.loads(line)["pid"])
+        raise AssertionError(self.text[-3000:])
+
+    def hang_up(self) -> None:
+        os.close(self.master)  # the window closes: the kernel sends SIGHUP, writes get EIO
+
+
+def test_a_terminal_that_hangs_up_stops_everything_with_129(launcher: Launcher) -> None:
+    """The terminal's master closes while everything is pinned: a clean stop (exit 129), the
+    whole group of `ollama serve` gone; a SIGHUP while the terminal is there reloads."""
+    env = launcher.env(
+        FAKE_OLLAMA_CATALOG=write_catalog(launcher.tmp / "catalog.json"),
+        OLLAMA_PRELOAD_MODELS="llama3.2",
+    )
+    (launcher.tmp / "home").mkdir(exist_ok=True)
+    term = Terminal(env, launcher.tmp)
+    try:
+        term.wait_for('"preload.complete"')
+        serve_pid = term.serve_pid()
+        term.proc.send_signal(signal.SIGHUP)  # the terminal is still there: a reload
+        term.wait_for('"config.reloaded"')
+        assert term.proc.poll() is None
+        assert len(processes_in_group(serve_pid)) >= 2
+        term.hang_up()
+        assert term.proc.wait(timeout=WAIT) == 129
+        assert processes_in_group(serve_pid) == []
+    finally:
+        if term.proc.poll() is None:
+            term.proc.kill()
+            term.proc.wait()
+
+
+def wait_gone(serve_pid: int, within: float = 5.0) -> list[int]:
+    """The processes of serve's group still there after `within` seconds (none, we hope)."""
+    deadline = time.monotonic() + within
+    while (left := processes_in_group(serve_pid)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return left
+
+
+def test_a_sigkilled_supervisor_takes_ollama_with_it(launcher: Launcher) -> None:
+    """kill -9 of the supervisor: `ollama serve` gets its parent-death SIGTERM and stops its
+    runners; nothing of the group is left."""
+    env = launcher.env(
+        FAKE_OLLAMA_CATALOG=write_catalog(launcher.tmp / "catalog.json"),
+        OLLAMA_PRELOAD_MODELS="llama3.2,devstral",
+    )
+    run = launcher.start(env=env)
+    run.wait_all_pinned()
+    serve_pid = run.wait_event("server.started")["pid"]
+    assert len(processes_in_group(serve_pid)) >= 3
+    run.proc.kill()
+    assert run.wait_exit() == -signal.SIGKILL
+    assert wait_gone(serve_pid) == []
+    assert run.fake_events("serve_stop")  # it stopped the way SIGTERM stops it
+
+
+def test_an_internal_error_stops_the_group_and_exits_1(launcher: Launcher) -> None:
+    """An exception in the loop (PRELOADER_TEST_CRASH=loop): supervisor.crashed, the group
+    stopped, exit 1."""
+    env = launcher.env(
+        FAKE_OLLAMA_CATALOG=write_catalog(launcher.tmp / "catalog.json"),
+        OLLAMA_PRELOAD_MODELS="llama3.2",
+        PRELOADER_TEST_CRASH="loop",
+    )
+    run = launcher.start(env=env)
+    serve_pid = run.wait_event("server.started")["pid"]
+    assert run.wait_exit() == 1
+    crashed = run.events("supervisor.crashed")
+    assert len(crashed) == 1
+    assert "PRELOADER_TEST_CRASH" in crashed[0]["msg"]
+    assert run.events("server.stopped")
+    assert processes_in_group(serve_pid) == []
