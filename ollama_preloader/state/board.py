@@ -14,6 +14,7 @@ from ollama_preloader.config.changes import reload_needed, repull_needed
 from ollama_preloader.config.modelspec import ModelSpec
 from ollama_preloader.ollama import psformat
 from ollama_preloader.ollama.kinds import ModelKind
+from ollama_preloader.state.updates import StaleRunner, UpdateInfo
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -144,6 +145,9 @@ class ModelStatus:
     # in memory was loaded with the old one, so the loop must load it again even though it is
     # listed, and clear this once that load succeeds.
     respec: bool = False
+    update: UpdateInfo = field(default_factory=UpdateInfo)  # upstream version (updates.py)
+    swapping: bool = False  # an update swap owns it: the loop leaves it alone meanwhile
+    stale_runner: StaleRunner | None = None  # an older download still loaded (§9.4)
 
     @property
     def key(self) -> str:
@@ -228,6 +232,9 @@ class ModelStatus:
             "until": psformat.until(self.expires_at, current) if resident else None,
             "loaded_context": self.loaded_context,
             "context_drifts": self.context_drifts,
+            "digest": self.digest,
+            "update": self.update.as_dict(),
+            "stale_runner": self.stale_runner.as_dict() if self.stale_runner else None,
         }
 
 
@@ -273,6 +280,9 @@ class Board:
     # The last live reload that failed (file gone, a bad line), until a good version arrives:
     # the set in force stays, and /status says why the edit did not apply.
     config_error: str | None = None
+    # Update checks and applied updates by result, for /metrics.
+    update_checks: dict[str, int] = field(default_factory=dict)
+    update_results: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def for_specs(cls, specs: Sequence[ModelSpec]) -> Board:
