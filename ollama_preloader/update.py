@@ -18,8 +18,8 @@ from typing import Any
 from ollama_preloader.config.modelspec import ModelSpec, SpecError, parse_entry
 from ollama_preloader.config.settings import Settings
 from ollama_preloader.errors import ConfigError, OllamaAPIError
-from ollama_preloader.observe.resources import gb
 from ollama_preloader.ollama.api import OllamaAPI
+from ollama_preloader.ollama.psformat import human_bytes
 from ollama_preloader.ollama.registry import RegistryClient, blob_checker, short, store_dir
 from ollama_preloader.reconcile.update_check import check_model
 from ollama_preloader.reconcile.updating import (
@@ -71,7 +71,7 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
                 row["model"],
                 short(row["local_digest"]),
                 short(row["registry_digest"]),
-                "-" if size is None else gb(size),
+                "-" if size is None else human_bytes(size),
                 state,
             )
         )

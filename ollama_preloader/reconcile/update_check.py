@@ -7,7 +7,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from ollama_preloader.observe.logs import get_logger
-from ollama_preloader.observe.resources import gb
+from ollama_preloader.ollama.psformat import human_bytes
 from ollama_preloader.ollama.registry import RegistryCheckError, RegistryClient, short
 from ollama_preloader.state.board import Board, ModelStatus
 from ollama_preloader.state.updates import UpdateState
@@ -59,8 +59,8 @@ def announce(status: ModelStatus) -> None:
         log.info(
             "update.available",
             msg=f"An update of {name} is available: {short(status.digest)} on disk, "
-            f"{short(info.registry_digest)} in the registry ({gb(info.download_bytes or 0)} "
-            "to download)",
+            f"{short(info.registry_digest)} in the registry "
+            f"({human_bytes(info.download_bytes or 0)} to download)",
             model=name,
             local_digest=status.digest,
             registry_digest=info.registry_digest,

@@ -24,10 +24,11 @@ from pathlib import Path
 
 from ollama_preloader.errors import OllamaAPIError, PreloaderError
 from ollama_preloader.observe.logs import get_logger
-from ollama_preloader.observe.resources import gather_figures, gb
+from ollama_preloader.observe.resources import gather_figures
 from ollama_preloader.ollama.api import LoadedModel, OllamaAPI
 from ollama_preloader.ollama.kinds import ModelKind
 from ollama_preloader.ollama.names import DEFAULT_HOST, InvalidName, ModelName
+from ollama_preloader.ollama.psformat import human_bytes
 from ollama_preloader.state.board import ModelStatus
 
 log = get_logger()
@@ -178,8 +179,8 @@ async def swap(
     room = free_bytes(store)
     if room is not None and download_bytes > room:
         raise SwapFailed(
-            f"not enough disk space for the update: {gb(download_bytes)} to download, "
-            f"{gb(room)} free in {store}; nothing was pulled"
+            f"not enough disk space for the update: {human_bytes(download_bytes)} to download, "
+            f"{human_bytes(room)} free in {store}; nothing was pulled"
         )
     tags = {m.key: m for m in await api.tags()}
     local = tags.get(status.key)

@@ -147,6 +147,7 @@ class ModelStatus:
     respec: bool = False
     update: UpdateInfo = field(default_factory=UpdateInfo)  # upstream version (updates.py)
     swapping: bool = False  # an update swap owns it: the loop leaves it alone meanwhile
+    held: bool = False  # its hold name is on disk: another process is swapping it
     stale_runner: StaleRunner | None = None  # an older download still loaded (§9.4)
 
     @property
