@@ -9,7 +9,9 @@ serves, which no other test may see.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -268,4 +270,50 @@ def test_a_registry_that_goes_away_is_one_warning_and_exit_1(setup: Setup) -> No
     done = run.cli("update", "--check")
     assert done.returncode == 1, done.stdout + done.stderr
     assert "failed" in done.stdout
+    assert run.stop() == 0
+
+
+def test_a_failed_pull_leaves_the_old_copy_pinned_and_no_hold(setup: Setup) -> None:
+    """The blob server dies after the check: `update` fails (exit 1) with the pull's reason,
+    the old copy stays pinned, the hold is gone."""
+    run = start(setup)
+    old_digest = tags(run)[setup.listed]
+    setup.push_new_version()
+    assert run.cli("update", "--check").returncode == 100
+    pid_file = setup.registry.kit.state / "run" / f"blobserver-{setup.registry.port}.pid"
+    os.kill(int(pid_file.read_text().strip()), signal.SIGTERM)  # the kit's process we started
+    done = run.cli("update", "--json")
+    assert done.returncode == 1, done.stdout + done.stderr
+    (row,) = json.loads(done.stdout)["models"]
+    assert row["state"] == "failed"
+    assert "the pull failed" in row["reason"]
+    assert [(m["name"], m["digest"]) for m in run.ps()] == [(setup.listed, old_digest)]
+    assert run.ps()[0]["expires_at"].startswith("23")
+    assert tags(run) == {setup.listed: old_digest}
+    assert run.stop() == 0
+
+
+def test_a_hold_left_by_a_killed_swap_is_removed_at_start(setup: Setup) -> None:
+    """A `preloader-hold/...` name in the store (a supervisor killed mid-swap) is removed at
+    the next start, never declared, pinned or warned about."""
+    serve = setup.launch.serve(OLLAMA_MODELS=str(setup.launch.store))
+    serve.pull(setup.name, insecure=True)
+    done = subprocess.run(
+        [str(serve.kit.ollama), "cp", setup.name, "preloader-hold/tiny-chat:0123456789ab"],
+        env=serve.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    serve.stop()
+    run = start(setup)
+    removed = run.wait_event("update.hold_removed")
+    assert removed["hold"] == "preloader-hold/tiny-chat:0123456789ab"
+    assert list(tags(run)) == [setup.listed]
+    doc = json.loads(run.cli("status", "--json").stdout)
+    assert [m["name"] for m in doc["models"]] == [setup.listed]
+    assert doc["undeclared"] == []
+    assert [e for e in run.events() if e.get("level") == "warning"] == []
     assert run.stop() == 0
