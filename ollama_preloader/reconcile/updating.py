@@ -201,6 +201,9 @@ async def swap(
         new_digest = new.digest if new else old_digest
         status.digest = new_digest
         unloaded_first = False
+        if new_digest != old_digest:
+            with contextlib.suppress(OllamaAPIError):
+                status.blob = (await api.show(spec.name)).blob  # the new copy's model file
         if old is not None and new_digest != old_digest:
             kind = status.kind or (await api.show(spec.name)).kind
             if await fits_beside(old.size) is False:
