@@ -172,6 +172,41 @@ def pull(env_file: EnvFile = Path(".env")) -> None:
 
 
 @app.command()
+def update(
+    models: Annotated[
+        list[str] | None, typer.Argument(help="Models to update (default: the declared ones).")
+    ] = None,
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--check", help="Only compare with the registries: exit 0 current, 100 available."
+        ),
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    env_file: EnvFile = Path(".env"),
+) -> None:
+    """Find updates of the models in their registries and apply them without a gap.
+
+    Without --check each update is applied to the server at OLLAMA_HOST, one model at a time:
+    the new copy is pinned before the old runner goes. Exit 0 when every model is current
+    (afterwards), 100 when an update is available (--check), 1 when a check or update failed.
+    """
+    from ollama_preloader.observe.logs import configure
+
+    settings = _settings(env_file)
+    configure(settings.log_level, settings.log_format)
+    from ollama_preloader.update import run_update
+
+    try:
+        code = asyncio.run(run_update(settings, models or [], check_only=check, as_json=as_json))
+    except ConfigError as exc:
+        raise _fail(str(exc), EXIT_CONFIG) from None
+    except PreloaderError as exc:
+        raise _fail(str(exc), exc.exit_code) from None
+    raise typer.Exit(code)
+
+
+@app.command()
 def status(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the /status document as JSON, for scripts.")

@@ -24,6 +24,7 @@ PullPolicy = Literal["if-missing", "always", "never"]
 ServerExitPolicy = Literal["restart", "exit"]
 LogFormat = Literal["auto", "console", "plain", "json"]
 LogLevel = Literal["debug", "info", "warning", "error"]
+UpdateMode = Literal["off", "check", "apply"]
 RemovePolicy = Literal["release", "unload", "keep"]
 StaleRunnerPolicy = Literal["stop", "keep"]
 # Where the declared list came from: it decides what a live reload can re-read.
@@ -86,6 +87,39 @@ def _path_or_unset(value: Any) -> Any:
     if isinstance(value, str):
         return value.strip() or None
     return value
+
+
+def _go_duration(value: Any) -> Any:
+    """A Go duration (`24h`, `90m`, `1h30m`): PRELOADER_UPDATE_INTERVAL."""
+    if isinstance(value, str):
+        try:
+            return parse_go_duration(value.strip().strip("\"'"))
+        except ValueError:
+            raise ValueError(
+                f"{value!r} is not a Go duration (use for example 24h, 6h or 90m)"
+            ) from None
+    return value
+
+
+_WINDOW = re.compile(r"^([01]?[0-9]|2[0-3]):([0-5][0-9])-([01]?[0-9]|2[0-3]):([0-5][0-9])$")
+
+
+def _window(value: Any) -> Any:
+    """PRELOADER_UPDATE_WINDOW `HH:MM-HH:MM` (local time) -> (start, end) in minutes."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip().strip("\"'").replace(" ", "")
+    if not text:
+        return None
+    match = _WINDOW.match(text)
+    if match is None:
+        raise ValueError(
+            f"{value!r} is not a window: use HH:MM-HH:MM in local time, e.g. 02:00-05:00"
+        )
+    h1, m1, h2, m2 = (int(g) for g in match.groups())
+    if (h1, m1) == (h2, m2):
+        raise ValueError(f"{value!r} is an empty window: give a start and an end that differ")
+    return (h1 * 60 + m1, h2 * 60 + m2)
 
 
 _WHOLE_NUMBER = re.compile(r"[+-]?[0-9]+")
@@ -173,6 +207,12 @@ class Settings(BaseSettings):
         Annotated[float, Field(gt=0)] | None, BeforeValidator(_interval_or_off)
     ] = PROBE_INTERVAL
     probe_timeout: Seconds = PROBE_TIMEOUT
+    # Updates (README "Keeping models current"): off sends nothing to any registry.
+    update: Annotated[UpdateMode, BeforeValidator(_lower)] = "off"
+    update_interval: Annotated[float, BeforeValidator(_go_duration), Field(gt=0)] = 86400.0
+    update_window: Annotated[tuple[int, int] | None, BeforeValidator(_window)] = None
+    # Where the swap lock lives (shared by the supervisor and `update` on one machine).
+    state_dir: Annotated[Path | None, BeforeValidator(_path_or_unset)] = None
 
     # Warnings found while parsing (duplicates); logged once logging is configured.
     parse_warnings: tuple[str, ...] = Field(default=(), exclude=True)

@@ -181,6 +181,36 @@ class BoardCollector(Collector):
             durations.add_metric([name], buckets, sum_value=hist.total)
         yield from (state, pinned, memory, vram, context, *counters.values(), durations)
         yield from (probes, wedges, repairs)
+        yield from _update_metrics(board)
+
+
+def _update_metrics(board: Board) -> Iterable[Metric]:
+    """Updates (PRELOADER_UPDATE, `update`): what is available, checks and swaps by result,
+    and the memory an old runner left by a pull done by hand still holds."""
+    available = GaugeMetricFamily(
+        f"{PREFIX}_model_update_available",
+        "1 when the registry serves another version of the model than the one on disk.",
+        labels=["model"],
+    )
+    stale = GaugeMetricFamily(
+        f"{PREFIX}_model_stale_runner_bytes",
+        "Memory of an older download of the model still loaded beside the new copy.",
+        labels=["model"],
+    )
+    for m in board.models:
+        available.add_metric([m.spec.display], 1.0 if m.update.state == "available" else 0.0)
+        stale.add_metric([m.spec.display], m.stale_runner.size if m.stale_runner else 0)
+    checks = CounterMetricFamily(
+        f"{PREFIX}_update_checks", "Update checks of a model, by result.", labels=["result"]
+    )
+    for result in ("current", "available", "local", "failed"):
+        checks.add_metric([result], board.update_checks.get(result, 0))
+    updates = CounterMetricFamily(
+        f"{PREFIX}_updates", "Updates applied (swaps), by result.", labels=["result"]
+    )
+    for result in ("applied", "failed"):
+        updates.add_metric([result], board.update_results.get(result, 0))
+    yield from (available, stale, checks, updates)
 
 
 def _le(bound: float) -> str:

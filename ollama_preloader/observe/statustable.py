@@ -7,7 +7,7 @@ from typing import Any
 
 from ollama_preloader.ollama.psformat import human_bytes
 
-HEADER = ("NAME", "KIND", "STATE", "UNTIL", "SIZE", "PROCESSOR", "CONTEXT", "REASON")
+HEADER = ("NAME", "KIND", "STATE", "UNTIL", "SIZE", "PROCESSOR", "CONTEXT", "REASON", "UPDATE")
 NONE = "-"
 UNDECLARED = "not declared"
 
@@ -18,6 +18,17 @@ def _text(value: Any) -> str:
 
 def _size(value: Any) -> str:
     return human_bytes(int(value)) if isinstance(value, int) else NONE
+
+
+def _update(m: Mapping[str, Any]) -> str:
+    """The update column: the state once checked, and an old runner left beside the model."""
+    update = m.get("update") or {}
+    state = update.get("state")
+    text = NONE if state in (None, "unknown") else str(state)
+    stale = m.get("stale_runner")
+    if stale:
+        text += f" (old runner {str(stale.get('digest', ''))[:12]} still loaded)"
+    return text
 
 
 def rows(document: Mapping[str, Any]) -> list[list[str]]:
@@ -35,6 +46,7 @@ def rows(document: Mapping[str, Any]) -> list[list[str]]:
                 _text(m.get("processor")),
                 _text(m.get("context_length")),
                 _text(reason),
+                _update(m),
             ]
         )
     for m in document.get("undeclared") or []:
@@ -47,6 +59,7 @@ def rows(document: Mapping[str, Any]) -> list[list[str]]:
                 _size(m.get("size")),
                 _text(m.get("processor")),
                 _text(m.get("context_length")),
+                NONE,
                 NONE,
             ]
         )

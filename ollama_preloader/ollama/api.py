@@ -322,6 +322,14 @@ class OllamaAPI:
         """keep_alive 0 with no prompt: Ollama's fast unload path; it returns before the unload."""
         await _call(lambda: self._quick.generate(model=name, keep_alive=0))
 
+    async def copy(self, source: str, destination: str) -> None:
+        """A second name for the same manifest (`ollama cp`): it keeps the blobs on disk."""
+        await _call(lambda: self._quick.copy(source, destination))
+
+    async def delete(self, name: str) -> None:
+        """`ollama rm`: the name, and the blobs no other name uses."""
+        await _call(lambda: self._quick.delete(name))
+
     async def pull(self, name: str, *, insecure: bool = False) -> AsyncIterator[PullProgress]:
         """Stream pull progress; PullStreamError on an error line, OllamaUnavailable on a stall.
 

@@ -25,10 +25,13 @@ from ollama_preloader.observe.resources import (
 )
 from ollama_preloader.observe.summary import note_all_ready
 from ollama_preloader.ollama.api import LoadedModel, LocalModel, OllamaAPI
+from ollama_preloader.ollama.names import name_key
 from ollama_preloader.reconcile import capacity, evictions
 from ollama_preloader.reconcile.drift import adopts_context, check_context, note_runner_start
 from ollama_preloader.reconcile.plan import find_loaded
 from ollama_preloader.reconcile.runner_events import mark_client_reload
+from ollama_preloader.reconcile.stale import note_stale
+from ollama_preloader.reconcile.updating import hold_name, is_hold
 from ollama_preloader.server.base import Server
 from ollama_preloader.server.runners import blob_name
 from ollama_preloader.state.board import READY_STATES, Board, ModelStatus, Seen, State
@@ -51,6 +54,8 @@ class Observer:
         self.server = server
         self.undeclared: list[LoadedModel] = []  # loaded, but not in OLLAMA_PRELOAD_MODELS
         self.tags_dirty = True  # the store may have changed: read /api/tags next cycle
+        self._writes_seen = 0  # store-changing requests in Ollama's log at the last tags read
+        self._old_blobs: dict[str, str | None] = {}  # model file before a new download
         self._tags_read_at = 0.0
         # Model file of each runner /api/ps lists, by (name, digest): resolves shared runners.
         self._blobs: dict[tuple[str, str], str | None] = {}
@@ -86,17 +91,32 @@ class Observer:
         """/api/tags when due (None otherwise); marks each model present or not, with its digest."""
         if time.monotonic() - self._tags_read_at > self.settings.refresh_interval:
             self.tags_dirty = True  # notice re-pulls and deletions made by hand, now and then
+        if self.server.runners.store_writes != self._writes_seen:
+            self.tags_dirty = True  # Ollama's log showed a pull, copy or delete (`run` only)
         if not self.tags_dirty:
             return None
         self._tags_read_at = time.monotonic()
+        self._writes_seen = self.server.runners.store_writes
         tags = await self.api.tags()
         on_disk = {m.key: m for m in tags}
         for status in self.board.models:
             local = on_disk.get(status.key)
             status.present = local is not None
-            status.digest = local.digest if local else None
+            before, status.digest = status.digest, local.digest if local else None
+            status.held = name_key(hold_name(status)) in on_disk
+            if before and status.digest and before != status.digest and not status.swapping:
+                await self._new_download(status)
         self.tags_dirty = False
-        return tags
+        return [m for m in tags if not is_hold(m.name)]  # a hold is nobody's model
+
+    async def _new_download(self, status: ModelStatus) -> None:
+        """The copy on disk changed under a loaded model: its model file is another now (the
+        old one's is kept to find the old runner's process)."""
+        self._old_blobs[status.key] = status.blob
+        try:
+            status.blob = (await self.api.show(status.spec.name)).blob
+        except OllamaAPIError:
+            status.blob = None
 
     async def read_ps(self) -> list[LoadedModel]:
         """/api/ps, each runner with its model file when that is needed to match a model."""
@@ -170,19 +190,13 @@ class Observer:
                 )
         else:
             status.shared_with = None
-        digests = {m.digest for m in loaded if m.key == status.key}
-        if status.digest and (len(digests) > 1 or entry.digest != status.digest):
-            # A re-pull brought a new file; the old runner stays until it is evicted (§9.4).
-            self._warn_once(
-                status,
-                f"stale:{status.digest}",
-                "model.stale_runner",
-                f"{spec.display} is pinned with an older download ({entry.digest[:12]}); the "
-                f"new one ({status.digest[:12]}) is used after ollama serve restarts or the "
-                "old runner is unloaded (`ollama stop` the model)",
-                loaded_digest=entry.digest[:12],
-                disk_digest=status.digest[:12],
-            )
+        note_stale(
+            status,
+            entry,
+            loaded,
+            old_blob=blob_name(self._old_blobs.get(status.key)),
+            runners=self.server.runners.known(),
+        )
 
     def observe(self, loaded: list[LoadedModel]) -> None:
         """Apply one look at /api/ps to each declared model: pinned, evicted, warnings."""
@@ -222,7 +236,7 @@ class Observer:
                 continue
             if status.undeclared_watch is not None:
                 self._follow_undeclared(status, loaded, mono)
-            if status.state in (State.PULLING, State.LOADING):
+            if status.state in (State.PULLING, State.LOADING) or status.swapping:
                 continue
             if status.state == State.WEDGED:
                 # Listed, yet not serving: the probe owns it. Gone and not being re-pinned

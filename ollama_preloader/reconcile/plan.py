@@ -37,7 +37,14 @@ def find_loaded(status: ModelStatus, loaded: Sequence[LoadedModel]) -> LoadedMod
         matches = [m for m in loaded if m.blob == status.blob]
     if not matches:
         return None
-    return max(matches, key=lambda m: m.expires_at.timestamp() if m.expires_at else 0.0)
+    # The copy on disk first: an older download beside it is a stale runner, not the model.
+    return max(
+        matches,
+        key=lambda m: (
+            m.digest == status.digest,
+            m.expires_at.timestamp() if m.expires_at else 0.0,
+        ),
+    )
 
 
 def plan(
@@ -56,8 +63,8 @@ def plan(
             # Listed, but its runner is dead: the request makes Ollama start a new one.
             actions.append(Action(ActionKind.LOAD, status.key, "runner exited"))
             continue
-        if status.state in (State.PULLING, State.LOADING):
-            continue
+        if status.state in (State.PULLING, State.LOADING) or status.swapping:
+            continue  # an update swap pins the new copy itself (reconcile/updating.py)
         backing_off = status.retry_at > monotonic_now
         if status.state == State.WEDGED:
             # The probe killed its runner or unloaded it (probing.py): pin it again, listed
@@ -73,6 +80,11 @@ def plan(
             if status.respec:
                 # A live reload changed its request: the runner listed has the old one.
                 actions.append(Action(ActionKind.LOAD, status.key, "changed"))
+                continue
+            if _new_download(status, entry):
+                # Pulled again by someone else: the name now resolves to the new file, so the
+                # same load request loads (and pins) the new copy beside the old runner.
+                actions.append(Action(ActionKind.LOAD, status.key, "new download"))
                 continue
             if _update_due(status, pull_policy, monotonic_now) and status.state in READY_STATES:
                 actions.append(Action(ActionKind.UPDATE, status.key, "pull policy always"))
@@ -102,6 +114,18 @@ def plan(
         reason = "changed" if status.respec else "evicted" if status.ever_loaded else "preload"
         actions.append(Action(ActionKind.LOAD, status.key, reason))
     return actions
+
+
+def _new_download(status: ModelStatus, entry: LoadedModel) -> bool:
+    """Only an older download of the model is loaded (a hand `ollama pull`, §9.4)."""
+    return bool(
+        status.spec.pinned
+        and status.digest
+        and entry.key == status.key
+        and entry.digest != status.digest
+        and not status.held
+        and status.state in READY_STATES
+    )
 
 
 def _update_due(status: ModelStatus, pull_policy: str, monotonic_now: float) -> bool:

@@ -37,6 +37,7 @@ from ollama_preloader.reconcile.probing import Prober
 from ollama_preloader.reconcile.pulling import PullQueue
 from ollama_preloader.reconcile.redeclare import Redeclarer
 from ollama_preloader.reconcile.retry import fail
+from ollama_preloader.reconcile.update_schedule import UpdateScheduler
 from ollama_preloader.server.base import Server
 from ollama_preloader.state.board import READY_STATES, Board, State
 from ollama_preloader.state.runner_facts import RunnerExit
@@ -108,6 +109,14 @@ class Supervisor:
             pulls=self.pulls,
             wake=self._wake,
         )
+        self.updates = UpdateScheduler(
+            settings,
+            self.api,
+            self.board,
+            server,
+            ready=self._ready,
+            store_changed=self.observer.store_changed,
+        )
         self.health: HealthServer | None = None
         if settings.health_port is not None:
             self.health = HealthServer(
@@ -146,6 +155,7 @@ class Supervisor:
                 tg.create_task(self._guard(self.pulls.run)),
                 tg.create_task(self._guard(self.prober.run)),
                 tg.create_task(self._guard(lambda: self.source.run(self.changes.apply))),
+                tg.create_task(self._guard(self.updates.run)),
             ]
             if self.health is not None:
                 tasks.append(tg.create_task(self._guard(self.health.serve)))

@@ -35,6 +35,8 @@ START_LINES_KEPT = 64
 
 # Ollama's slog lines (v0.33 llama_server.go; older servers say "starting llama server").
 _START = re.compile(r'msg="starting llama[ -]server"')
+# Ollama's access log: a request that may have changed the store (a pull done by hand).
+_STORE_WRITE = re.compile(r'^\[GIN\].*\| +(?:POST|DELETE) +"/api/(?:pull|delete|copy|create)"')
 _CMD = re.compile(r'\bcmd="((?:[^"\\]|\\.)*)"')
 _GONE = re.compile(r'msg="llama-server process no longer running"')
 _SYS = re.compile(r"\bsys=(-?\d+)")
@@ -170,6 +172,8 @@ def _command(pid: int) -> list[str] | None:
 class NoRunners:
     """A server whose processes we cannot see (`watch`): no facts, nothing to wait for."""
 
+    store_writes = 0  # requests Ollama's log showed that may have changed the store
+
     def current(self) -> list[RunnerInfo]:
         return []
 
@@ -207,6 +211,9 @@ class RunnerWatch(NoRunners):
     # ----- Ollama's output (process.py calls this for every line it relays) -----------------
 
     def on_line(self, line: str) -> None:
+        if _STORE_WRITE.match(line):
+            self.store_writes += 1
+            return
         started = parse_start_line(line)
         if started is not None:
             self._starts.append((time.monotonic(), *started))

@@ -14,6 +14,7 @@ from ollama_preloader.config.changes import reload_needed, repull_needed
 from ollama_preloader.config.modelspec import ModelSpec
 from ollama_preloader.ollama import psformat
 from ollama_preloader.ollama.kinds import ModelKind
+from ollama_preloader.state.updates import StaleRunner, UpdateInfo
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -163,6 +164,10 @@ class ModelStatus:
     last_wedge_at: float | None = None  # monotonic; wedged again soon after: escalate
     last_wedge_repair: str | None = None
     wedge_repin: bool = False  # a wedged model whose runner was killed or unloaded: re-pin it
+    update: UpdateInfo = field(default_factory=UpdateInfo)  # upstream version (updates.py)
+    swapping: bool = False  # an update swap owns it: the loop leaves it alone meanwhile
+    held: bool = False  # its hold name is on disk: another process is swapping it
+    stale_runner: StaleRunner | None = None  # an older download still loaded (§9.4)
 
     @property
     def key(self) -> str:
@@ -248,6 +253,9 @@ class ModelStatus:
             "loaded_context": self.loaded_context,
             "context_drifts": self.context_drifts,
             "wedges": self.wedges,
+            "digest": self.digest,
+            "update": self.update.as_dict(),
+            "stale_runner": self.stale_runner.as_dict() if self.stale_runner else None,
         }
 
 
@@ -293,6 +301,9 @@ class Board:
     # The last live reload that failed (file gone, a bad line), until a good version arrives:
     # the set in force stays, and /status says why the edit did not apply.
     config_error: str | None = None
+    # Update checks and applied updates by result, for /metrics.
+    update_checks: dict[str, int] = field(default_factory=dict)
+    update_results: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def for_specs(cls, specs: Sequence[ModelSpec]) -> Board:

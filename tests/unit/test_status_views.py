@@ -135,6 +135,7 @@ def test_status_document_and_table() -> None:
         "PROCESSOR",
         "CONTEXT",
         "REASON",
+        "UPDATE",
     ]
     assert text.endswith("\n\nnot ready: " + doc["reason"] + "\n")
 
