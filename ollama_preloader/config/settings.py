@@ -25,6 +25,8 @@ ServerExitPolicy = Literal["restart", "exit"]
 LogFormat = Literal["auto", "console", "plain", "json"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 RemovePolicy = Literal["release", "unload", "keep"]
+GuardKeepAlive = Literal["pin", "pass"]
+GuardOptions = Literal["entry", "reject", "pass"]
 # Where the declared list came from: it decides what a live reload can re-read.
 ModelsSource = Literal["unset", "environment", "env-file", "models-file"]
 
@@ -103,6 +105,27 @@ def _ollama_keep_alive(value: Any) -> Any:
 Seconds = Annotated[float, BeforeValidator(_seconds), Field(gt=0)]
 
 
+def _optional_host(value: Any) -> Any:
+    """PRELOADER_GUARD_LISTEN: unset or empty is None, otherwise read like OLLAMA_HOST."""
+    if isinstance(value, str):
+        return parse_ollama_host(value) if value.strip().strip("\"'").strip() else None
+    return value
+
+
+def _host(value: Any) -> Any:
+    return parse_ollama_host(value) if isinstance(value, str) or value is None else value
+
+
+def _optional_seconds(value: Any) -> Any:
+    """Unset, empty or `off` is None (no cap); otherwise a duration, negative meaning forever."""
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in ("", "off"):
+            return None
+        return _seconds(text)
+    return value
+
+
 class Settings(BaseSettings):
     """All configuration. Ollama's own variables keep their meaning; ours use PRELOADER_."""
 
@@ -152,6 +175,17 @@ class Settings(BaseSettings):
     warmup: bool = False
     health_port: Annotated[int | None, BeforeValidator(_health_port)] = DEFAULT_PORT
     health_host: Annotated[str, BeforeValidator(_health_host)] = DEFAULT_HOST
+    # The guard (guard/): an opt-in proxy in front of Ollama that keeps clients from undoing
+    # the pin. In `run` it takes OLLAMA_HOST's address and `ollama serve` moves to the upstream.
+    guard: bool = False
+    guard_upstream: Annotated[OllamaHost, NoDecode, BeforeValidator(_host)] = Field(
+        default_factory=lambda: parse_ollama_host("127.0.0.1:11433")
+    )
+    guard_listen: Annotated[OllamaHost | None, NoDecode, BeforeValidator(_optional_host)] = None
+    guard_keep_alive: Annotated[GuardKeepAlive, BeforeValidator(_lower)] = "pin"
+    guard_options: Annotated[GuardOptions, BeforeValidator(_lower)] = "entry"
+    guard_undeclared_keep_alive: Annotated[float | None, BeforeValidator(_optional_seconds)] = None
+    guard_hold: Seconds = 30.0
 
     # Warnings found while parsing (duplicates); logged once logging is configured.
     parse_warnings: tuple[str, ...] = Field(default=(), exclude=True)
