@@ -5,9 +5,12 @@ from __future__ import annotations
 import http.client
 import json
 import socket
+import threading
+from pathlib import Path
 from typing import Any
 
 from fake_catalogs import SMALL, model, write_catalog
+from fake_ollama.harness import start_fake
 from preloader_harness import WAIT, Launcher, Run, free_port
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -255,3 +258,36 @@ def run_requests_none(launcher: Launcher) -> bool:
     """No `ollama serve` answered anything (it was never started)."""
     log = launcher.tmp / "fake-requests.jsonl"
     return not log.exists() or '"path"' not in log.read_text()
+
+
+def test_watch_guards_a_server_it_does_not_own_and_holds_during_its_restart(
+    launcher: Launcher, tmp_path: Path
+) -> None:
+    """`watch`: the guard on PRELOADER_GUARD_LISTEN in front of OLLAMA_HOST rewrites the same
+    way; a request made while the server is away waits for it and then succeeds."""
+    with start_fake(tmp_path / "fake", catalog=SMALL, present=["llama3.2"]) as fake:
+        listen = f"127.0.0.1:{free_port()}"
+        env = launcher.env(
+            OLLAMA_HOST=fake.host,
+            OLLAMA_PRELOAD_MODELS="llama3.2",
+            PRELOADER_GUARD="on",
+            PRELOADER_GUARD_LISTEN=listen,
+        )
+        run = launcher.start(("watch",), env=env)
+        run.wait_all_pinned()
+        client = Run(proc=run.proc, env={**run.env, "OLLAMA_HOST": listen}, workdir=run.workdir)
+        assert post(client, "/api/generate", b'{"model":"llama3.2","keep_alive":0}')[0] == 200
+        fake_bodies = [r["body"] for r in fake.requests("/api/generate")]
+        assert fake_bodies[-1]["keep_alive"] == -1
+
+        fake.stop()
+        run.wait_event("server.lost")
+        answers: list[Any] = []
+        raw = b'{"model":"llama3.2","prompt":"x","stream":false}'
+        waiter = threading.Thread(target=lambda: answers.append(post(client, "/api/generate", raw)))
+        waiter.start()
+        fake.start()
+        waiter.join(timeout=WAIT)
+        assert answers
+        assert answers[0][0] == 200
+        assert run.stop() == 0
