@@ -109,3 +109,26 @@ def test_a_stream_arrives_chunk_by_chunk_through_the_guard(real: RealLauncher) -
     assert run.ollama("ps").returncode == 0  # the real CLI through the guard
     assert real.runners() == [runner]
     assert run.stop() == 0
+
+
+def test_v1_requests_reload_a_num_ctx_entry_but_not_the_context_length_variable(
+    real: RealLauncher,
+) -> None:
+    """What the README advises for /v1 clients: an entry with ?num_ctx is reloaded by a
+    /v1/chat/completions request (the OpenAI layer always sends the automatic num_ctx);
+    the same context through OLLAMA_CONTEXT_LENGTH keeps the runner."""
+    chat = real.name("tiny-chat")
+    body = {"model": chat, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+    run = guarded(real, f"{chat}?num_ctx=2048")
+    (runner,) = real.runners()
+    assert post(run, "/v1/chat/completions", body)[0] == 200
+    assert real.runners() != [runner]
+    assert run.stop() == 0
+
+    run = guarded(real, chat, OLLAMA_CONTEXT_LENGTH="2048")
+    (runner,) = real.runners()
+    assert post(run, "/v1/chat/completions", body)[0] == 200
+    assert real.runners() == [runner]
+    [row] = [m for m in run.ps() if m["name"] == f"{chat}:latest"]
+    assert row["context_length"] == 2048
+    assert run.stop() == 0
