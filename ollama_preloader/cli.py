@@ -105,6 +105,13 @@ def run(env_file: EnvFile = Path(".env")) -> None:
         raise _fail(str(exc), EXIT_CONFIG) from None
     configure(settings.log_level, settings.log_format)
     env = server_environment(env_file=env_file)
+    if settings.guard:
+        from ollama_preloader.guard.wiring import for_run
+
+        try:
+            settings, env = for_run(settings, env)
+        except ConfigError as exc:
+            raise _fail(str(exc), EXIT_CONFIG) from None
     server = OwnedServer(settings, env)
     _run_to_exit(
         Supervisor(settings, server, env_file=env_file, server_env=env).run(), server.stop_now
@@ -130,6 +137,10 @@ def watch(env_file: EnvFile = Path(".env")) -> None:
 
     try:
         check_sidecar_settings(settings)
+        if settings.guard:
+            from ollama_preloader.guard.wiring import for_watch
+
+            settings = for_watch(settings)
     except ConfigError as exc:
         raise _fail(str(exc), EXIT_CONFIG) from None
     settings = sidecar_settings(settings)

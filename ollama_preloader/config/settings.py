@@ -27,6 +27,8 @@ LogLevel = Literal["debug", "info", "warning", "error"]
 UpdateMode = Literal["off", "check", "apply"]
 RemovePolicy = Literal["release", "unload", "keep"]
 StaleRunnerPolicy = Literal["stop", "keep"]
+GuardKeepAlive = Literal["pin", "pass"]
+GuardOptions = Literal["entry", "reject", "pass"]
 # Where the declared list came from: it decides what a live reload can re-read.
 ModelsSource = Literal["unset", "environment", "env-file", "models-file"]
 
@@ -151,6 +153,27 @@ PROBE_INTERVAL = 30.0
 PROBE_TIMEOUT = 10.0
 
 
+def _optional_host(value: Any) -> Any:
+    """PRELOADER_GUARD_LISTEN: unset or empty is None, otherwise read like OLLAMA_HOST."""
+    if isinstance(value, str):
+        return parse_ollama_host(value) if value.strip().strip("\"'").strip() else None
+    return value
+
+
+def _host(value: Any) -> Any:
+    return parse_ollama_host(value) if isinstance(value, str) or value is None else value
+
+
+def _optional_seconds(value: Any) -> Any:
+    """Unset, empty or `off` is None (no cap); otherwise a duration, negative meaning forever."""
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in ("", "off"):
+            return None
+        return _seconds(text)
+    return value
+
+
 class Settings(BaseSettings):
     """All configuration. Ollama's own variables keep their meaning; ours use PRELOADER_."""
 
@@ -213,6 +236,17 @@ class Settings(BaseSettings):
     update_window: Annotated[tuple[int, int] | None, BeforeValidator(_window)] = None
     # Where the swap lock lives (shared by the supervisor and `update` on one machine).
     state_dir: Annotated[Path | None, BeforeValidator(_path_or_unset)] = None
+    # The guard (guard/): an opt-in proxy in front of Ollama that keeps clients from undoing
+    # the pin. In `run` it takes OLLAMA_HOST's address and `ollama serve` moves to the upstream.
+    guard: bool = False
+    guard_upstream: Annotated[OllamaHost, NoDecode, BeforeValidator(_host)] = Field(
+        default_factory=lambda: parse_ollama_host("127.0.0.1:11433")
+    )
+    guard_listen: Annotated[OllamaHost | None, NoDecode, BeforeValidator(_optional_host)] = None
+    guard_keep_alive: Annotated[GuardKeepAlive, BeforeValidator(_lower)] = "pin"
+    guard_options: Annotated[GuardOptions, BeforeValidator(_lower)] = "entry"
+    guard_undeclared_keep_alive: Annotated[float | None, BeforeValidator(_optional_seconds)] = None
+    guard_hold: Seconds = 30.0
 
     # Warnings found while parsing (duplicates); logged once logging is configured.
     parse_warnings: tuple[str, ...] = Field(default=(), exclude=True)

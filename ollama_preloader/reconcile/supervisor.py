@@ -16,6 +16,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ollama_preloader.config.reload import ModelSource
 from ollama_preloader.config.settings import Settings
@@ -41,6 +42,9 @@ from ollama_preloader.reconcile.update_schedule import UpdateScheduler
 from ollama_preloader.server.base import Server
 from ollama_preloader.state.board import READY_STATES, Board, State
 from ollama_preloader.state.runner_facts import RunnerExit
+
+if TYPE_CHECKING:
+    from ollama_preloader.guard.proxy import Guard
 
 log = get_logger()
 
@@ -126,6 +130,13 @@ class Supervisor:
                 undeclared=lambda: self.observer.undeclared,
                 liveness=self._liveness,
             )
+        self.guard: Guard | None = None
+        if settings.guard:
+            # Imported only when on: aiohttp stays out of `health` and the idle loop otherwise.
+            from ollama_preloader.guard.wiring import build_guard
+
+            registry = self.health.registry if self.health is not None else None
+            self.guard = build_guard(settings, self.board, registry, owned=server.can_see_runners)
 
     # ----- lifecycle -------------------------------------------------------------------------
 
@@ -135,6 +146,13 @@ class Supervisor:
         apply_explicit_limit(self.board, self.settings)
         if self.health is not None:
             await self.health.start()  # a taken port is a ConfigError before Ollama starts
+        if self.guard is not None:
+            try:
+                await self.guard.start()  # the same for the guard's address
+            except BaseException:
+                if self.health is not None:
+                    await self.health.close()
+                raise
         try:
             await self.server.start(self)
             if not self._stop.is_set():
@@ -159,6 +177,8 @@ class Supervisor:
             ]
             if self.health is not None:
                 tasks.append(tg.create_task(self._guard(self.health.serve)))
+            if self.guard is not None:
+                tasks.append(tg.create_task(self._guard(self.guard.serve)))
             await self._stop.wait()
             for task in tasks:
                 task.cancel()
@@ -227,6 +247,8 @@ class Supervisor:
         try:
             await self.server.stop()
         finally:
+            if self.guard is not None:
+                await self.guard.close()
             if self.health is not None:
                 await self.health.close()
             await self.api.aclose()
@@ -241,6 +263,8 @@ class Supervisor:
     def server_lost(self) -> None:
         self._ready.clear()
         self.board.server_up = False
+        if self.guard is not None:
+            self.guard.server_down()  # new requests wait for the restart (PRELOADER_GUARD_HOLD)
         # Nothing is in memory while serve is away (or nothing can be told): say so per model,
         # so `status`, /status and model_pinned agree with server_up=0. The first look after
         # the return finds the ones a remote server kept and marks them pinned again.
@@ -264,6 +288,8 @@ class Supervisor:
             version = await self.api.version()
         self.board.server_up = True
         self._ready.set()
+        if self.guard is not None:
+            self.guard.server_up()
         self.observer.store_changed()
         self.observer.exits.clear()  # runners of an earlier serve went with it: no crash
         self._wake.set()

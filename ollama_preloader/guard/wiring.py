@@ -1,0 +1,92 @@
+"""Where the guard sits in each mode, checked before anything starts (exit 2 on a bad address)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from prometheus_client import CollectorRegistry
+
+from ollama_preloader.config.settings import Settings
+from ollama_preloader.errors import ConfigError
+from ollama_preloader.guard.metrics import GuardMetrics
+from ollama_preloader.guard.proxy import Guard
+from ollama_preloader.guard.rewrite import Policy
+from ollama_preloader.ollama.host import OllamaHost
+from ollama_preloader.state.board import Board
+
+LISTEN = "PRELOADER_GUARD_LISTEN"
+UPSTREAM = "PRELOADER_GUARD_UPSTREAM"
+
+
+def _overlap(a: OllamaHost, b: OllamaHost) -> bool:
+    """Could a connection meant for one reach the other (same port, and a wildcard or the same
+    host, or both loopback)?"""
+    if a.port != b.port:
+        return False
+    wildcard = ("", "0.0.0.0", "::")
+    return (
+        a.host in wildcard
+        or b.host in wildcard
+        or a.connect_host == b.connect_host
+        or (a.is_loopback and b.is_loopback)
+    )
+
+
+def for_run(settings: Settings, env: Mapping[str, str]) -> tuple[Settings, dict[str, str]]:
+    """`run` with the guard: it takes OLLAMA_HOST's address, `ollama serve` and the supervisor
+    move to the upstream. Returns the settings and the child's environment to use."""
+    listen, upstream = settings.ollama_host, settings.guard_upstream
+    if not upstream.is_loopback or upstream.host in ("", "0.0.0.0", "::"):
+        raise ConfigError(
+            f"{UPSTREAM}={upstream.listen!r}: must be a loopback address (like "
+            "127.0.0.1:11433) so clients cannot go around the guard"
+        )
+    if upstream.scheme != "http" or upstream.path:
+        raise ConfigError(f"{UPSTREAM}={upstream.listen!r}: use host:port, no scheme or path")
+    if _overlap(listen, upstream):
+        raise ConfigError(
+            f"{UPSTREAM}={upstream.listen!r} is the address the guard listens on (OLLAMA_HOST="
+            f"{listen.listen!r}); choose another port for `ollama serve`, like 127.0.0.1:11433"
+        )
+    child = {**env, "OLLAMA_HOST": upstream.listen}
+    moved = settings.model_copy(update={"ollama_host": upstream, "guard_listen": listen})
+    return moved, child
+
+
+def for_watch(settings: Settings) -> Settings:
+    """`watch` with the guard: PRELOADER_GUARD_LISTEN is required and is not the server."""
+    listen = settings.guard_listen
+    if listen is None:
+        raise ConfigError(
+            f"{LISTEN} is not set: `watch` with PRELOADER_GUARD=on needs the address clients "
+            "will use (like 0.0.0.0:11435); OLLAMA_HOST names the server it forwards to"
+        )
+    if listen.scheme != "http" or listen.path:
+        raise ConfigError(f"{LISTEN}={listen.listen!r}: use host:port, no scheme or path")
+    server = settings.ollama_host
+    if server.is_loopback and _overlap(listen, server):
+        raise ConfigError(
+            f"{LISTEN}={listen.listen!r} is the address of the server (OLLAMA_HOST="
+            f"{server.listen!r}); the guard needs a port of its own"
+        )
+    return settings
+
+
+def build_guard(
+    settings: Settings, board: Board, registry: CollectorRegistry | None, *, owned: bool
+) -> Guard:
+    """The guard for checked settings (for_run or for_watch applied)."""
+    assert settings.guard_listen is not None
+    return Guard(
+        board,
+        listen=settings.guard_listen,
+        upstream=settings.ollama_host,
+        policy=Policy(
+            keep_alive=settings.guard_keep_alive,
+            options=settings.guard_options,
+            undeclared_cap=settings.guard_undeclared_keep_alive,
+        ),
+        hold=settings.guard_hold,
+        listen_variable="OLLAMA_HOST" if owned else LISTEN,
+        metrics=GuardMetrics(registry),
+    )
