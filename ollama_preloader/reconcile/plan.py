@@ -31,10 +31,15 @@ class Action:
 def find_loaded(status: ModelStatus, loaded: Sequence[LoadedModel]) -> LoadedModel | None:
     """The runner serving this model. Prefer a pinned one: after a re-pull (§9.4) the same
     name can be listed twice, once per digest. A name that shares its model file with another
-    (§9.3) is served by the runner listed under the name that loaded it."""
+    (§9.3) is served by the runner listed under the name that loaded it: matched by model
+    file (blob) or, for a copy, by manifest digest."""
     matches = [m for m in loaded if m.key == status.key]
     if not matches and status.blob:
         matches = [m for m in loaded if m.blob == status.blob]
+    if not matches and status.digest:
+        # A copy (`ollama cp`) has the same manifest digest: known from /api/tags before the
+        # name was ever loaded, so a name declared by a reload finds the runner it shares.
+        matches = [m for m in loaded if m.digest == status.digest]
     if not matches:
         return None
     return max(matches, key=lambda m: m.expires_at.timestamp() if m.expires_at else 0.0)

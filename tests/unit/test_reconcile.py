@@ -145,3 +145,13 @@ def test_changed_entry_backing_off_waits() -> None:
     b.redeclare(parse_model_list("a?num_ctx=8192").specs)
     b.models[0].retry_at = 10.0
     assert kinds(b, [loaded("a:latest")], mono=1.0) == []
+
+
+def test_a_copy_is_served_by_the_runner_listed_under_its_original() -> None:
+    """Issue 26 item 5: `ollama cp a b`, b declared: same manifest digest, so the runner
+    listed as `a` serves it and nothing is loaded (its model file is not known yet)."""
+    b = board("b")
+    b.models[0].digest = "d" * 64
+    assert kinds(b, [loaded("a:latest")]) == []
+    b.models[0].digest = "e" * 64  # another model: loaded on its own
+    assert kinds(b, [loaded("a:latest")]) == [(ActionKind.LOAD, "b:latest", "preload")]
