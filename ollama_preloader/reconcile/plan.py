@@ -8,6 +8,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from ollama_preloader.ollama.api import LoadedModel
+from ollama_preloader.reconcile.capacity import waits_for_room
 from ollama_preloader.state.board import READY_STATES, ModelStatus, State
 
 
@@ -85,7 +86,12 @@ def plan(
             ):
                 actions.append(Action(ActionKind.REFRESH, status.key, "refresh"))
             continue
-        if backing_off or status.present is None:
+        if status.present is None:
+            continue
+        if backing_off:
+            room = waits_for_room(status, monotonic_now)
+            if room and status.present is False and pull_policy != "never":
+                actions.append(Action(ActionKind.PULL, status.key, "not on disk"))
             continue
         if not spec.pinned and status.ever_loaded and not status.respec:
             continue  # a finite keep_alive was asked for: it may expire

@@ -45,3 +45,24 @@ def test_a_finite_keep_alive_entry_is_warmed_then_reads_expired(launcher: Launch
     # A client's request loads it again: `loaded` once more, not put back by the supervisor.
     run.http("POST", "/api/embed", {"model": "all-minilm", "input": "x", "keep_alive": "1h"})
     run.wait_for(lambda: states(run)["all-minilm:latest"]["state"] == "loaded", "loaded again")
+
+
+def test_a_model_left_out_for_capacity_is_pulled(launcher: Launcher) -> None:
+    """Issue 26 item 7: three declared, OLLAMA_MAX_LOADED_MODELS=2, the third not on disk:
+    it is pulled although it gives way, and keeps its capacity reason (not loaded)."""
+    env = catalog_env(
+        launcher,
+        OLLAMA_PRELOAD_MODELS="llama3.2,all-minilm,qwen2.5-coder:1.5b-base",
+        FAKE_OLLAMA_PRESENT="llama3.2,all-minilm",
+        OLLAMA_MAX_LOADED_MODELS="2",
+    )
+    run = launcher.start(env=env)
+    run.wait_event("model.pull.complete", model="qwen2.5-coder:1.5b-base")
+    tags = {m["name"] for m in run.http("GET", "/api/tags")["models"]}
+    assert "qwen2.5-coder:1.5b-base" in tags
+    run.wait_for(
+        lambda: states(run)["qwen2.5-coder:1.5b-base"]["state"] == "failed", "failed again"
+    )
+    model = states(run)["qwen2.5-coder:1.5b-base"]
+    assert model["reason"].startswith("capacity: OLLAMA_MAX_LOADED_MODELS=2")
+    assert {m["name"] for m in run.ps()} == {"llama3.2:latest", "all-minilm:latest"}

@@ -155,3 +155,15 @@ def test_a_copy_is_served_by_the_runner_listed_under_its_original() -> None:
     assert kinds(b, [loaded("a:latest")]) == []
     b.models[0].digest = "e" * 64  # another model: loaded on its own
     assert kinds(b, [loaded("a:latest")]) == [(ActionKind.LOAD, "b:latest", "preload")]
+
+
+def test_a_model_waiting_for_room_is_still_pulled() -> None:
+    """Issue 26 item 7: given way for capacity and not on disk: pulled now, loaded later; a
+    model backing off after another failure is left alone."""
+    b = board("a,b")
+    for m, reason in zip(b.models, ["capacity: no room", "pull failed"], strict=True):
+        m.present, m.state, m.reason, m.retry_at = False, State.FAILED, reason, 100.0
+    assert kinds(b, [], mono=1.0) == [(ActionKind.PULL, "a:latest", "not on disk")]
+    assert kinds(b, [], policy="never", mono=1.0) == []
+    b.models[0].present = True  # pulled: its load still waits for its retry
+    assert kinds(b, [], mono=1.0) == []
