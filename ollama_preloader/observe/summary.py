@@ -159,8 +159,8 @@ def note_all_ready(board: Board) -> None:
         board.all_pinned_after = elapsed
         log.info(
             "preload.complete",
-            msg=f"✓ Preloading complete: all {len(board.models)} models loaded "
-            f"and pinned in {elapsed:.1f}s",
+            msg=f"✓ Preloading complete: all {len(board.models)} models "
+            f"{board.done_summary()} in {elapsed:.1f}s",
             models=len(board.models),
             seconds=round(elapsed, 3),
         )

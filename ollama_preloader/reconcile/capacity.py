@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ollama_preloader.state.board import ModelStatus
+from ollama_preloader.state.board import ModelStatus, State
 
 FIX = "raise OLLAMA_MAX_LOADED_MODELS, use smaller or quantised tags, or trim OLLAMA_PRELOAD_MODELS"
 THRASH_LOADS = 5  # reloads of one model ...
@@ -24,6 +24,16 @@ THRASH_WINDOW = 600.0  # ... within this many seconds is a reload storm
 # every other model): 6 in the first hour, then the doubling's cap (4 an hour at 15 minutes).
 OOM_LOADS_PER_HOUR = 6
 HOUR = 3600.0
+
+
+def waits_for_room(status: ModelStatus, now: float) -> bool:
+    """Failed for capacity and backing off: only its load waits (every capacity reason starts
+    `capacity:`); a model not on disk is still pulled meanwhile, so it is ready when room is."""
+    return (
+        status.state == State.FAILED
+        and status.retry_at > now
+        and (status.reason or "").startswith("capacity:")
+    )
 
 
 @dataclass(frozen=True)

@@ -317,7 +317,7 @@ class Loader:
         if (
             self.settings.warmup
             and action.kind != ActionKind.REPIN
-            and status.state == State.PINNED
+            and status.state in (State.PINNED, State.LOADED)
         ):
             await self._warm_up(status, kind, options)
         note_all_ready(self.board)

@@ -13,6 +13,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+from ollama_preloader.config.durations import format_seconds
 from ollama_preloader.config.settings import Settings
 from ollama_preloader.errors import OllamaAPIError
 from ollama_preloader.observe.logs import get_logger
@@ -246,7 +247,9 @@ class Observer:
                 continue
             if status.retry_at > mono:
                 continue  # gave way (capacity) or failed: leave it alone until its retry
-            if entry is not None and status.state not in (State.PINNED, State.LOADED):
+            if entry is not None and status.state == State.EXPIRED:
+                status.state, status.reason = State.LOADED, None  # a client loaded it again
+            elif entry is not None and status.state not in (State.PINNED, State.LOADED):
                 # A changed entry (respec) is pinned with its old request: not "already" ours.
                 if status.spec.pinned and entry.is_pinned(now) and not status.respec:
                     # Already pinned before we asked (another run of ours, or a sidecar restart).
@@ -258,6 +261,16 @@ class Observer:
                         model=status.spec.display,
                         already=True,
                     )
+            elif entry is None and status.state == State.LOADED:
+                status.state, status.reason = State.EXPIRED, None
+                log.info(
+                    "model.expired",
+                    msg=f"{status.spec.display} is no longer loaded (its keep_alive of "
+                    f"{format_seconds(status.spec.keep_alive)} let it expire); the supervisor "
+                    "leaves it so, Ollama loads it again on the next request",
+                    model=status.spec.display,
+                    keep_alive=status.spec.keep_alive_value,
+                )
             elif entry is None and status.state == State.PINNED:
                 if adopts_context(status.spec) and self._client_reloading(status, runners):
                     mark_client_reload(status)

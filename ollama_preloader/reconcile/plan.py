@@ -8,6 +8,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from ollama_preloader.ollama.api import LoadedModel
+from ollama_preloader.reconcile.capacity import waits_for_room
 from ollama_preloader.state.board import READY_STATES, ModelStatus, State
 
 
@@ -31,10 +32,15 @@ class Action:
 def find_loaded(status: ModelStatus, loaded: Sequence[LoadedModel]) -> LoadedModel | None:
     """The runner serving this model. Prefer a pinned one: after a re-pull (§9.4) the same
     name can be listed twice, once per digest. A name that shares its model file with another
-    (§9.3) is served by the runner listed under the name that loaded it."""
+    (§9.3) is served by the runner listed under the name that loaded it: matched by model
+    file (blob) or, for a copy, by manifest digest."""
     matches = [m for m in loaded if m.key == status.key]
     if not matches and status.blob:
         matches = [m for m in loaded if m.blob == status.blob]
+    if not matches and status.digest:
+        # A copy (`ollama cp`) has the same manifest digest: known from /api/tags before the
+        # name was ever loaded, so a name declared by a reload finds the runner it shares.
+        matches = [m for m in loaded if m.digest == status.digest]
     if not matches:
         return None
     # The copy on disk first: an older download beside it is a stale runner, not the model.
@@ -98,7 +104,12 @@ def plan(
             ):
                 actions.append(Action(ActionKind.REFRESH, status.key, "refresh"))
             continue
-        if backing_off or status.present is None:
+        if status.present is None:
+            continue
+        if backing_off:
+            room = waits_for_room(status, monotonic_now)
+            if room and status.present is False and pull_policy != "never":
+                actions.append(Action(ActionKind.PULL, status.key, "not on disk"))
             continue
         if not spec.pinned and status.ever_loaded and not status.respec:
             continue  # a finite keep_alive was asked for: it may expire

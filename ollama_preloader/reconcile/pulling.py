@@ -25,6 +25,7 @@ from ollama_preloader.errors import (
 from ollama_preloader.observe import terminal
 from ollama_preloader.observe.logs import get_logger
 from ollama_preloader.ollama.api import OllamaAPI
+from ollama_preloader.reconcile import capacity
 from ollama_preloader.reconcile.retry import fail, pull_retrying
 from ollama_preloader.state.backoff import backoff_seconds
 from ollama_preloader.state.board import Board, ModelStatus, State
@@ -215,12 +216,18 @@ class PullQueue:
         self._queued: set[str] = set()
         self._background: set[str] = set()  # queued updates of models that stay served
         self._running: tuple[str, asyncio.Task[None]] | None = None
+        # Models pulled while they wait for room (capacity): the reason and retry time to go
+        # back to, so the pull never lets the load jump the wait.
+        self._held: dict[str, tuple[str, float]] = {}
 
     async def put(self, status: ModelStatus, *, background: bool = False) -> None:
         """Queue a pull of `status`, unless one is queued or running already. `background`:
         an update of a model that stays served (and in its state) meanwhile."""
         if status.key not in self._queued:
             self._queued.add(status.key)
+            if capacity.waits_for_room(status, time.monotonic()):
+                # Pulled while its load waits for room: it gives way again once on disk.
+                self._held[status.key] = (status.reason or "", status.retry_at)
             if background:
                 self._background.add(status.key)
             else:
@@ -269,6 +276,7 @@ class PullQueue:
         # Policy `always` with a copy on disk: that copy can serve, so the first update pull
         # makes one attempt and a failure only delays the update (retried in the background).
         update = self.settings.pull_policy == "always" and status.present is True
+        held = self._held.pop(status.key, None)
         settings = self.settings
         if update and not background:
             settings = settings.model_copy(update={"pull_attempts": 1})
@@ -279,6 +287,8 @@ class PullQueue:
                 self._update_failed(status, exc, background=background)
             else:
                 self._pull_failed(status, failure_reason(exc), permanent_backoff(exc))
+            if held is not None:
+                status.retry_at = max(status.retry_at, held[1])
             return
         self._store_changed()  # the new model's size, for the memory check
         status.update_failures = 0
@@ -289,6 +299,9 @@ class PullQueue:
             return
         status.state = State.EVICTED if status.ever_loaded else State.PENDING
         status.failures = 0
+        if held is not None:
+            status.state, status.reason = State.FAILED, held[0]
+            status.retry_at = held[1]
 
     def _update_failed(self, status: ModelStatus, exc: OllamaAPIError, *, background: bool) -> None:
         status.update_failures += 1

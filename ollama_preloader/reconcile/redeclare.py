@@ -123,7 +123,7 @@ class Redeclarer:
         if entry is None:
             self._log_removed(status, "it was not loaded", loaded=False)
             return
-        users = [m.spec.display for m in self.board.models if find_loaded(m, loaded) == entry]
+        users = await self._sharers(status, entry, loaded)
         if entry.key != status.key or users:
             # One runner serves several names that share a model file: releasing it would
             # un-pin a model still declared.
@@ -148,6 +148,24 @@ class Redeclarer:
             f"released: it {until} after its last use (OLLAMA_KEEP_ALIVE)",
             keep_alive=keep_alive,
         )
+
+    async def _sharers(
+        self, status: ModelStatus, entry: LoadedModel, loaded: list[LoadedModel]
+    ) -> list[str]:
+        """The declared names `entry` serves. A name declared by this same reload was never
+        loaded nor read from the store yet, so its model file is asked for now: an alias swap
+        (`ollama cp`) must not unload the runner the new name is about to use."""
+        for model in [status, *self.board.models]:
+            if model.blob is None:
+                try:
+                    model.blob = (await self.api.show(model.spec.name)).blob
+                except OllamaAPIError:
+                    continue  # not on disk (yet): it cannot share a runner
+        return [
+            m.spec.display
+            for m in self.board.models
+            if find_loaded(m, loaded) == entry or (m.blob is not None and m.blob == status.blob)
+        ]
 
     def _log_removed(
         self, status: ModelStatus, what: str, *, loaded: bool = True, **fields: object

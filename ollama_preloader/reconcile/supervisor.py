@@ -269,7 +269,11 @@ class Supervisor:
         # so `status`, /status and model_pinned agree with server_up=0. The first look after
         # the return finds the ones a remote server kept and marks them pinned again.
         for status in self.board.models:
-            if status.state in READY_STATES or status.state == State.WEDGED:
+            if status.state == State.LOADED:
+                # A finite keep_alive entry is not put back (plan.py): it went with serve.
+                status.state, status.reason = State.EXPIRED, "ollama serve is not answering"
+                status.size = status.size_vram = status.expires_at = None
+            elif status.state in READY_STATES or status.state == State.WEDGED:
                 status.state, status.reason = State.EVICTED, "ollama serve is not answering"
                 status.size = status.size_vram = status.expires_at = None
 

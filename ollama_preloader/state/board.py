@@ -42,10 +42,16 @@ class State(StrEnum):
     # Listed pinned, but a real request never answers and its runner makes no progress
     # (reconcile/probing.py): being repaired, or reported when it cannot be.
     WEDGED = "wedged"
+    # Loaded once with a finite keep_alive and no longer in memory (it expired as asked, or
+    # was unloaded): not loaded again by the supervisor; Ollama loads it on the next request.
+    EXPIRED = "expired"
     FAILED = "failed"  # see `reason`; retried after `retry_at`
 
 
 READY_STATES = frozenset({State.PINNED, State.LOADED})
+# What readiness waits for: a finite keep_alive entry loaded once has done what it asked, in
+# memory or not (else a pod would go unready for good, since nothing would load it again).
+DONE_STATES = READY_STATES | {State.EXPIRED}
 
 # Upper bounds (seconds) of the load-duration histogram: small models load in about a second,
 # large ones from slow disks take minutes.
@@ -343,7 +349,7 @@ class Board:
     @property
     def all_ready(self) -> bool:
         """Every declared model is pinned (or loaded once, for a finite keep_alive)."""
-        return all(m.state in READY_STATES for m in self.models)
+        return all(m.state in DONE_STATES for m in self.models)
 
     @property
     def ready(self) -> bool:
@@ -384,14 +390,29 @@ class Board:
         """The one line /readyz and `health` give when ready."""
         if not self.models:
             return "ollama serve is up; no models are declared"
-        return f"all {len(self.models)} declared models are loaded and pinned"
+        return f"all {len(self.models)} declared models are {self.done_summary()}"
+
+    def done_summary(self) -> str:
+        """`loaded and pinned`, or what each finite keep_alive entry is now (ready_message,
+        preload.complete): never "pinned" for one that is not, nor "loaded" once it expired."""
+        loaded = sum(m.state == State.LOADED for m in self.models)
+        expired = sum(m.state == State.EXPIRED for m in self.models)
+        if not loaded and not expired:
+            return "loaded and pinned"
+        pinned = len(self.models) - loaded - expired
+        parts = [f"{pinned} pinned"] if pinned else []
+        if loaded:
+            parts.append(f"{loaded} loaded with a finite keep_alive")
+        if expired:
+            parts.append(f"{expired} expired as its keep_alive asked")
+        return "loaded once: " + ", ".join(parts)
 
     def not_ready_reason(self) -> str | None:
         if not self.server_up:
             return "ollama serve is not ready"
         if not self.observed:
             return "ollama serve (re)started; checking which models are loaded"
-        waiting = [m for m in self.models if m.state not in READY_STATES]
+        waiting = [m for m in self.models if m.state not in DONE_STATES]
         if not waiting:
             return None
         parts = []

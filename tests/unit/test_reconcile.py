@@ -145,3 +145,25 @@ def test_changed_entry_backing_off_waits() -> None:
     b.redeclare(parse_model_list("a?num_ctx=8192").specs)
     b.models[0].retry_at = 10.0
     assert kinds(b, [loaded("a:latest")], mono=1.0) == []
+
+
+def test_a_copy_is_served_by_the_runner_listed_under_its_original() -> None:
+    """Issue 26 item 5: `ollama cp a b`, b declared: same manifest digest, so the runner
+    listed as `a` serves it and nothing is loaded (its model file is not known yet)."""
+    b = board("b")
+    b.models[0].digest = "d" * 64
+    assert kinds(b, [loaded("a:latest")]) == []
+    b.models[0].digest = "e" * 64  # another model: loaded on its own
+    assert kinds(b, [loaded("a:latest")]) == [(ActionKind.LOAD, "b:latest", "preload")]
+
+
+def test_a_model_waiting_for_room_is_still_pulled() -> None:
+    """Issue 26 item 7: given way for capacity and not on disk: pulled now, loaded later; a
+    model backing off after another failure is left alone."""
+    b = board("a,b")
+    for m, reason in zip(b.models, ["capacity: no room", "pull failed"], strict=True):
+        m.present, m.state, m.reason, m.retry_at = False, State.FAILED, reason, 100.0
+    assert kinds(b, [], mono=1.0) == [(ActionKind.PULL, "a:latest", "not on disk")]
+    assert kinds(b, [], policy="never", mono=1.0) == []
+    b.models[0].present = True  # pulled: its load still waits for its retry
+    assert kinds(b, [], mono=1.0) == []

@@ -30,8 +30,9 @@ BLOB = "/models/blobs/sha256-same"
 class Fake:
     """/api/ps lists `loaded`; every other request is recorded and answered done."""
 
-    def __init__(self, loaded: list[str]) -> None:
+    def __init__(self, loaded: list[str], *, one_file: frozenset[str] = frozenset()) -> None:
         self.loaded = loaded
+        self.one_file = one_file  # names whose model file is BLOB; each other has its own
         self.sent: list[tuple[str, dict[str, Any]]] = []
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
@@ -43,9 +44,10 @@ class Fake:
             ]
             return httpx.Response(200, json={"models": models})
         body = json.loads(request.content or b"{}")
-        if request.url.path == "/api/show":  # every name here is one model file
+        if request.url.path == "/api/show":
+            blob = BLOB if body["model"] in self.one_file else f"{BLOB}-{body['model']}"
             return httpx.Response(
-                200, json={"modelfile": f"FROM {BLOB}\n", "model_info": {}, "capabilities": []}
+                200, json={"modelfile": f"FROM {blob}\n", "model_info": {}, "capabilities": []}
             )
         self.sent.append((request.url.path, body))
         if request.url.path == "/api/embed":
@@ -112,6 +114,21 @@ async def test_a_runner_shared_with_a_declared_name_is_not_released() -> None:
     for status in board.models:
         status.blob, status.state = BLOB, State.PINNED
     await changes.apply(reloaded(settings, board, "my-llama"))
+    with capture_logs() as logs:
+        await changes.settle()
+    assert fake.sent == []
+    (removed,) = [e for e in logs if e["event"] == "model.removed"]
+    assert "also serves my-llama:latest" in removed["msg"]
+
+
+async def test_an_alias_swap_keeps_the_runner_the_new_name_shares() -> None:
+    """Issue 26 item 5: the entry swapped for another name of its file (a just-added entry,
+    never loaded, model file unknown): the runner is left as it is, nothing unloaded."""
+    fake = Fake(["llama3.2:latest"], one_file=frozenset({"llama3.2", "my-llama"}))
+    changes, board, settings = setup(fake, "llama3.2", on_remove="unload")
+    board.models[0].blob, board.models[0].state = BLOB, State.PINNED
+    await changes.apply(reloaded(settings, board, "my-llama"))
+    assert board.models[0].blob is None  # the new entry: nothing known about it yet
     with capture_logs() as logs:
         await changes.settle()
     assert fake.sent == []

@@ -1,0 +1,68 @@
+"""Defects found trying the supervisor as a new user (issues 26 and 27), against the fake."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fake_catalogs import SMALL, write_catalog
+from preloader_harness import Launcher, Run
+
+
+def catalog_env(launcher: Launcher, **env: str) -> dict[str, str]:
+    path = write_catalog(launcher.tmp / "catalog.json", SMALL)
+    return launcher.env(FAKE_OLLAMA_CATALOG=path, **env)
+
+
+def states(run: Run) -> dict[str, dict[str, Any]]:
+    result = run.cli("status", "--json")
+    return {m["name"]: m for m in json.loads(result.stdout)["models"]}
+
+
+def test_a_finite_keep_alive_entry_is_warmed_then_reads_expired(launcher: Launcher) -> None:
+    """Issue 26 item 6: the finite entry is warmed up, preload.complete and /readyz do not
+    call it pinned, and once Ollama lets it expire it reads `expired`, not `loaded`."""
+    env = catalog_env(
+        launcher,
+        OLLAMA_PRELOAD_MODELS="llama3.2,all-minilm?keep_alive=2s",
+        FAKE_OLLAMA_PRESENT="llama3.2,all-minilm",
+        PRELOADER_WARMUP="true",
+    )
+    run = launcher.start(env=env)
+    done = run.wait_all_pinned()
+    assert "loaded and pinned" not in done["msg"]
+    assert "1 pinned, 1 loaded with a finite keep_alive" in done["msg"]
+    run.wait_event("model.warmup", model="all-minilm:latest")
+    expired = run.wait_event("model.expired", model="all-minilm:latest")
+    assert "2s" in expired["msg"]
+    assert not any(m["name"].startswith("all-minilm") for m in run.ps())
+    model = states(run)["all-minilm:latest"]
+    assert model["state"] == "expired"
+    assert model["size"] is None
+    code, body, _ = run.health_get("/readyz")
+    assert code == 200  # it did what its entry asked; nothing would load it again
+    assert "1 expired as its keep_alive asked" in body
+    # A client's request loads it again: `loaded` once more, not put back by the supervisor.
+    run.http("POST", "/api/embed", {"model": "all-minilm", "input": "x", "keep_alive": "1h"})
+    run.wait_for(lambda: states(run)["all-minilm:latest"]["state"] == "loaded", "loaded again")
+
+
+def test_a_model_left_out_for_capacity_is_pulled(launcher: Launcher) -> None:
+    """Issue 26 item 7: three declared, OLLAMA_MAX_LOADED_MODELS=2, the third not on disk:
+    it is pulled although it gives way, and keeps its capacity reason (not loaded)."""
+    env = catalog_env(
+        launcher,
+        OLLAMA_PRELOAD_MODELS="llama3.2,all-minilm,qwen2.5-coder:1.5b-base",
+        FAKE_OLLAMA_PRESENT="llama3.2,all-minilm",
+        OLLAMA_MAX_LOADED_MODELS="2",
+    )
+    run = launcher.start(env=env)
+    run.wait_event("model.pull.complete", model="qwen2.5-coder:1.5b-base")
+    tags = {m["name"] for m in run.http("GET", "/api/tags")["models"]}
+    assert "qwen2.5-coder:1.5b-base" in tags
+    run.wait_for(
+        lambda: states(run)["qwen2.5-coder:1.5b-base"]["state"] == "failed", "failed again"
+    )
+    model = states(run)["qwen2.5-coder:1.5b-base"]
+    assert model["reason"].startswith("capacity: OLLAMA_MAX_LOADED_MODELS=2")
+    assert {m["name"] for m in run.ps()} == {"llama3.2:latest", "all-minilm:latest"}
