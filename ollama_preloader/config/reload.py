@@ -157,7 +157,8 @@ class ModelSource:
         timeout = self.poll_interval if self.path is not None else None
         while True:
             try:
-                await asyncio.wait_for(self._requested.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._requested.wait()
             except TimeoutError:
                 result = await self.poll()
             else:

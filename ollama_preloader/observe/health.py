@@ -120,14 +120,16 @@ class HealthServer:
         server, self._server = self._server, None
         server.close()
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(server.wait_closed(), timeout=2.0)
+            async with asyncio.timeout(2.0):
+                await server.wait_closed()
 
     # ----- HTTP ------------------------------------------------------------------------------
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             try:
-                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), READ_TIMEOUT)
+                async with asyncio.timeout(READ_TIMEOUT):
+                    head = await reader.readuntil(b"\r\n\r\n")
             except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
                 return
             except asyncio.LimitOverrunError:
@@ -201,7 +203,8 @@ async def _discard_body(reader: asyncio.StreamReader, headers: dict[str, str]) -
     length = headers.get("content-length", "")
     if length.isdigit() and 0 < int(length) <= 65536:
         with contextlib.suppress(TimeoutError, asyncio.IncompleteReadError, ConnectionError):
-            await asyncio.wait_for(reader.readexactly(int(length)), READ_TIMEOUT)
+            async with asyncio.timeout(READ_TIMEOUT):
+                await reader.readexactly(int(length))
 
 
 def _parse_head(head: bytes) -> tuple[str, str, dict[str, str]]:

@@ -286,7 +286,8 @@ async def query_nvidia_smi(search_path: str | None) -> tuple[GpuMemory, ...] | N
     except OSError:
         return None
     try:
-        out, _ = await asyncio.wait_for(proc.communicate(), timeout=NVIDIA_SMI_TIMEOUT)
+        async with asyncio.timeout(NVIDIA_SMI_TIMEOUT):
+            out, _ = await proc.communicate()
     except TimeoutError:
         with contextlib.suppress(ProcessLookupError):
             proc.kill()

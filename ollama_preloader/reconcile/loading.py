@@ -301,7 +301,7 @@ class Loader:
             reason=action.reason,
         )
         pushed_by, status.pushed_by = status.pushed_by, ()
-        displaced = await self._check_evictions(status)
+        displaced = await self._check_evictions(status, pushed_by)
         by = pushed_by or displaced or self._rivals(status, since)
         if by and action.reason in evictions.REPAIRS and status.state != State.FAILED:
             # Put back after declared models took its place, or pushing out declared models a
@@ -374,9 +374,16 @@ class Loader:
         ]
         return gone, len(loaded), evictions.undeclared(self.board.models, loaded), displaced
 
-    async def _check_evictions(self, status: ModelStatus) -> tuple[str, ...]:
+    async def _check_evictions(
+        self, status: ModelStatus, pushed_by: tuple[str, ...] = ()
+    ) -> tuple[str, ...]:
         """Did this load push a declared model out? Then one of them gives way, by priority.
-        Returns the declared models it pushed out that a client had loaded."""
+        Returns the declared models it pushed out that a client had loaded.
+
+        Coexist first: Ollama's out-of-memory path unloads every other model and retries, so
+        a first eviction shows no conflict; the models it pushed out are loaded back. Only an
+        eviction seen while loading one back (`pushed_by`: who pushed `status` out) proves
+        one, and the pusher, later in the list, gives way. The storm guard bounds the rest."""
         found = await self._evicted_by(status)
         if found is None:
             return ()
@@ -387,6 +394,32 @@ class Loader:
             for other in gone:
                 other.state, other.reason, other.pushed_by = State.EVICTED, "evicted", ()
                 evictions.warn_undeclared(other, others, time.monotonic())
+            return displaced
+        if gone and not pushed_by:
+            for other in gone:
+                other.state, other.reason = State.EVICTED, "evicted"
+                other.pushed_by = (status.spec.display,)
+            return displaced
+        pushers = [
+            m
+            for m in self.board.models
+            if m.spec.display in pushed_by and m.spec.priority > status.spec.priority
+        ]
+        if gone and pushers:
+            for pusher in pushers:
+                proof = capacity.judge_eviction(pusher, [status])
+                assert proof is not None
+                log.error(
+                    "capacity.conflict",
+                    msg=proof.message,
+                    losers=[pusher.spec.display],
+                    keep=[status.spec.display],
+                )
+                with contextlib.suppress(OllamaAPIError):
+                    await self.api.unload(pusher.spec.name)
+                self._give_way(pusher, proof.message, runners=runners)
+            for other in gone:
+                other.state, other.reason, other.pushed_by = State.EVICTED, "evicted", ()
             return displaced
         verdict = capacity.judge_eviction(status, gone)
         if verdict is None:

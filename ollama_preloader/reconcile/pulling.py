@@ -138,6 +138,7 @@ async def pull_model(
         terminal.pull_finished(spec.display)
     elapsed = time.monotonic() - started
     status.present, status.pulled = True, True
+    await _complete_total(api, status)
     log.info(
         "model.pull.complete",
         msg=f"✓ Pull complete: {spec.display} ({elapsed:.1f}s)",
@@ -178,6 +179,22 @@ async def _pull_once(api: OllamaAPI, status: ModelStatus) -> None:
         _count_bytes(status, digest, total, total)
     status.pull_completed = status.pull_total
     terminal.pull_progress(spec.display, status.pull_completed, status.pull_total)
+
+
+async def _complete_total(api: OllamaAPI, status: ModelStatus) -> None:
+    """Make `pull_total` the model's whole size when the stream showed only part of it.
+
+    The real server sends a blob's progress on a 60 ms tick, and one fetched within the first
+    tick (a small model, a fast registry or a redirect to a blob store) shows no line at all,
+    so the stream alone can report 0 bytes. /api/tags has the stored size of every layer.
+    """
+    try:
+        stored = {m.key: m.size for m in await api.tags()}
+    except OllamaAPIError:
+        return  # the figure from the stream stands; the pull itself succeeded
+    size = stored.get(status.spec.key, 0)
+    if size > status.pull_total:
+        status.pull_total = status.pull_completed = size
 
 
 def _count_bytes(status: ModelStatus, digest: str, completed: int, total: int) -> None:

@@ -35,7 +35,7 @@ def pull_retrying(settings: Settings, on_retry: Callable[[RetryCallState], Any])
     return AsyncRetrying(
         stop=stop_after_attempt(settings.pull_attempts),
         wait=wait_exponential_jitter(
-            initial=settings.retry_initial, max=settings.retry_max, jitter=settings.retry_initial
+            multiplier=settings.retry_initial, max=settings.retry_max, jitter=settings.retry_initial
         ),
         retry=retry_if_exception(is_transient),
         before_sleep=on_retry,

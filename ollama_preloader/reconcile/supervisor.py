@@ -323,7 +323,8 @@ class Supervisor:
             except OllamaAPIError as exc:
                 log.warning("watch.error", msg=f"Could not read Ollama's state: {exc}")
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self.settings.watch_interval)
+                async with asyncio.timeout(self.settings.watch_interval):
+                    await self._wake.wait()
 
     async def _cycle(self) -> None:
         tags = await self.observer.read_tags()  # None unless the store may have changed

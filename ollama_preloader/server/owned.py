@@ -129,7 +129,8 @@ class OwnedServer:
                 attempt=failures,
             )
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(link.stopping.wait(), timeout=delay)
+                async with asyncio.timeout(delay):
+                    await link.stopping.wait()
                 return
             link.server_restarted()
             try:

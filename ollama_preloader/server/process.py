@@ -292,7 +292,8 @@ class OllamaServer:
             log.info("server.stopping", msg="Stopping ollama serve", pid=self._proc.pid)
             self._signal_group(signal.SIGTERM)
             try:
-                await asyncio.wait_for(self.wait(), timeout=grace)
+                async with asyncio.timeout(grace):
+                    await self.wait()
             except TimeoutError:
                 log.warning(
                     "server.kill",

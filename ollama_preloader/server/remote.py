@@ -229,5 +229,6 @@ class RemoteServer:
     async def _pause(self, link: Link, seconds: float) -> bool:
         """Wait between probes; True when the supervisor is stopping."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(link.stopping.wait(), timeout=seconds)
+            async with asyncio.timeout(seconds):
+                await link.stopping.wait()
         return link.stopping.is_set()

@@ -510,3 +510,27 @@ def test_soak_no_growth_in_memory_or_descriptors(launcher: Launcher) -> None:
     assert fds_after <= fds_before + 2
     assert rss_after - rss_before < 8 * 1024  # kB
     assert run.stop() == 0
+
+
+def test_transient_oom_with_three_models_pins_all_three(launcher: Launcher) -> None:
+    """One out-of-memory load of the second model: Ollama's OOM path unloads the first and its
+    retry succeeds. That eviction proves no conflict: the first is loaded back, all three fit,
+    and nothing gives way for PRELOADER_CAPACITY_BACKOFF."""
+    catalog = {name: model(size=2.0, vram=2 * GB) for name in ("a:latest", "b:latest", "c:latest")}
+    env = launcher.env(
+        FAKE_OLLAMA_CATALOG=write_catalog(launcher.tmp / "catalog.json", catalog),
+        OLLAMA_PRELOAD_MODELS="a,b,c",
+        FAKE_OLLAMA_VRAM=str(10 * GB),
+    )
+    Path(env["FAKE_OLLAMA_FAULTS"]).write_text(json.dumps({"load_oom": {"b": {"times": 1}}}))
+    run = launcher.start(env=env)
+    run.wait_event("model.pinned", model="c:latest")
+    run.wait_for(lambda: pinned_names(run) == {"a:latest", "b:latest", "c:latest"}, "all three")
+    oom = run.fake_events("oom")
+    assert oom, "the fake's OOM path did not run"
+    assert oom[0]["evicting"] == ["a:latest"]
+    settle(run)
+    assert pinned_names(run) == {"a:latest", "b:latest", "c:latest"}
+    assert run.events("capacity.conflict") == []
+    assert run.events("model.failed") == []
+    assert run.stop() == 0

@@ -14,6 +14,11 @@ def test_cold_start_pins_stored_and_pulled_models(real: RealLauncher) -> None:
 
     pulled = {e["model"] for e in run.events("model.pull.complete")}
     assert pulled == {f"{chat2}:latest", f"{embed}:latest"}
+    # The real server streams no line for a blob fetched within its first 60 ms tick, so the
+    # figures are the stored sizes: tiny-chat2 is 4.4 MB, tiny-embed 753 KB (the kit's README).
+    sizes = {e["model"]: e["bytes"] for e in run.events("model.pull.complete")}
+    assert 4_000_000 < sizes[f"{chat2}:latest"] < 5_000_000, sizes
+    assert 700_000 < sizes[f"{embed}:latest"] < 800_000, sizes
     kinds = {e["model"]: e["kind"] for e in run.events("model.kind")}
     assert sorted(kinds.values()) == ["completion", "completion", "embedding"]
 
