@@ -36,8 +36,10 @@ EXPOSE 11434 11435
 # The model store is /root/.ollama; mount a volume there (docker-compose.yml does). It is not
 # declared with VOLUME so that a derived image can still bake models into it.
 # start-period: pulls and loads of large models take minutes; failures before then do not count,
-# and the first success ends it early.
-HEALTHCHECK --interval=10s --timeout=5s --start-period=30m --start-interval=5s --retries=3 \
+# and the first success ends it early. No --start-interval: Docker Engine before 25 rejects the
+# flag and the build fails; compose's start_interval (or a Kubernetes probe) gives the fast first
+# check instead.
+HEALTHCHECK --interval=10s --timeout=5s --start-period=30m --retries=3 \
     CMD ["ollama-preloader", "health"]
 ENTRYPOINT ["/usr/bin/tini", "--", "/opt/ollama-preloader/bin/ollama-preloader"]
 CMD ["run"]
