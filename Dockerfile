@@ -44,11 +44,19 @@ HEALTHCHECK --interval=10s --timeout=5s --start-period=30m --retries=3 \
 ENTRYPOINT ["/usr/bin/tini", "--", "/opt/ollama-preloader/bin/ollama-preloader"]
 CMD ["run"]
 
-# Build-time baking: with PRELOAD_MODELS set, pull those models into the image (a temporary
-# `ollama serve`, no loads) and make them the default preload list. Without it this stage adds
-# nothing. The key `ollama serve` generates is removed so that images do not share one.
+# Build-time baking: with PRELOAD_MODELS set, record those models in
+# /etc/ollama-preloader/baked-models.txt (one per line, the models-file format) and pull them
+# into the image (a temporary `ollama serve`, no loads). The file is the default list: the
+# user's OLLAMA_PRELOAD_MODELS or PRELOADER_MODELS_FILE replaces it, and setting both is still
+# an error. Without PRELOAD_MODELS this stage adds nothing. The key `ollama serve` generates is
+# removed so that images do not share one.
 FROM app AS baked
 ARG PRELOAD_MODELS=""
-ENV OLLAMA_PRELOAD_MODELS=${PRELOAD_MODELS}
-RUN ollama-preloader pull \
-    && rm -f /root/.ollama/id_ed25519 /root/.ollama/id_ed25519.pub
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+RUN if [ -n "$PRELOAD_MODELS" ]; then \
+        mkdir -p /etc/ollama-preloader \
+        && tr ',' '\n' <<<"$PRELOAD_MODELS" | sed 's/^ *//; s/ *$//; /^$/d' \
+            > /etc/ollama-preloader/baked-models.txt \
+        && ollama-preloader pull \
+        && rm -f /root/.ollama/id_ed25519 /root/.ollama/id_ed25519.pub; \
+    fi
