@@ -36,17 +36,27 @@ EXPOSE 11434 11435
 # The model store is /root/.ollama; mount a volume there (docker-compose.yml does). It is not
 # declared with VOLUME so that a derived image can still bake models into it.
 # start-period: pulls and loads of large models take minutes; failures before then do not count,
-# and the first success ends it early.
-HEALTHCHECK --interval=10s --timeout=5s --start-period=30m --start-interval=5s --retries=3 \
+# and the first success ends it early. No --start-interval: Docker Engine before 25 rejects the
+# flag and the build fails; compose's start_interval (or a Kubernetes probe) gives the fast first
+# check instead.
+HEALTHCHECK --interval=10s --timeout=5s --start-period=30m --retries=3 \
     CMD ["ollama-preloader", "health"]
 ENTRYPOINT ["/usr/bin/tini", "--", "/opt/ollama-preloader/bin/ollama-preloader"]
 CMD ["run"]
 
-# Build-time baking: with PRELOAD_MODELS set, pull those models into the image (a temporary
-# `ollama serve`, no loads) and make them the default preload list. Without it this stage adds
-# nothing. The key `ollama serve` generates is removed so that images do not share one.
+# Build-time baking: with PRELOAD_MODELS set, record those models in
+# /etc/ollama-preloader/baked-models.txt (one per line, the models-file format) and pull them
+# into the image (a temporary `ollama serve`, no loads). The file is the default list: the
+# user's OLLAMA_PRELOAD_MODELS or PRELOADER_MODELS_FILE replaces it, and setting both is still
+# an error. Without PRELOAD_MODELS this stage adds nothing. The key `ollama serve` generates is
+# removed so that images do not share one.
 FROM app AS baked
 ARG PRELOAD_MODELS=""
-ENV OLLAMA_PRELOAD_MODELS=${PRELOAD_MODELS}
-RUN ollama-preloader pull \
-    && rm -f /root/.ollama/id_ed25519 /root/.ollama/id_ed25519.pub
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+RUN if [ -n "$PRELOAD_MODELS" ]; then \
+        mkdir -p /etc/ollama-preloader \
+        && tr ',' '\n' <<<"$PRELOAD_MODELS" | sed 's/^ *//; s/ *$//; /^$/d' \
+            > /etc/ollama-preloader/baked-models.txt \
+        && ollama-preloader pull \
+        && rm -f /root/.ollama/id_ed25519 /root/.ollama/id_ed25519.pub; \
+    fi

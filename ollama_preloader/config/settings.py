@@ -30,6 +30,11 @@ StaleRunnerPolicy = Literal["stop", "keep"]
 GuardKeepAlive = Literal["pin", "pass"]
 GuardOptions = Literal["entry", "reject", "pass"]
 # Where the declared list came from: it decides what a live reload can re-read.
+# Written by the Dockerfile's `baked` stage; used only when neither OLLAMA_PRELOAD_MODELS nor
+# PRELOADER_MODELS_FILE is set. The variable moves it, for tests and derived images.
+BAKED_MODELS_FILE = Path("/etc/ollama-preloader/baked-models.txt")
+ENV_BAKED_MODELS_FILE = "PRELOADER_BAKED_MODELS_FILE"
+
 ModelsSource = Literal["unset", "environment", "env-file", "models-file"]
 
 
@@ -335,6 +340,12 @@ def load_settings(
             "lower the timeout or raise the interval"
         )
     check_ca_file(os.environ)
+    if settings.models_file is None and raw is None:
+        # A baked image's list is a default, not the user's OLLAMA_PRELOAD_MODELS: either
+        # variable, set by the user, replaces it.
+        baked = baked_models_file()
+        if baked.is_file():
+            settings = settings.model_copy(update={"models_file": baked})
     if settings.models_file is not None:
         if not read_models_file:
             return settings.model_copy(update={"models_source": "models-file"})
@@ -350,6 +361,11 @@ def load_settings(
     return settings.model_copy(
         update={"parse_warnings": parse_model_list(raw).warnings, "models_source": source}
     )
+
+
+def baked_models_file() -> Path:
+    """Where a baked image records its models (the Dockerfile's `baked` stage writes it)."""
+    return Path(os.environ.get(ENV_BAKED_MODELS_FILE) or BAKED_MODELS_FILE)
 
 
 def _raw(

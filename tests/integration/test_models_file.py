@@ -110,3 +110,55 @@ def test_watch_pins_the_files_models(launcher: Launcher, fake: FakeOllama) -> No
     assert sorted(m["name"] for m in fake.ps()) == ["llama3.2:latest", "nomic-embed-text:latest"]
     assert [r["body"]["model"] for r in fake.requests("/api/pull")] == ["nomic-embed-text"]
     assert run.stop() == 0
+
+
+def baked_env(launcher: Launcher, **env: str) -> dict[str, str]:
+    """A baked image's models file (as the Dockerfile writes it), and no user list."""
+    path = launcher.tmp / "baked-models.txt"
+    path.write_text("llama3.2\nnomic-embed-text\n")
+    return launcher.env(
+        FAKE_OLLAMA_CATALOG=write_catalog(launcher.tmp / "catalog.json", SMALL),
+        PRELOADER_BAKED_MODELS_FILE=str(path),
+        **env,
+    )
+
+
+def pulled(env: dict[str, str]) -> list[str]:
+    log = read_jsonl(env["FAKE_OLLAMA_LOG"])
+    return sorted(r["body"]["model"] for r in log if r.get("path") == "/api/pull")
+
+
+def test_baked_list_is_pulled_when_the_user_sets_none(launcher: Launcher) -> None:
+    """No user list: `pull` takes the baked file's models."""
+    env = baked_env(launcher)
+    result = launcher.run_once(("pull",), env=env)
+    assert result.returncode == 0, result.stderr
+    assert pulled(env) == ["llama3.2", "nomic-embed-text"]
+
+
+def test_user_variable_overrides_the_baked_list(launcher: Launcher) -> None:
+    """OLLAMA_PRELOAD_MODELS on a baked image: only the user's list, and no conflict error."""
+    env = baked_env(launcher, OLLAMA_PRELOAD_MODELS="nomic-embed-text")
+    result = launcher.run_once(("pull",), env=env)
+    assert result.returncode == 0, result.stderr
+    assert pulled(env) == ["nomic-embed-text"]
+
+
+def test_user_models_file_overrides_the_baked_list(launcher: Launcher) -> None:
+    """PRELOADER_MODELS_FILE on a baked image (the Kubernetes manifests' setting) wins."""
+    mine = launcher.tmp / "mine.txt"
+    mine.write_text("llama3.2\n")
+    env = baked_env(launcher, PRELOADER_MODELS_FILE=str(mine))
+    result = launcher.run_once(("pull",), env=env)
+    assert result.returncode == 0, result.stderr
+    assert pulled(env) == ["llama3.2"]
+
+
+def test_both_user_settings_on_a_baked_image_exit_2(launcher: Launcher) -> None:
+    """Both user settings are still refused, whatever the image baked."""
+    mine = launcher.tmp / "mine.txt"
+    mine.write_text("llama3.2\n")
+    env = baked_env(launcher, PRELOADER_MODELS_FILE=str(mine), OLLAMA_PRELOAD_MODELS="devstral")
+    result = launcher.run_once(("pull",), env=env)
+    assert result.returncode == 2, result.stderr
+    assert "are both set" in one_error_line(result.stderr)

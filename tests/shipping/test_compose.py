@@ -13,6 +13,7 @@ from ollama_preloader.config.durations import parse_go_duration
 from ollama_preloader.config.settings import Settings
 
 COMPOSE = REPO / "docker-compose.yml"
+GPU = REPO / "docker-compose.gpu.yml"
 
 
 def service() -> dict[str, Any]:
@@ -47,10 +48,27 @@ def test_one_service_with_env_file_volume_port_and_restart() -> None:
     assert svc["restart"] == "unless-stopped"
 
 
-def test_gpu_reservation() -> None:
-    """All NVIDIA GPUs are reserved (the README says how to drop this on CPU-only hosts)."""
-    devices = service()["deploy"]["resources"]["reservations"]["devices"]
+def test_no_gpu_reservation_by_default() -> None:
+    """docker-compose.yml starts on a CPU-only host: it reserves no devices."""
+    assert "deploy" not in service()
+
+
+def test_gpu_override_validates_and_reserves_all_gpus() -> None:
+    """docker-compose.gpu.yml validates, and only adds all NVIDIA GPUs to the same service."""
+    result = run_tool("check-jsonschema", "--builtin-schema", "vendor.compose-spec", GPU)
+    assert result.returncode == 0, result.stdout + result.stderr
+    data = yaml.safe_load(GPU.read_text())
+    assert list(data["services"]) == ["ollama"]
+    assert list(data["services"]["ollama"]) == ["deploy"]
+    devices = data["services"]["ollama"]["deploy"]["resources"]["reservations"]["devices"]
     assert devices == [{"driver": "nvidia", "count": "all", "capabilities": ["gpu"]}]
+
+
+def test_readme_names_the_gpu_step() -> None:
+    """The one documented GPU step is the command that adds the override file."""
+    step = "docker compose -f docker-compose.yml -f docker-compose.gpu.yml up -d"
+    assert step in (REPO / "README.md").read_text()
+    assert step in COMPOSE.read_text()
 
 
 def test_healthcheck_matches_the_image() -> None:

@@ -72,16 +72,16 @@ def test_install_step_is_the_shared_script() -> None:
 
 
 def test_baked_stage_pulls_the_build_arg_models() -> None:
-    """The default target bakes PRELOAD_MODELS with `ollama-preloader pull`, dropping the key."""
+    """The default target records PRELOAD_MODELS in the baked models file (not as the user's
+    OLLAMA_PRELOAD_MODELS) and pulls them with `ollama-preloader pull`, dropping the key."""
     instructions = dockerfile.parse(DOCKERFILE)
     final = instructions[-1].stage
     assert final == "baked"
     baked = dockerfile.stage(instructions, final)
     assert any(i.keyword == "ARG" and i.args.startswith("PRELOAD_MODELS") for i in baked)
-    assert any(
-        i.keyword == "ENV" and i.args == "OLLAMA_PRELOAD_MODELS=${PRELOAD_MODELS}" for i in baked
-    )
+    assert not any(i.keyword == "ENV" and "OLLAMA_PRELOAD_MODELS" in i.args for i in baked)
     run = [i.args for i in baked if i.keyword == "RUN"]
     assert len(run) == 1
-    assert run[0].startswith("ollama-preloader pull &&")
+    assert "> /etc/ollama-preloader/baked-models.txt" in run[0]
+    assert run[0].index("baked-models.txt") < run[0].index("ollama-preloader pull")
     assert "rm -f /root/.ollama/id_ed25519" in run[0]

@@ -229,3 +229,53 @@ def test_health_host_is_read_as_status_and_health_read_it(
     """Brackets, quotes and spaces are accepted, as `status` and `health` accept them."""
     monkeypatch.setenv("PRELOADER_HEALTH_HOST", value)
     assert load_settings(None).health_host == host
+
+
+def _baked(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """A baked image's models file, as the Dockerfile's `baked` stage writes it."""
+    path = tmp_path / "baked-models.txt"
+    path.write_text("llama3.2\nnomic-embed-text\n")
+    monkeypatch.setenv("PRELOADER_BAKED_MODELS_FILE", str(path))
+    return path
+
+
+def test_baked_list_is_the_default(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Nothing set by the user: the baked file's models are preloaded."""
+    path = _baked(monkeypatch, tmp_path)
+    settings = load_settings(None)
+    assert [m.name for m in settings.models] == ["llama3.2", "nomic-embed-text"]
+    assert settings.models_file == path
+
+
+def test_user_variable_replaces_the_baked_list(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """OLLAMA_PRELOAD_MODELS set: it wins, and it does not conflict with the baked file."""
+    _baked(monkeypatch, tmp_path)
+    monkeypatch.setenv("OLLAMA_PRELOAD_MODELS", "devstral")
+    settings = load_settings(None)
+    assert [m.name for m in settings.models] == ["devstral"]
+    assert settings.models_file is None
+
+
+def test_user_models_file_replaces_the_baked_list(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """PRELOADER_MODELS_FILE set (the Kubernetes manifests do): that file wins."""
+    _baked(monkeypatch, tmp_path)
+    mine = tmp_path / "mine.txt"
+    mine.write_text("qwen3\n")
+    monkeypatch.setenv("PRELOADER_MODELS_FILE", str(mine))
+    settings = load_settings(None)
+    assert [m.name for m in settings.models] == ["qwen3"]
+
+
+def test_both_user_settings_still_refused_with_a_baked_list(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The baked file does not soften the one-place rule for the user's own settings."""
+    _baked(monkeypatch, tmp_path)
+    monkeypatch.setenv("PRELOADER_MODELS_FILE", str(tmp_path / "mine.txt"))
+    monkeypatch.setenv("OLLAMA_PRELOAD_MODELS", "devstral")
+    with pytest.raises(ConfigError, match="are both set"):
+        load_settings(None)
