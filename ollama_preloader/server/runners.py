@@ -156,12 +156,17 @@ def find_on_host(blob: str | None) -> int | None:
         entries = os.listdir("/proc")
     except OSError:
         return None
-    for entry in entries:
-        if entry.isdigit():
-            argv = _command(int(entry))
-            if argv and parse_command(argv)[0] == blob and zombie_status(int(entry)) is None:
-                return int(entry)
-    return None
+    found = [
+        int(entry)
+        for entry in entries
+        if entry.isdigit()
+        and (argv := _command(int(entry)))
+        and parse_command(argv)[0] == blob
+        and zombie_status(int(entry)) is None
+    ]
+    # Two processes running the same file: another Ollama on this host has the model too, and
+    # which one serves ours cannot be told; never kill a runner that may not be ours.
+    return found[0] if len(found) == 1 else None
 
 
 def _command(pid: int) -> list[str] | None:
