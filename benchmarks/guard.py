@@ -23,14 +23,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 from preloader_harness import Run, free_port  # noqa: E402
-from real_harness import (  # noqa: E402
-    Kit,
-    RealLauncher,
-    Registry,
-    build_template_store,
-    find_kit,
-    free_port_pair,
-)
+from real_harness import RealLauncher, find_kit, kit_launcher  # noqa: E402
 
 
 def connection(address: str) -> http.client.HTTPConnection:
@@ -115,31 +108,21 @@ def main() -> int:
         return 2
     with tempfile.TemporaryDirectory(prefix="bench-guard-") as tmp:
         work = Path(tmp)
-        kit = Kit.prepare(path, work / "kit")
-        registry = Registry(kit, free_port_pair(), tls=True).start()
-        try:
-            store = build_template_store(kit, registry, work / "template")
-            launcher = RealLauncher(work / "runs", kit=kit, registry=registry, template_store=store)
-            (work / "runs").mkdir()
-            try:
-                chat = launcher.name("tiny-chat")
-                launcher.seed_store("tiny-chat")
-                without = reproduction(launcher, chat, guard=False)
-                launcher.seed_store("tiny-chat")
-                with_guard = reproduction(launcher, chat, guard=True)
-                env = launcher.env(
-                    OLLAMA_PRELOAD_MODELS=chat,
-                    PRELOADER_GUARD="on",
-                    PRELOADER_GUARD_UPSTREAM=f"127.0.0.1:{free_port()}",
-                )
-                run = launcher.start(env=env)
-                run.wait_all_pinned()
-                latency = added_latency(run, chat, args.rounds)
-                run.stop()
-            finally:
-                launcher.cleanup()
-        finally:
-            registry.stop()
+        with kit_launcher(path, work) as launcher:
+            chat = launcher.name("tiny-chat")
+            launcher.seed_store("tiny-chat")
+            without = reproduction(launcher, chat, guard=False)
+            launcher.seed_store("tiny-chat")
+            with_guard = reproduction(launcher, chat, guard=True)
+            env = launcher.env(
+                OLLAMA_PRELOAD_MODELS=chat,
+                PRELOADER_GUARD="on",
+                PRELOADER_GUARD_UPSTREAM=f"127.0.0.1:{free_port()}",
+            )
+            run = launcher.start(env=env)
+            run.wait_all_pinned()
+            latency = added_latency(run, chat, args.rounds)
+            run.stop()
     print("reproduction (40 requests, every 5th keep_alive 0, tiny-chat pinned):")
     print(
         f"  without guard: {without['runner_starts']:.0f} runner starts, "

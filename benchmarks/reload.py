@@ -24,14 +24,7 @@ for extra in (ROOT, ROOT / "tests"):
     if str(extra) not in sys.path:
         sys.path.insert(0, str(extra))  # run as a script: the harness lives in tests/
 
-from real_harness import (  # noqa: E402
-    Kit,
-    RealLauncher,
-    Registry,
-    build_template_store,
-    find_kit,
-    free_port_pair,
-)
+from real_harness import RealLauncher, find_kit, kit_launcher  # noqa: E402
 
 from benchmarks.analysis import median  # noqa: E402
 
@@ -48,18 +41,8 @@ def main() -> int:
         return 2
     with tempfile.TemporaryDirectory(prefix="reload-bench-") as tmp:
         work = Path(tmp)
-        kit = Kit.prepare(ollama, work / "kit")
-        registry = Registry(kit, free_port_pair(), tls=True).start()
-        try:
-            store = build_template_store(kit, registry, work / "template")
-            real = RealLauncher(work / "run", kit=kit, registry=registry, template_store=store)
-            real.tmp.mkdir()
-            try:
-                noticed, pinned = measure(real, args.tries)
-            finally:
-                real.cleanup()
-        finally:
-            registry.stop()
+        with kit_launcher(ollama, work) as real:
+            noticed, pinned = measure(real, args.tries)
     print(f"| Edit of the models file to … ({args.tries} tries) | median | range |")
     print("|---|---|---|")
     for label, values in (("`config.reloaded`", noticed), ("new model pinned", pinned)):

@@ -19,7 +19,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -468,3 +468,21 @@ def kit_catalog(registry: Registry) -> dict[str, dict[str, Any]]:
         },
     }
     return {f"{registry.name(m)}:latest": {**base, **entry} for m, entry in models.items()}
+
+
+@contextlib.contextmanager
+def kit_launcher(ollama: Path, work: Path) -> Iterator[RealLauncher]:
+    """The benchmarks' set-up: the kit prepared under `work`, its TLS registry, the three
+    models pulled once, and a launcher for runs under `work/runs`; all stopped on exit."""
+    kit = Kit.prepare(ollama, work / "kit")
+    registry = Registry(kit, free_port_pair(), tls=True).start()
+    try:
+        store = build_template_store(kit, registry, work / "template")
+        launcher = RealLauncher(work / "runs", kit=kit, registry=registry, template_store=store)
+        launcher.tmp.mkdir()
+        try:
+            yield launcher
+        finally:
+            launcher.cleanup()
+    finally:
+        registry.stop()
