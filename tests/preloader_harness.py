@@ -301,3 +301,11 @@ class Launcher:
                 except subprocess.TimeoutExpired:
                     run.proc.kill()
                     run.proc.wait()
+
+
+# `python -c TAKE_TERMINAL CMD...` in a new session: its leader takes the pty on stdin as its
+# controlling terminal, then becomes CMD (the hangup tests close the pty's master).
+TAKE_TERMINAL = (
+    "import fcntl, os, sys, termios; fcntl.ioctl(0, termios.TIOCSCTTY, 0); "
+    "os.execvp(sys.argv[1], sys.argv[1:])"
+)

@@ -15,7 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from fake_catalogs import write_catalog
-from preloader_harness import WAIT, Launcher, Run, preloader_command, processes_in_group
+from preloader_harness import (
+    TAKE_TERMINAL,
+    WAIT,
+    Launcher,
+    Run,
+    preloader_command,
+    processes_in_group,
+)
 
 
 def status(env: dict[str, str]) -> dict[str, Any]:
@@ -70,13 +77,6 @@ def test_stdout_closed_by_its_reader_keeps_the_supervisor_running(launcher: Laun
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-
-
-# The new session's leader takes the pty as its controlling terminal, then becomes the CLI.
-TAKE_TERMINAL = (
-    "import fcntl, os, sys, termios; fcntl.ioctl(0, termios.TIOCSCTTY, 0); "
-    "os.execvp(sys.argv[1], sys.argv[1:])"
-)
 
 
 class Terminal:

@@ -14,7 +14,7 @@ import time
 import urllib.request
 from typing import Any
 
-from preloader_harness import WAIT, Run, preloader_command
+from preloader_harness import TAKE_TERMINAL, WAIT, Run, preloader_command
 from real_harness import RealLauncher
 
 
@@ -84,12 +84,6 @@ def test_stdout_reader_exits_and_models_stay_pinned(real: RealLauncher) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-
-
-TAKE_TERMINAL = (
-    "import fcntl, os, sys, termios; fcntl.ioctl(0, termios.TIOCSCTTY, 0); "
-    "os.execvp(sys.argv[1], sys.argv[1:])"
-)
 
 
 def test_terminal_hangup_leaves_nothing(real: RealLauncher) -> None:
