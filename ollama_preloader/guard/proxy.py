@@ -21,6 +21,8 @@ from multidict import CIMultiDict
 from ollama_preloader.config.modelspec import ModelSpec
 from ollama_preloader.errors import ConfigError
 from ollama_preloader.guard.events import GuardEvents
+from ollama_preloader.guard.keys import VARIABLE as KEYS_VARIABLE
+from ollama_preloader.guard.keys import ApiKeys
 from ollama_preloader.guard.metrics import GuardMetrics, endpoint_label
 from ollama_preloader.guard.rewrite import MODEL_PATHS, Outcome, Policy, rewrite
 from ollama_preloader.observe.logs import get_logger
@@ -66,8 +68,10 @@ class Guard:
         hold: float,
         listen_variable: str,
         metrics: GuardMetrics,
+        keys: ApiKeys | None = None,
     ) -> None:
         self.board = board
+        self.keys = keys
         self.listen = listen
         self.upstream = upstream
         self.policy = policy
@@ -84,7 +88,10 @@ class Guard:
     # ----- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Bind the client address; ConfigError naming the variable when it is taken."""
+        """Bind the client address; ConfigError naming the variable when it is taken (or
+        when the API keys file cannot be read)."""
+        if self.keys is not None:
+            self.keys.load()
         app = web.Application(client_max_size=MAX_JSON_BODY)
         app.router.add_route("*", "/{tail:.*}", self._handle)
         # handler_cancellation: a client that goes away cancels its handler, and with it the
@@ -136,6 +143,11 @@ class Guard:
             await self._session.close()
             self._session = None
 
+    def reload_keys(self) -> None:
+        """SIGHUP: read the API keys file again (a failure keeps the keys in force)."""
+        if self.keys is not None:
+            self.keys.reload("signal")
+
     def server_up(self) -> None:
         self.up.set()
 
@@ -159,6 +171,9 @@ class Guard:
         outcome = Outcome()
         status = 499  # the client went away before an answer (nginx's code for it)
         try:
+            if not self._authorized(request):
+                status = 401
+                return _unauthorized()
             data: bytes | aiohttp.StreamReader | None = None
             if request.method == "POST" and request.path in MODEL_PATHS:
                 raw = await request.read()
@@ -178,6 +193,15 @@ class Guard:
             label = self._model_label(outcome)
             self.metrics.requests.labels(label, endpoint, str(status)).inc()
             self.metrics.latency.labels(endpoint).observe(time.monotonic() - started)
+
+    def _authorized(self, request: web.Request) -> bool:
+        """No keys file: everyone. Otherwise a key in force, except for `GET /` (and HEAD),
+        Ollama's "Ollama is running", which load balancers and health checks ask."""
+        if self.keys is None:
+            return True
+        if request.path == "/" and request.method in ("GET", "HEAD"):
+            return True
+        return self.keys.allows(request.headers.get("Authorization"))
 
     def _model_label(self, outcome: Outcome) -> str:
         spec = self._lookup(outcome.model) if outcome.declared and outcome.model else None
@@ -222,6 +246,8 @@ class Guard:
             return _unavailable(self.hold)
         headers = CIMultiDict((k, v) for k, v in request.headers.items() if k.lower() not in _HOP)
         headers["Host"] = self.upstream.listen
+        if self.keys is not None:
+            headers.popall("Authorization", None)  # the guard's key, Ollama's business it is not
         if isinstance(data, bytes):
             headers["Content-Length"] = str(len(data))
         phase = "before_first_byte"
@@ -301,6 +327,16 @@ def _error(status: int, message: str) -> web.Response:
         body=json.dumps({"error": message}).encode(),
         content_type="application/json",
     )
+
+
+def _unauthorized() -> web.Response:
+    response = _error(
+        401,
+        "unauthorized: this Ollama needs an API key; send the header "
+        f"`Authorization: Bearer <key>` with a key from {KEYS_VARIABLE}",
+    )
+    response.headers["WWW-Authenticate"] = "Bearer"
+    return response
 
 
 def _unavailable(hold: float) -> web.Response:

@@ -8,6 +8,7 @@ from prometheus_client import CollectorRegistry
 
 from ollama_preloader.config.settings import Settings
 from ollama_preloader.errors import ConfigError
+from ollama_preloader.guard.keys import ApiKeys
 from ollama_preloader.guard.metrics import GuardMetrics
 from ollama_preloader.guard.proxy import Guard
 from ollama_preloader.guard.rewrite import Policy
@@ -89,4 +90,5 @@ def build_guard(
         hold=settings.guard_hold,
         listen_variable="OLLAMA_HOST" if owned else LISTEN,
         metrics=GuardMetrics(registry),
+        keys=ApiKeys(settings.guard_api_keys_file) if settings.guard_api_keys_file else None,
     )
