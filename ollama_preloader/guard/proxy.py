@@ -29,6 +29,7 @@ from ollama_preloader.observe.logs import get_logger
 from ollama_preloader.ollama.host import OllamaHost
 from ollama_preloader.ollama.names import name_key
 from ollama_preloader.state.board import Board
+from ollama_preloader.state.traffic import GuardTraffic, outcome_of
 
 log = get_logger()
 
@@ -52,6 +53,8 @@ _TAIL = 4096  # bytes of an answer kept to read the final chunk's eval_count
 # Request bodies read whole (the model endpoints' JSON, base64 images included): Ollama holds
 # them in memory too. aiohttp's own default (1 MiB) would refuse a large image.
 MAX_JSON_BODY = 1 << 30
+_ANSWERED = "guard_answered"  # set on a response the guard made itself, not Ollama
+_DROPPED = "guard_dropped"  # set on a response whose client went away before its end
 SHUTDOWN_TIMEOUT = 5.0  # in-flight answers get this long at shutdown, then are cut
 
 
@@ -72,6 +75,7 @@ class Guard:
     ) -> None:
         self.board = board
         self.keys = keys
+        self.traffic = board.traffic = GuardTraffic()  # `status` and /status read it
         self.listen = listen
         self.upstream = upstream
         self.policy = policy
@@ -170,28 +174,33 @@ class Guard:
         self.metrics.in_flight.inc()
         outcome = Outcome()
         status = 499  # the client went away before an answer (nginx's code for it)
+        by_guard = False  # the guard answered itself (a refusal, a 401, a 503 after the hold)
+        dropped = False  # the client went away mid-answer (the status was already sent)
         try:
             if not self._authorized(request):
-                status = 401
+                status, by_guard = 401, True
                 return _unauthorized()
             data: bytes | aiohttp.StreamReader | None = None
             if request.method == "POST" and request.path in MODEL_PATHS:
                 raw = await request.read()
                 outcome = rewrite(request.path, raw, self.policy, self._lookup)
                 if outcome.reject is not None:
-                    status = 400
+                    status, by_guard = 400, True
                     return self._rejected(request, client, outcome)
                 self._log_changes(client, outcome)
                 data = outcome.body if outcome.body is not None else raw
             elif request.body_exists:
                 data = request.content
             response = await self._forward(request, data, outcome, endpoint, started)
-            status = response.status
+            status, by_guard = response.status, response.get(_ANSWERED, False)
+            dropped = response.get(_DROPPED, False)
             return response
         finally:
             self.metrics.in_flight.dec()
             label = self._model_label(outcome)
             self.metrics.requests.labels(label, endpoint, str(status)).inc()
+            result = "dropped" if dropped else outcome_of(status, by_guard=by_guard)
+            self.traffic.count(label, result, rewritten=bool(outcome.changes))
             self.metrics.latency.labels(endpoint).observe(time.monotonic() - started)
 
     def _authorized(self, request: web.Request) -> bool:
@@ -298,6 +307,7 @@ class Guard:
         except ConnectionError:
             # The client went away mid-answer without the handler being cancelled first.
             self._dropped(request, outcome, endpoint, phase)
+            response[_DROPPED] = True
             return response
         finally:
             if complete:
@@ -344,4 +354,5 @@ def _unavailable(hold: float) -> web.Response:
         503, f"ollama serve is restarting; it did not come back within {hold:g}s, retry later"
     )
     response.headers["Retry-After"] = str(max(1, round(hold)))
+    response[_ANSWERED] = True
     return response
