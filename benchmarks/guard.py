@@ -136,16 +136,16 @@ def upload(paths: dict[str, str], mib: int, rounds: int) -> dict[str, float]:
 def concurrent_small(paths: dict[str, str], clients: int, seconds: int) -> dict[str, float]:
     """wrk with `clients` connections on `GET /api/version`: requests per second per path."""
     out: dict[str, float] = {}
-    for name, address in paths.items():
+    for name in both_orders(paths):
         done = subprocess.run(
-            ["wrk", "-t2", f"-c{clients}", f"-d{seconds}s", f"http://{address}/api/version"],
+            ["wrk", "-t2", f"-c{clients}", f"-d{seconds}s", f"http://{paths[name]}/api/version"],
             capture_output=True,
             text=True,
             check=True,
         )
         match = re.search(r"Requests/sec:\s+([\d.]+)", done.stdout)
         assert match, done.stdout
-        out[name] = float(match.group(1))
+        out[name] = max(out.get(name, 0.0), float(match.group(1)))
     return out
 
 
@@ -162,12 +162,19 @@ def concurrent_streams(paths: dict[str, str], chat: str, clients: int) -> dict[s
         return count
 
     out: dict[str, float] = {}
-    for name, address in paths.items():
+    for name in both_orders(paths):
         with ThreadPoolExecutor(clients) as pool:
             start = time.perf_counter()
-            chunks = sum(pool.map(one, [address] * clients))
-            out[name] = chunks / (time.perf_counter() - start)
+            chunks = sum(pool.map(one, [paths[name]] * clients))
+            out[name] = max(out.get(name, 0.0), chunks / (time.perf_counter() - start))
     return out
+
+
+def both_orders(paths: dict[str, str]) -> list[str]:
+    """Each path twice, forward then backward, the best kept: on a shared machine a load from
+    elsewhere should not land on one path only."""
+    names = list(paths)
+    return names + names[::-1]
 
 
 def reproduction(launcher: RealLauncher, chat: str, *, guard: bool) -> dict[str, float]:
