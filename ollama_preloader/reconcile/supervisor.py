@@ -211,6 +211,8 @@ class Supervisor:
     def _on_hangup(self) -> None:
         if not self._had_terminal or has_controlling_terminal():
             self.source.request_reload()
+            if self.guard is not None:
+                self.guard.reload_keys()
             return
         if self._nohup or self._stop.is_set():
             return  # started under nohup: a hangup is what the user asked to survive
