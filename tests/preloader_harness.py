@@ -304,8 +304,10 @@ class Launcher:
 
 
 # `python -c TAKE_TERMINAL CMD...` in a new session: its leader takes the pty on stdin as its
-# controlling terminal, then becomes CMD (the hangup tests close the pty's master).
+# controlling terminal, then becomes CMD (the hangup tests close the pty's master). SIGHUP back
+# to its default first, as in a shell window: a suite started under `nohup` passes SIG_IGN
+# down, and the supervisor rightly survives a hangup it was started to ignore.
 TAKE_TERMINAL = (
-    "import fcntl, os, sys, termios; fcntl.ioctl(0, termios.TIOCSCTTY, 0); "
-    "os.execvp(sys.argv[1], sys.argv[1:])"
+    "import fcntl, os, signal, sys, termios; fcntl.ioctl(0, termios.TIOCSCTTY, 0); "
+    "signal.signal(signal.SIGHUP, signal.SIG_DFL); os.execvp(sys.argv[1], sys.argv[1:])"
 )
