@@ -16,6 +16,7 @@ from typing import Any
 
 from fake_catalogs import write_catalog
 from preloader_harness import (
+    CRASH_IN_LOOP,
     TAKE_TERMINAL,
     WAIT,
     Launcher,
@@ -172,18 +173,17 @@ def test_a_sigkilled_supervisor_takes_ollama_with_it(launcher: Launcher) -> None
 
 
 def test_an_internal_error_stops_the_group_and_exits_1(launcher: Launcher) -> None:
-    """An exception in the loop (PRELOADER_TEST_CRASH=loop): supervisor.crashed, the group
-    stopped, exit 1."""
+    """An unexpected exception in the loop once all is pinned (CRASH_IN_LOOP): supervisor.crashed,
+    the group stopped, exit 1."""
     env = launcher.env(
         FAKE_OLLAMA_CATALOG=write_catalog(launcher.tmp / "catalog.json"),
         OLLAMA_PRELOAD_MODELS="llama3.2",
-        PRELOADER_TEST_CRASH="loop",
     )
-    run = launcher.start(env=env)
+    run = launcher.start(env=env, command=[sys.executable, "-c", CRASH_IN_LOOP])
     serve_pid = run.wait_event("server.started")["pid"]
     assert run.wait_exit() == 1
     crashed = run.events("supervisor.crashed")
     assert len(crashed) == 1
-    assert "PRELOADER_TEST_CRASH" in crashed[0]["msg"]
+    assert "injected by the test" in crashed[0]["msg"]
     assert run.events("server.stopped")
     assert processes_in_group(serve_pid) == []

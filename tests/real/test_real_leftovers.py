@@ -14,7 +14,7 @@ import time
 import urllib.request
 from typing import Any
 
-from preloader_harness import TAKE_TERMINAL, WAIT, Run, preloader_command
+from preloader_harness import CRASH_IN_LOOP, TAKE_TERMINAL, WAIT, Run, preloader_command
 from real_harness import RealLauncher
 
 
@@ -41,9 +41,13 @@ def test_sigkilled_supervisor_leaves_nothing(real: RealLauncher) -> None:
 
 
 def test_internal_error_leaves_nothing(real: RealLauncher) -> None:
-    """An injected internal error in the loop: exit 1, serve and its runner stopped."""
+    """An unexpected exception in the loop (CRASH_IN_LOOP): exit 1, serve and its runner
+    stopped."""
     real.seed_store("tiny-chat")
-    run = real.start(OLLAMA_PRELOAD_MODELS=real.name("tiny-chat"), PRELOADER_TEST_CRASH="loop")
+    run = real.start(
+        command=[sys.executable, "-c", CRASH_IN_LOOP],
+        OLLAMA_PRELOAD_MODELS=real.name("tiny-chat"),
+    )
     assert run.wait_exit() == 1
     assert run.events("supervisor.crashed")
     assert nothing_left(real) == []
