@@ -14,20 +14,13 @@ import itertools
 import os
 import signal
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from ollama_preloader.observe.logs import get_logger
 from ollama_preloader.server.runners import parse_command
+from ollama_preloader.state.runner_facts import LeftoverRunner
 
 log = get_logger()
-
-
-@dataclass(frozen=True)
-class StaleRunner:
-    pid: int
-    blob: str
-    memory: int | None  # resident bytes
 
 
 def _read(path: str) -> str | None:
@@ -64,7 +57,7 @@ def _resident(pid: int) -> int | None:
     return None
 
 
-def find_stale(store: Path) -> list[StaleRunner]:
+def find_stale(store: Path) -> list[LeftoverRunner]:
     """llama-server processes whose model file is in `store` and whose parent is no serve."""
     blobs = (store.expanduser() / "blobs").resolve()
     found = []
@@ -82,11 +75,11 @@ def find_stale(store: Path) -> list[StaleRunner]:
         if parent is None or _is_serve(parent):
             continue  # a live serve owns it
         blob = parse_command(argv)[0] or Path(model).name
-        found.append(StaleRunner(pid, blob, _resident(pid)))
+        found.append(LeftoverRunner(pid, blob, _resident(pid)))
     return found
 
 
-def handle_stale(store: Path, policy: str, *, may_stop: bool) -> list[StaleRunner]:
+def handle_stale(store: Path, policy: str, *, may_stop: bool) -> list[LeftoverRunner]:
     """Report each stale runner; stop them (TERM, then KILL after 5 s) when allowed."""
     stale = find_stale(store)
     stop = may_stop and policy == "stop"
