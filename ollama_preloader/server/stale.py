@@ -107,10 +107,11 @@ def find_stale(store: Path) -> list[LeftoverRunner]:
     return find_leftovers([store_blobs(store)])
 
 
-def handle_stale(store: Path, policy: str, *, may_stop: bool) -> list[LeftoverRunner]:
-    """Report each stale runner; stop them (TERM, then KILL after 5 s) when allowed."""
+def handle_stale(store: Path, policy: str) -> list[LeftoverRunner]:
+    """`run`'s start: report each stale runner; with policy `stop`, stop them (TERM, then KILL
+    after 5 s)."""
     stale = find_stale(store)
-    stop = may_stop and policy == "stop"
+    stop = policy == "stop"
     for runner in stale:
         log.warning(
             "server.stale_runner",
