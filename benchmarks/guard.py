@@ -2,8 +2,12 @@
 
     PRELOADER_REAL_OLLAMA=/work/shared/realollama/bin/ollama .venv/bin/python -m benchmarks.guard
 
-1. Added latency: a small request (`GET /api/version`) and a stream's first byte (`/api/generate`,
-   streamed), through the guard and straight to its upstream, alternated, same server.
+1. Side by side in one run, the same `ollama serve` reached directly (the guard's upstream),
+   through the guard, and through Debian's nginx as a plain reverse proxy (benchmarks/nginx.py;
+   `apt-get install -y nginx wrk`): a small request (`GET /api/version`, p50 and p99) and a
+   stream's first byte, alternated; the delay of each streamed chunk (arrival minus Ollama's
+   `created_at`); blob upload throughput (`POST /api/blobs/:digest`); 64 concurrent clients
+   (wrk); 32 concurrent streams (chunks per second).
 2. The issue's reproduction: `tiny-chat` pinned, 40 requests of which every fifth sends
    `keep_alive: 0`; runner starts (distinct llama-server pids) and the p95 of the other 32
    requests, without the guard and with it.
@@ -12,18 +16,29 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import http.client
 import json
+import os
+import re
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
-from preloader_harness import Run, free_port  # noqa: E402
+from preloader_harness import free_port  # noqa: E402
 from real_harness import RealLauncher, find_kit, kit_launcher  # noqa: E402
+
+from benchmarks.nginx import Nginx  # noqa: E402
+
+MS = 1000.0
 
 
 def connection(address: str) -> http.client.HTTPConnection:
@@ -48,29 +63,118 @@ def quantile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def added_latency(run: Run, chat: str, rounds: int) -> dict[str, float]:
-    guard, direct = (
-        connection(run.env["OLLAMA_HOST"]),
-        connection(run.env["PRELOADER_GUARD_UPSTREAM"]),
-    )
-    small: dict[str, list[float]] = {"guard": [], "direct": []}
-    first: dict[str, list[float]] = {"guard": [], "direct": []}
+def added_latency(paths: dict[str, str], chat: str, rounds: int) -> dict[str, dict[str, float]]:
+    """Small requests and a stream's first byte, the paths alternated request by request."""
+    conns = {name: connection(address) for name, address in paths.items()}
+    small: dict[str, list[float]] = {name: [] for name in paths}
+    first: dict[str, list[float]] = {name: [] for name in paths}
     stream = {"model": chat, "prompt": "hi", "options": {"num_predict": 4}}
     for _ in range(rounds):
-        for name, conn in (("direct", direct), ("guard", guard)):
+        for name, conn in conns.items():
             small[name].append(timed(conn, "GET", "/api/version"))
     for _ in range(max(10, rounds // 10)):
-        for name, conn in (("direct", direct), ("guard", guard)):
+        for name, conn in conns.items():
             first[name].append(timed(conn, "POST", "/api/generate", stream))
-    ms = 1000.0
+    for conn in conns.values():
+        conn.close()
     return {
-        "small_p50_added_ms": (quantile(small["guard"], 0.5) - quantile(small["direct"], 0.5)) * ms,
-        "small_p99_added_ms": (quantile(small["guard"], 0.99) - quantile(small["direct"], 0.99))
-        * ms,
-        "first_byte_p50_added_ms": (quantile(first["guard"], 0.5) - quantile(first["direct"], 0.5))
-        * ms,
-        "small_direct_p50_ms": quantile(small["direct"], 0.5) * ms,
+        name: {
+            "small_p50_ms": quantile(small[name], 0.5) * MS,
+            "small_p99_ms": quantile(small[name], 0.99) * MS,
+            "first_byte_p50_ms": quantile(first[name], 0.5) * MS,
+        }
+        for name in paths
     }
+
+
+def created_at(line: bytes) -> float:
+    """A chunk's `created_at` (Ollama stamps each as it sends it) as a Unix time."""
+    stamp = json.loads(line)["created_at"]
+    head, _, frac = stamp.rstrip("Z").partition(".")
+    whole = datetime.fromisoformat(head).replace(tzinfo=UTC).timestamp()
+    return whole + float("0." + (frac or "0"))
+
+
+def chunk_delay(paths: dict[str, str], chat: str, streams: int) -> dict[str, float]:
+    """p50 of (arrival - created_at) over every chunk of `streams` streamed generates per path:
+    the time a chunk spends between Ollama and the client (same machine, same clock)."""
+    delays: dict[str, list[float]] = {name: [] for name in paths}
+    body = json.dumps({"model": chat, "prompt": "count to twenty", "options": {"num_predict": 32}})
+    for _ in range(streams):
+        for name, address in paths.items():
+            conn = connection(address)
+            conn.request("POST", "/api/generate", body=body.encode())
+            resp = conn.getresponse()
+            for line in iter(resp.readline, b""):
+                arrived = time.time()
+                if line.strip():
+                    delays[name].append(arrived - created_at(line))
+            conn.close()
+    return {name: quantile(values, 0.5) * MS for name, values in delays.items()}
+
+
+def upload(paths: dict[str, str], mib: int, rounds: int) -> dict[str, float]:
+    """Median MB/s of `POST /api/blobs/:digest` of `mib` MiB, a new blob each time (Ollama
+    answers an existing digest without reading the body)."""
+    rates: dict[str, list[float]] = {name: [] for name in paths}
+    for _ in range(rounds):
+        for name, address in paths.items():
+            data = os.urandom(mib << 20)
+            digest = hashlib.sha256(data).hexdigest()
+            conn = connection(address)
+            start = time.perf_counter()
+            conn.request("POST", f"/api/blobs/sha256:{digest}", body=data)
+            status = conn.getresponse()
+            status.read()
+            elapsed = time.perf_counter() - start
+            conn.close()
+            assert status.status == 201, (name, status.status)
+            rates[name].append(len(data) / elapsed / 1e6)
+    return {name: quantile(values, 0.5) for name, values in rates.items()}
+
+
+def concurrent_small(paths: dict[str, str], clients: int, seconds: int) -> dict[str, float]:
+    """wrk with `clients` connections on `GET /api/version`: requests per second per path."""
+    out: dict[str, float] = {}
+    for name in both_orders(paths):
+        done = subprocess.run(
+            ["wrk", "-t2", f"-c{clients}", f"-d{seconds}s", f"http://{paths[name]}/api/version"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        match = re.search(r"Requests/sec:\s+([\d.]+)", done.stdout)
+        assert match, done.stdout
+        out[name] = max(out.get(name, 0.0), float(match.group(1)))
+    return out
+
+
+def concurrent_streams(paths: dict[str, str], chat: str, clients: int) -> dict[str, float]:
+    """`clients` streamed generates at once, each read line by line: chunks per second."""
+    body = json.dumps({"model": chat, "prompt": "count to twenty", "options": {"num_predict": 16}})
+
+    def one(address: str) -> int:
+        conn = connection(address)
+        conn.request("POST", "/api/generate", body=body.encode())
+        resp = conn.getresponse()
+        count = sum(1 for line in iter(resp.readline, b"") if line.strip())
+        conn.close()
+        return count
+
+    out: dict[str, float] = {}
+    for name in both_orders(paths):
+        with ThreadPoolExecutor(clients) as pool:
+            start = time.perf_counter()
+            chunks = sum(pool.map(one, [paths[name]] * clients))
+            out[name] = max(out.get(name, 0.0), chunks / (time.perf_counter() - start))
+    return out
+
+
+def both_orders(paths: dict[str, str]) -> list[str]:
+    """Each path twice, forward then backward, the best kept: on a shared machine a load from
+    elsewhere should not land on one path only."""
+    names = list(paths)
+    return names + names[::-1]
 
 
 def reproduction(launcher: RealLauncher, chat: str, *, guard: bool) -> dict[str, float]:
@@ -98,13 +202,62 @@ def reproduction(launcher: RealLauncher, chat: str, *, guard: bool) -> dict[str,
     return {"runner_starts": float(len(pids - first)), "p95_ms": quantile(good, 0.95) * 1000}
 
 
+def side_by_side(launcher: RealLauncher, chat: str, args: argparse.Namespace, work: Path) -> str:
+    """One supervisor with the guard; its upstream reached directly, through the guard and
+    through nginx, measured in the same run. The report's lines."""
+    upstream = f"127.0.0.1:{free_port()}"
+    env = launcher.env(
+        OLLAMA_PRELOAD_MODELS=chat, PRELOADER_GUARD="on", PRELOADER_GUARD_UPSTREAM=upstream
+    )
+    run = launcher.start(env=env)
+    run.wait_all_pinned()
+    try:
+        with Nginx(upstream, work / "nginx") as nginx:
+            paths = {"direct": upstream, "guard": run.env["OLLAMA_HOST"], "nginx": nginx.address}
+            latency = added_latency(paths, chat, args.rounds)
+            chunks = chunk_delay(paths, chat, args.streams)
+            uploads = upload(paths, args.upload_mib, 3)
+            small64 = concurrent_small(paths, 64, args.seconds) if shutil.which("wrk") else {}
+            streams32 = concurrent_streams(paths, chat, 32)
+    finally:
+        run.stop()
+    lines = [f"{'':34}" + "".join(f"{name:>10}" for name in paths)]
+
+    def row(label: str, values: dict[str, float], unit: str = "") -> None:
+        cells = "".join(f"{values[name]:>10.2f}" for name in paths if name in values)
+        lines.append(f"{label + unit:34}{cells}")
+
+    for key, label in (
+        ("small_p50_ms", "GET /api/version p50 ms"),
+        ("small_p99_ms", "GET /api/version p99 ms"),
+        ("first_byte_p50_ms", "stream first byte p50 ms"),
+    ):
+        row(label, {name: latency[name][key] for name in paths})
+    row("chunk delay p50 ms", chunks)
+    row(f"upload {args.upload_mib} MiB blob MB/s", uploads)
+    if small64:
+        row("64 clients (wrk) requests/s", small64)
+    else:
+        lines.append("64 clients: wrk is not installed (apt-get install -y wrk)")
+    row("32 concurrent streams chunks/s", streams32)
+    return "\n".join(lines)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=300)
+    parser.add_argument("--streams", type=int, default=10, help="streams per path, chunk delay")
+    parser.add_argument("--upload-mib", type=int, default=64)
+    parser.add_argument("--seconds", type=int, default=5, help="wrk duration per path")
     args = parser.parse_args()
     path, why = find_kit()
     if path is None:
         print(f"benchmarks.guard: {why}", file=sys.stderr)
+        return 2
+    if Nginx.available() is None:
+        print(
+            "benchmarks.guard: nginx is not installed (apt-get install -y nginx)", file=sys.stderr
+        )
         return 2
     with tempfile.TemporaryDirectory(prefix="bench-guard-") as tmp:
         work = Path(tmp)
@@ -114,15 +267,8 @@ def main() -> int:
             without = reproduction(launcher, chat, guard=False)
             launcher.seed_store("tiny-chat")
             with_guard = reproduction(launcher, chat, guard=True)
-            env = launcher.env(
-                OLLAMA_PRELOAD_MODELS=chat,
-                PRELOADER_GUARD="on",
-                PRELOADER_GUARD_UPSTREAM=f"127.0.0.1:{free_port()}",
-            )
-            run = launcher.start(env=env)
-            run.wait_all_pinned()
-            latency = added_latency(run, chat, args.rounds)
-            run.stop()
+            launcher.seed_store("tiny-chat")
+            table = side_by_side(launcher, chat, args, work)
     print("reproduction (40 requests, every 5th keep_alive 0, tiny-chat pinned):")
     print(
         f"  without guard: {without['runner_starts']:.0f} runner starts, "
@@ -132,9 +278,8 @@ def main() -> int:
         f"  with guard:    {with_guard['runner_starts']:.0f} runner starts, "
         f"p95 of the others {with_guard['p95_ms']:.1f} ms"
     )
-    print(f"added latency ({args.rounds} small requests, alternated with direct):")
-    for key, value in latency.items():
-        print(f"  {key}: {value:.3f}")
+    print(f"side by side, same server, same run ({args.rounds} small requests alternated):")
+    print(table)
     return 0
 
 

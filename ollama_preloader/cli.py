@@ -105,17 +105,22 @@ def run(env_file: EnvFile = Path(".env")) -> None:
         raise _fail(str(exc), EXIT_CONFIG) from None
     configure(settings.log_level, settings.log_format)
     env = server_environment(env_file=env_file)
+    # What a SIGHUP compares its re-read against: with the guard, `ollama serve` gets the
+    # upstream as OLLAMA_HOST, but the environment and .env still say the guard's address.
+    seen_env, mode_defaults = env, None
     if settings.guard:
-        from ollama_preloader.guard.wiring import for_run
+        from ollama_preloader.guard.wiring import for_run, moved_behind
 
         try:
             settings, env = for_run(settings, env)
         except ConfigError as exc:
             raise _fail(str(exc), EXIT_CONFIG) from None
+        mode_defaults = moved_behind
     server = OwnedServer(settings, env)
-    _run_to_exit(
-        Supervisor(settings, server, env_file=env_file, server_env=env).run(), server.stop_now
+    supervisor = Supervisor(
+        settings, server, env_file=env_file, server_env=seen_env, mode_defaults=mode_defaults
     )
+    _run_to_exit(supervisor.run(), server.stop_now)
 
 
 @app.command()

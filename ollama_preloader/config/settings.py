@@ -259,6 +259,8 @@ class Settings(BaseSettings):
     guard_options: Annotated[GuardOptions, BeforeValidator(_lower)] = "entry"
     guard_undeclared_keep_alive: Annotated[float | None, BeforeValidator(_optional_seconds)] = None
     guard_hold: Seconds = 30.0
+    # One API key a line: clients then need `Authorization: Bearer <key>` (guard/keys.py).
+    guard_api_keys_file: Annotated[Path | None, BeforeValidator(_path_or_unset)] = None
 
     # Warnings found while parsing (duplicates); logged once logging is configured.
     parse_warnings: tuple[str, ...] = Field(default=(), exclude=True)

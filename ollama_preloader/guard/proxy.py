@@ -21,12 +21,15 @@ from multidict import CIMultiDict
 from ollama_preloader.config.modelspec import ModelSpec
 from ollama_preloader.errors import ConfigError
 from ollama_preloader.guard.events import GuardEvents
+from ollama_preloader.guard.keys import VARIABLE as KEYS_VARIABLE
+from ollama_preloader.guard.keys import ApiKeys
 from ollama_preloader.guard.metrics import GuardMetrics, endpoint_label
 from ollama_preloader.guard.rewrite import MODEL_PATHS, Outcome, Policy, rewrite
 from ollama_preloader.observe.logs import get_logger
 from ollama_preloader.ollama.host import OllamaHost
 from ollama_preloader.ollama.names import name_key
 from ollama_preloader.state.board import Board
+from ollama_preloader.state.traffic import GuardTraffic, outcome_of
 
 log = get_logger()
 
@@ -50,6 +53,8 @@ _TAIL = 4096  # bytes of an answer kept to read the final chunk's eval_count
 # Request bodies read whole (the model endpoints' JSON, base64 images included): Ollama holds
 # them in memory too. aiohttp's own default (1 MiB) would refuse a large image.
 MAX_JSON_BODY = 1 << 30
+_ANSWERED = "guard_answered"  # set on a response the guard made itself, not Ollama
+_DROPPED = "guard_dropped"  # set on a response whose client went away before its end
 SHUTDOWN_TIMEOUT = 5.0  # in-flight answers get this long at shutdown, then are cut
 
 
@@ -66,8 +71,11 @@ class Guard:
         hold: float,
         listen_variable: str,
         metrics: GuardMetrics,
+        keys: ApiKeys | None = None,
     ) -> None:
         self.board = board
+        self.keys = keys
+        self.traffic = board.traffic = GuardTraffic()  # `status` and /status read it
         self.listen = listen
         self.upstream = upstream
         self.policy = policy
@@ -84,7 +92,10 @@ class Guard:
     # ----- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Bind the client address; ConfigError naming the variable when it is taken."""
+        """Bind the client address; ConfigError naming the variable when it is taken (or
+        when the API keys file cannot be read)."""
+        if self.keys is not None:
+            self.keys.load()
         app = web.Application(client_max_size=MAX_JSON_BODY)
         app.router.add_route("*", "/{tail:.*}", self._handle)
         # handler_cancellation: a client that goes away cancels its handler, and with it the
@@ -136,6 +147,11 @@ class Guard:
             await self._session.close()
             self._session = None
 
+    def reload_keys(self) -> None:
+        """SIGHUP: read the API keys file again (a failure keeps the keys in force)."""
+        if self.keys is not None:
+            self.keys.reload("signal")
+
     def server_up(self) -> None:
         self.up.set()
 
@@ -158,26 +174,43 @@ class Guard:
         self.metrics.in_flight.inc()
         outcome = Outcome()
         status = 499  # the client went away before an answer (nginx's code for it)
+        by_guard = False  # the guard answered itself (a refusal, a 401, a 503 after the hold)
+        dropped = False  # the client went away mid-answer (the status was already sent)
         try:
+            if not self._authorized(request):
+                status, by_guard = 401, True
+                return _unauthorized()
             data: bytes | aiohttp.StreamReader | None = None
             if request.method == "POST" and request.path in MODEL_PATHS:
                 raw = await request.read()
                 outcome = rewrite(request.path, raw, self.policy, self._lookup)
                 if outcome.reject is not None:
-                    status = 400
+                    status, by_guard = 400, True
                     return self._rejected(request, client, outcome)
                 self._log_changes(client, outcome)
                 data = outcome.body if outcome.body is not None else raw
             elif request.body_exists:
                 data = request.content
             response = await self._forward(request, data, outcome, endpoint, started)
-            status = response.status
+            status, by_guard = response.status, response.get(_ANSWERED, False)
+            dropped = response.get(_DROPPED, False)
             return response
         finally:
             self.metrics.in_flight.dec()
             label = self._model_label(outcome)
             self.metrics.requests.labels(label, endpoint, str(status)).inc()
+            result = "dropped" if dropped else outcome_of(status, by_guard=by_guard)
+            self.traffic.count(label, result, rewritten=bool(outcome.changes))
             self.metrics.latency.labels(endpoint).observe(time.monotonic() - started)
+
+    def _authorized(self, request: web.Request) -> bool:
+        """No keys file: everyone. Otherwise a key in force, except for `GET /` (and HEAD),
+        Ollama's "Ollama is running", which load balancers and health checks ask."""
+        if self.keys is None:
+            return True
+        if request.path == "/" and request.method in ("GET", "HEAD"):
+            return True
+        return self.keys.allows(request.headers.get("Authorization"))
 
     def _model_label(self, outcome: Outcome) -> str:
         spec = self._lookup(outcome.model) if outcome.declared and outcome.model else None
@@ -222,6 +255,8 @@ class Guard:
             return _unavailable(self.hold)
         headers = CIMultiDict((k, v) for k, v in request.headers.items() if k.lower() not in _HOP)
         headers["Host"] = self.upstream.listen
+        if self.keys is not None:
+            headers.popall("Authorization", None)  # the guard's key, Ollama's business it is not
         if isinstance(data, bytes):
             headers["Content-Length"] = str(len(data))
         phase = "before_first_byte"
@@ -272,6 +307,7 @@ class Guard:
         except ConnectionError:
             # The client went away mid-answer without the handler being cancelled first.
             self._dropped(request, outcome, endpoint, phase)
+            response[_DROPPED] = True
             return response
         finally:
             if complete:
@@ -303,9 +339,20 @@ def _error(status: int, message: str) -> web.Response:
     )
 
 
+def _unauthorized() -> web.Response:
+    response = _error(
+        401,
+        "unauthorized: this Ollama needs an API key; send the header "
+        f"`Authorization: Bearer <key>` with a key from {KEYS_VARIABLE}",
+    )
+    response.headers["WWW-Authenticate"] = "Bearer"
+    return response
+
+
 def _unavailable(hold: float) -> web.Response:
     response = _error(
         503, f"ollama serve is restarting; it did not come back within {hold:g}s, retry later"
     )
     response.headers["Retry-After"] = str(max(1, round(hold)))
+    response[_ANSWERED] = True
     return response

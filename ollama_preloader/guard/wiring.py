@@ -8,6 +8,7 @@ from prometheus_client import CollectorRegistry
 
 from ollama_preloader.config.settings import Settings
 from ollama_preloader.errors import ConfigError
+from ollama_preloader.guard.keys import ApiKeys
 from ollama_preloader.guard.metrics import GuardMetrics
 from ollama_preloader.guard.proxy import Guard
 from ollama_preloader.guard.rewrite import Policy
@@ -49,8 +50,18 @@ def for_run(settings: Settings, env: Mapping[str, str]) -> tuple[Settings, dict[
             f"{listen.listen!r}); choose another port for `ollama serve`, like 127.0.0.1:11433"
         )
     child = {**env, "OLLAMA_HOST": upstream.listen}
-    moved = settings.model_copy(update={"ollama_host": upstream, "guard_listen": listen})
-    return moved, child
+    return moved_behind(settings), child
+
+
+def moved_behind(settings: Settings) -> Settings:
+    """What for_run does to `run`'s settings, unchecked: the supervisor talks to the upstream
+    and the guard has OLLAMA_HOST's address. A SIGHUP's re-read settings go through it too, so
+    the OLLAMA_HOST they read is not taken for a change that needs a restart."""
+    if not settings.guard:
+        return settings
+    return settings.model_copy(
+        update={"ollama_host": settings.guard_upstream, "guard_listen": settings.ollama_host}
+    )
 
 
 def for_watch(settings: Settings) -> Settings:
@@ -89,4 +100,5 @@ def build_guard(
         hold=settings.guard_hold,
         listen_variable="OLLAMA_HOST" if owned else LISTEN,
         metrics=GuardMetrics(registry),
+        keys=ApiKeys(settings.guard_api_keys_file) if settings.guard_api_keys_file else None,
     )

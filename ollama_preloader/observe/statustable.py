@@ -8,6 +8,17 @@ from typing import Any
 from ollama_preloader.ollama.psformat import human_bytes
 
 HEADER = ("NAME", "KIND", "STATE", "UNTIL", "SIZE", "PROCESSOR", "CONTEXT", "REASON", "UPDATE")
+GUARD_HEADER = (
+    "THROUGH THE GUARD",
+    "REQUESTS",
+    "OK",
+    "ERROR",
+    "REJECTED",
+    "UNAUTHORIZED",
+    "DROPPED",
+    "UNAVAILABLE",
+    "REWRITTEN",
+)
 NONE = "-"
 UNDECLARED = "not declared"
 
@@ -66,6 +77,14 @@ def rows(document: Mapping[str, Any]) -> list[list[str]]:
     return out
 
 
+def guard_rows(document: Mapping[str, Any]) -> list[list[str]]:
+    """Requests through the guard per model (busiest first); none without the guard."""
+    counts: Mapping[str, Mapping[str, Any]] = document.get("guard") or {}
+    ordered = sorted(counts.items(), key=lambda item: (-int(item[1].get("requests", 0)), item[0]))
+    keys = [h.lower() for h in GUARD_HEADER[1:]]
+    return [[name, *(str(c.get(k, 0)) for k in keys)] for name, c in ordered]
+
+
 def table(header: Sequence[str], body: Sequence[Sequence[str]]) -> str:
     """Columns padded to their widest cell, three spaces apart, no borders."""
     all_rows = [list(header), *[list(r) for r in body]]
@@ -77,6 +96,9 @@ def table(header: Sequence[str], body: Sequence[Sequence[str]]) -> str:
 def render(document: Mapping[str, Any]) -> str:
     """The table and a last line saying whether every declared model is pinned."""
     text = table(HEADER, rows(document))
+    guarded = guard_rows(document)
+    if guarded:
+        text += "\n" + table(GUARD_HEADER, guarded)
     if document.get("ready"):
         declared = document.get("declared", 0)
         summary = (

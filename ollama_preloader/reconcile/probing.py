@@ -31,7 +31,7 @@ from ollama_preloader.ollama.api import OllamaAPI
 from ollama_preloader.ollama.kinds import ModelKind
 from ollama_preloader.reconcile.loading import Loader
 from ollama_preloader.server.base import Server
-from ollama_preloader.server.runners import blob_name, cpu_seconds, find_on_host
+from ollama_preloader.server.runners import blob_name, cpu_seconds, find_on_host, process_gone
 from ollama_preloader.state.board import Board, ModelStatus, State
 
 log = get_logger()
@@ -44,6 +44,10 @@ REWEDGE_WINDOW = 300.0
 # Without a progress signal (`watch`, runner not visible): unanswered probes in a row before
 # the model counts as wedged, so one long generation ahead of a probe is not taken for one.
 BLIND_TIMEOUTS = 3
+# A killed runner is gone within milliseconds; re-pinning before it is would let the dying
+# runner answer the load (CI saw it under load), so the repair waits for the exit, this long.
+KILL_WAIT = 5.0
+KILL_POLL = 0.02
 
 KILL_RUNNER = "kill-runner"
 RESTART_SERVE = "restart-serve"
@@ -239,13 +243,20 @@ class Prober:
         if repair == KILL_RUNNER and result.pid is not None:
             try:
                 os.kill(result.pid, signal.SIGKILL)
+                problem = (
+                    None
+                    if await _exited(result.pid)
+                    else f"still running {KILL_WAIT:.0f}s after SIGKILL"
+                )
             except OSError as exc:
-                # Not ours to signal after all: the next best repair for this mode.
+                problem = str(exc.strerror or exc)
+            if problem is not None:
+                # Not ours to signal after all, or it does not die: the next best repair.
                 fallback = RESTART_SERVE if self.server.can_see_runners else UNLOAD_REPIN
                 log.warning(
                     "model.wedge_repair",
-                    msg=f"Could not signal the runner of {status.spec.display} "
-                    f"(pid {result.pid}): {exc.strerror or exc}; {fallback} instead",
+                    msg=f"Could not stop the runner of {status.spec.display} "
+                    f"(pid {result.pid}): {problem}; {fallback} instead",
                     model=status.spec.display,
                     repair=fallback,
                 )
@@ -277,3 +288,13 @@ class Prober:
             seconds=round(result.waited, 3),
         )
         note_all_ready(self.board)
+
+
+async def _exited(pid: int) -> bool:
+    """Wait (up to KILL_WAIT) for a signalled process to exit; False if it still runs."""
+    deadline = time.monotonic() + KILL_WAIT
+    while not process_gone(pid):
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(KILL_POLL)
+    return True

@@ -207,6 +207,8 @@ class Supervisor:
     def _on_hangup(self) -> None:
         if not self._had_terminal or has_controlling_terminal():
             self.source.request_reload()
+            if self.guard is not None:
+                self.guard.reload_keys()
             return
         if self._nohup or self._stop.is_set():
             return  # started under nohup: a hangup is what the user asked to survive
@@ -265,6 +267,11 @@ class Supervisor:
         # so `status`, /status and model_pinned agree with server_up=0. The first look after
         # the return finds the ones a remote server kept and marks them pinned again.
         for status in self.board.models:
+            if status.dead_runner is not None:
+                # A runner of the serve that went away is no crash to repair: serve took it.
+                status.dead_runner = None
+                if status.state == State.LOADING:  # marked for that repair, not loading yet
+                    status.state = State.PINNED  # (as before the exit) for the line below
             if status.state == State.LOADED:
                 # A finite keep_alive entry is not put back (plan.py): it went with serve.
                 status.state, status.reason = State.EXPIRED, "ollama serve is not answering"
@@ -292,6 +299,8 @@ class Supervisor:
             self.guard.server_up()
         self.observer.store_changed()
         self.observer.exits.clear()  # runners of an earlier serve went with it: no crash
+        for status in self.board.models:
+            status.dead_runner = None  # (a load that failed meanwhile may have put one back)
         self._wake.set()
         log.info(
             "server.ready",

@@ -69,8 +69,8 @@ def check_sidecar_settings(settings: Settings) -> None:
     if settings.profile != "auto":
         raise ConfigError(
             f"PRELOADER_PROFILE={settings.profile!r} sets variables of an `ollama serve` that "
-            "`watch` does not start; set them on your Ollama server instead (see the README's "
-            "profile table), and remove PRELOADER_PROFILE"
+            "`watch` does not start; set them on your Ollama server instead (the profile table is "
+            "in docs/configuration.md), and remove PRELOADER_PROFILE"
         )
     if settings.quantization is not None:
         raise ConfigError(

@@ -147,6 +147,20 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def process_gone(pid: int) -> bool:
+    """The process has exited (reaped, or a zombie its parent has not reaped yet).
+
+    A SIGKILL is delivered at once but takes effect only when the process next runs; until
+    then it can still answer on its socket, so a request sent right after the kill may be
+    served by the runner being killed.
+    """
+    text = _read(f"/proc/{pid}/stat")
+    if text is None:
+        return True
+    fields = text.rsplit(")", 1)[-1].split()
+    return bool(fields) and fields[0] in ("Z", "X")
+
+
 def find_on_host(blob: str | None) -> int | None:
     """A process on this machine running a model file (`--model .../<blob>`), for `watch` of
     an Ollama on the same host: its runners are not our children, but may be visible."""

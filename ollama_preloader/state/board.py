@@ -14,6 +14,7 @@ from ollama_preloader.config.changes import reload_needed, repull_needed
 from ollama_preloader.config.modelspec import ModelSpec
 from ollama_preloader.ollama import psformat
 from ollama_preloader.ollama.kinds import ModelKind
+from ollama_preloader.state.traffic import GuardTraffic
 from ollama_preloader.state.updates import StaleRunner, UpdateInfo
 
 if TYPE_CHECKING:
@@ -312,6 +313,8 @@ class Board:
     # Update checks and applied updates by result, for /metrics.
     update_checks: dict[str, int] = field(default_factory=dict)
     update_results: dict[str, int] = field(default_factory=dict)
+    # Requests through the guard per model and outcome; None while the guard is off.
+    traffic: GuardTraffic | None = None
 
     @classmethod
     def for_specs(cls, specs: Sequence[ModelSpec]) -> Board:
@@ -387,6 +390,7 @@ class Board:
             "pinned": pinned,
             "models": [m.as_dict(now) for m in self.models],
             "undeclared": [loaded_as_dict(m, now) for m in undeclared],
+            **({"guard": self.traffic.as_dict()} if self.traffic is not None else {}),
         }
 
     def ready_message(self) -> str:

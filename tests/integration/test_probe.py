@@ -9,7 +9,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from fake_catalogs import SMALL, write_catalog
+from fake_catalogs import SMALL, model, write_catalog
 from fake_ollama.harness import start_fake
 from preloader_harness import Launcher, Run
 
@@ -172,21 +172,20 @@ def test_probe_off_sends_nothing(launcher: Launcher) -> None:
 
 def test_watch_kills_a_runner_it_can_see(launcher: Launcher) -> None:
     """`watch` of an Ollama on this host: the runner is found by its model file and killed."""
-    with start_fake(launcher.tmp / "fake", catalog=SMALL, present=["llama3.2"]) as fake:
+    # A model file of its own (the fake names the blob by revision): a runner of the same file
+    # elsewhere on the machine (another test's) would make the match ambiguous, and then the
+    # API repair is chosen (tests/unit/test_find_on_host.py).
+    catalog = {**SMALL, LLAMA: model(size=2.0, family="llama", revision=str(launcher.tmp))}
+    with start_fake(launcher.tmp / "fake", catalog=catalog, present=["llama3.2"]) as fake:
         env = launcher.env(OLLAMA_HOST=fake.host, OLLAMA_PRELOAD_MODELS="llama3.2", **FAST)
         run = launcher.start(("watch",), env=env)
         run.wait_all_pinned()
         (old,) = fake.runner_pids()
-        # Another process on this machine running the same model file (a runner another test
-        # left, another Ollama) makes the match ambiguous: then the API repair is chosen.
         argv = [a for a in Path(f"/proc/{old}/cmdline").read_text().split("\0") if a]
-        alone = find_on_host(parse_command(argv)[0]) == old
+        assert find_on_host(parse_command(argv)[0]) == old
         fake.set_faults({"wedge": {"llama3.2": {}}})
         wedged = run.wait_event("model.wedged", model=LLAMA)
-        if alone:
-            assert (wedged["repair"], wedged["pid"]) == ("kill-runner", old)
-        else:
-            assert wedged["repair"] == "unload-repin"
+        assert (wedged["repair"], wedged["pid"]) == ("kill-runner", old)
         run.wait_event("model.pinned", model=LLAMA, reason="wedged")
         (new,) = fake.runner_pids()
         assert new != old

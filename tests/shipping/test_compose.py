@@ -67,7 +67,7 @@ def test_gpu_override_validates_and_reserves_all_gpus() -> None:
 def test_readme_names_the_gpu_step() -> None:
     """The one documented GPU step is the command that adds the override file."""
     step = "docker compose -f docker-compose.yml -f docker-compose.gpu.yml up -d"
-    assert step in (REPO / "README.md").read_text()
+    assert step in (REPO / "docs" / "docker.md").read_text()
     assert step in COMPOSE.read_text()
 
 

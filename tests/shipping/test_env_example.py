@@ -83,7 +83,7 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 
 def test_lists_every_variable_and_nothing_else() -> None:
-    """Declared names == Settings' variables + the Ollama variables the README documents."""
+    """Declared names == Settings' variables + the Ollama variables docs/configuration.md lists."""
     declared = {d.name for d in declarations()}
     expected = known_variables()
     missing, extra = sorted(expected - declared), sorted(declared - expected)
@@ -130,7 +130,7 @@ def test_cli_variables_are_explained() -> None:
 
 
 def test_readme_documents_the_variables_settings_read() -> None:
-    """The OLLAMA_* variables Settings reads are in the README's Ollama table too."""
+    """The OLLAMA_* variables Settings reads are in docs/configuration.md's Ollama table too."""
     read = {n for n in settings_variables() if n.startswith("OLLAMA_")}
     assert read <= readme_ollama_variables()
 

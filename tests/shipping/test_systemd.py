@@ -21,7 +21,7 @@ from ollama_preloader.config.settings import load_settings
 from ollama_preloader.errors import EXIT_CONFIG, ConfigError
 from ollama_preloader.server.remote import check_sidecar_settings
 
-INSTALLED = "/usr/local/bin/ollama-preloader"  # where both README install routes put it
+INSTALLED = "/usr/local/bin/ollama-preloader"  # where both install routes of docs/sidecar.md put it
 ENV_FILE = "/etc/ollama-preloader.env"
 
 
@@ -62,15 +62,15 @@ def test_verify_can_fail(tmp_path: Path) -> None:
 
 
 def test_exec_start_runs_the_installed_watch_command() -> None:
-    """ExecStart is the package's console script at the README's install path, running `watch`."""
+    """ExecStart is the package's console script at the documented install path, running `watch`."""
     argv = exec_start()
     scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
     assert argv[0] == INSTALLED
     assert Path(argv[0]).name in scripts
     assert argv[1:] == ["watch"]
     assert "watch" in typer.main.get_command(app).commands  # type: ignore[attr-defined]
-    readme = (REPO / "README.md").read_text()
-    assert INSTALLED in readme
+    guide = (REPO / "docs" / "sidecar.md").read_text()
+    assert INSTALLED in guide
 
 
 def test_unit_follows_ollama_service() -> None:
@@ -86,10 +86,10 @@ def test_unit_follows_ollama_service() -> None:
 
 
 def test_environment_file_is_where_the_readme_and_errors_say() -> None:
-    """EnvironmentFile= is the path the README installs the example to, and errors name."""
+    """EnvironmentFile= is the path docs/sidecar.md installs the example to, and errors name."""
     assert one("Service", "EnvironmentFile") == ENV_FILE
-    readme = (REPO / "README.md").read_text()
-    assert f"deploy/systemd/{ENV_EXAMPLE.name} {ENV_FILE}" in readme
+    guide = (REPO / "docs" / "sidecar.md").read_text()
+    assert f"deploy/systemd/{ENV_EXAMPLE.name} {ENV_FILE}" in guide
     with pytest.raises(ConfigError, match=ENV_FILE):
         check_sidecar_settings(load_settings(None).model_copy(update={"models": ()}))
 

@@ -1,4 +1,4 @@
-"""Which environment variables the product reads, derived from the code and the README."""
+"""Which environment variables the product reads: from the code and docs/configuration.md."""
 
 from __future__ import annotations
 
@@ -46,10 +46,10 @@ def cli_variables() -> set[str]:
 
 
 def readme_ollama_variables() -> set[str]:
-    """The Ollama variables the README's "Ollama's own variables" table documents."""
-    text = (REPO / "README.md").read_text()
-    match = re.search(r"^### Ollama's own variables\n(.*?)^#", text, re.MULTILINE | re.DOTALL)
-    assert match, "README.md has no '### Ollama's own variables' section"
+    """The Ollama variables in docs/configuration.md's "Ollama's own variables" table."""
+    text = (REPO / "docs" / "configuration.md").read_text()
+    match = re.search(r"^## Ollama's own variables\n(.*?)^#", text, re.MULTILINE | re.DOTALL)
+    assert match, "docs/configuration.md has no '## Ollama's own variables' section"
     rows = [line for line in match.group(1).splitlines() if line.startswith("| `")]
     return {m.group(1) for row in rows if (m := re.match(r"\| `(OLLAMA_[A-Z0-9_]+)`", row))}
 

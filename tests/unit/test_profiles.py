@@ -28,7 +28,7 @@ CPU_ONLY = {
     ],
 )
 def test_profile_table(profile: Profile, expected: dict[str, str]) -> None:
-    """Each profile adds exactly the variables the README documents, and keeps the rest."""
+    """Each profile adds exactly the variables docs/configuration.md documents, keeps the rest."""
     result = apply_profile(BASE, profile)
     assert result.env == {**BASE, **expected}
     assert result.effective == expected

@@ -12,6 +12,7 @@ from ollama_preloader.server.runners import (
     parse_command,
     parse_exit_line,
     parse_start_line,
+    process_gone,
     zombie_status,
 )
 from ollama_preloader.state.runner_facts import UNKNOWN, ExitStatus
@@ -70,3 +71,18 @@ def test_a_zombie_child_shows_how_it_ended() -> None:
     finally:
         child.kill()
         child.wait()
+
+
+def test_process_gone_once_killed_even_before_it_is_reaped() -> None:
+    """The wedge repair re-pins only after this: a zombie has exited, a running one has not."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        assert process_gone(proc.pid) is False
+        os.kill(proc.pid, signal.SIGKILL)
+        while zombie_status(proc.pid) is None:  # not reaped: it stays a zombie
+            os.sched_yield()
+        assert process_gone(proc.pid) is True
+    finally:
+        proc.kill()
+        proc.wait()
+    assert process_gone(proc.pid) is True
