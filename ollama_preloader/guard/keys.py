@@ -99,8 +99,8 @@ class ApiKeys:
         if identity == self._identity and trigger != "signal":
             return
         self._apply(identity, keys)
-        level = log.warning if not keys else log.info
-        level(
+        # A warning when it now refuses everyone (the docs' event table reads the name here).
+        getattr(log, "info" if keys else "warning")(
             "guard.keys.reloaded",
             msg=f"Guard API keys re-read from {self.path}: {len(keys)} key(s)"
             + ("; every client is refused until a key is added" if not keys else ""),
