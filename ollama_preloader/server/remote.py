@@ -153,6 +153,7 @@ class RemoteServer:
         ready = [m for m in board.models if m.state in READY_STATES]
         lost = not loaded and len(ready) >= 2 and not self._seen_away
         if lost:
+            self.leftovers.look_now()  # the serve that went may have left its runners
             log.warning(
                 "server.models_lost",
                 msg=f"All {len(ready)} loaded models left /api/ps at once (Ollama restarted, "

@@ -299,6 +299,7 @@ def test_watch_reports_leftover_runners_and_never_stops_them(launcher: Launcher)
         assert "ollama_preloader_leftover_runners 1.0" in metrics.splitlines()
 
         fake.kill()  # its llama3.2 runner is left behind in turn
+        run.wait_event("server.lost")  # seen away, so its return is a return
         fake.start()
         again = run.wait_event("server.stale_runner", pid=own)
         assert again["action"] == "report"
