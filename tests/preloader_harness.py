@@ -311,3 +311,20 @@ TAKE_TERMINAL = (
     "import fcntl, os, signal, sys, termios; fcntl.ioctl(0, termios.TIOCSCTTY, 0); "
     "signal.signal(signal.SIGHUP, signal.SIG_DFL); os.execvp(sys.argv[1], sys.argv[1:])"
 )
+
+# `python -c CRASH_IN_LOOP run`: the real CLI in a process whose reconcile loop raises an
+# unexpected exception once every model is pinned. The bug is put in from outside the product
+# (no test hook in it), for the tests that a crash stops `ollama serve` and its runners.
+CRASH_IN_LOOP = """
+import sys
+from ollama_preloader.entry import main
+from ollama_preloader.reconcile.supervisor import Supervisor
+cycle = Supervisor._cycle
+async def crashing_cycle(self):
+    await cycle(self)
+    if self.board.ready:
+        raise RuntimeError("an internal error, injected by the test")
+Supervisor._cycle = crashing_cycle
+sys.argv[0] = "ollama-preloader"
+main()
+"""

@@ -17,7 +17,13 @@ from ollama_preloader.config.models_file import ENV_MODELS_FILE, load_models_fil
 from ollama_preloader.config.modelspec import ENV_MODELS, ModelSpec, SpecError, parse_model_list
 from ollama_preloader.config.profiles import PROFILE_ALIASES, Profile, Quantization
 from ollama_preloader.errors import ConfigError
-from ollama_preloader.observe.healthcheck import DEFAULT_HOST, DEFAULT_PORT, parse_health_port
+from ollama_preloader.observe.healthcheck import (
+    DEFAULT_HOST,
+    DEFAULT_PORT,
+    EnvFileError,
+    parse_health_port,
+    read_env_file,
+)
 from ollama_preloader.ollama.host import InvalidHost, OllamaHost, parse_ollama_host
 
 PullPolicy = Literal["if-missing", "always", "never"]
@@ -185,6 +191,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="PRELOADER_",
         env_file=".env",
+        env_file_encoding="utf-8-sig",  # as read_dotenv reads it (which checks it first)
         extra="ignore",
         frozen=True,
     )
@@ -409,11 +416,12 @@ def check_ca_file(environ: Mapping[str, str]) -> None:
 
 def read_dotenv(path: Path | None) -> dict[str, str]:
     """Variables from a `.env` file, if there is one (docker compose reads the same file)."""
-    if path is None or not path.is_file():
+    if path is None:
         return {}
-    from dotenv import dotenv_values
-
-    return {k: v for k, v in dotenv_values(path).items() if v is not None}
+    try:
+        return read_env_file(path)
+    except EnvFileError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def server_environment(

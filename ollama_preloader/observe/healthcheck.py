@@ -89,13 +89,41 @@ class Address:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
 
-def _dotenv(path: str | os.PathLike[str]) -> dict[str, str]:
+class EnvFileError(ValueError):
+    """A `.env` file that exists but cannot be read as text: the message names it."""
+
+
+def read_env_file(path: str | os.PathLike[str]) -> dict[str, str]:
+    """The variables of a `.env` file ({} when there is none). Here, at the bottom, because
+    `health` needs it before anything else; settings.py reads the file through it too."""
     if not os.path.isfile(path):
         return {}
+    name = os.fspath(path)
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except OSError as exc:
+        raise EnvFileError(
+            f"{name}: cannot be read ({exc.strerror or exc}); make it readable by this user, "
+            "or name another file with --env-file (PRELOADER_ENV_FILE)"
+        ) from None
+    try:
+        # utf-8-sig: an editor's byte-order mark is not part of the first variable's name.
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        # python-dotenv would end the command in a traceback (at start, or on SIGHUP).
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise EnvFileError(
+            f"{name}, line {line}: not UTF-8 text (byte 0x{data[exc.start]:02x}); save the "
+            "file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)"
+        ) from None
     # Only when there is a file: python-dotenv is small, but the common case needs none of it.
+    import io
+
     from dotenv import dotenv_values
 
-    return {k: v for k, v in dotenv_values(path).items() if v is not None}
+    values = dotenv_values(stream=io.StringIO(text))
+    return {k: v for k, v in values.items() if v is not None}
 
 
 def resolve_address(
@@ -106,7 +134,10 @@ def resolve_address(
     path = env_file or env.get(ENV_FILE_VAR) or ".env"
     values: Mapping[str, str] = env
     if PORT_VAR not in env or HOST_VAR not in env:
-        values = {**_dotenv(path), **env}
+        try:
+            values = {**read_env_file(path), **env}
+        except EnvFileError as exc:
+            raise HealthConfigError(str(exc)) from None
     raw_port = values.get(PORT_VAR)
     port: int | None = DEFAULT_PORT
     if raw_port is not None:

@@ -48,6 +48,13 @@ class BoardCollector(Collector):
         )
         restarts.add_metric([], board.server_restarts)
         yield restarts
+        leftovers = GaugeMetricFamily(
+            f"{PREFIX}_leftover_runners",
+            "`watch` on this host: llama-server processes of the store that no live "
+            "`ollama serve` owns (left by an earlier serve; reported, never stopped).",
+        )
+        leftovers.add_metric([], len(board.leftover_runners))
+        yield leftovers
 
         ready = GaugeMetricFamily(
             f"{PREFIX}_ready", "1 when every declared model is pinned (what /readyz says)."

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -78,9 +77,6 @@ class Supervisor:
         self._ready = asyncio.Event()  # the server answers: the reconcile loop may run
         self._fatal: PreloaderError | None = None
         self._signals = 0
-        # Testing only (README, Testing): an internal error in the loop once all are pinned,
-        # for the tests that check a crash leaves no `ollama serve` or runner behind.
-        self._test_crash = os.environ.get("PRELOADER_TEST_CRASH") == "loop"
         self._hung_up = False  # the terminal went away: a stop, exit 128+SIGHUP
         self._had_terminal = False
         self._nohup = False
@@ -339,8 +335,6 @@ class Supervisor:
         tags = await self.observer.read_tags()  # None unless the store may have changed
         loaded = await self.observer.read_ps()
         self._observe(loaded)
-        if self._test_crash and self.board.ready:
-            raise RuntimeError("PRELOADER_TEST_CRASH=loop: an internal error, injected")
         if tags is not None:
             await self.observer.check_resources(tags, loaded)
         actions = plan(

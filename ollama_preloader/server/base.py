@@ -20,13 +20,17 @@ if TYPE_CHECKING:
 
 
 class Link(Protocol):
-    """What a server may use of the supervisor: the API client, the stop event, three reports."""
+    """What a server may use of the supervisor: the API client, the stop event, the board (what a
+    server finds of its own, e.g. leftover runners), and reports."""
 
     @property
     def api(self) -> OllamaAPI: ...
 
     @property
     def stopping(self) -> asyncio.Event: ...
+
+    @property
+    def board(self) -> Board: ...
 
     def server_lost(self) -> None:
         """The server stopped answering: pause the reconcile loop until it is ready again."""

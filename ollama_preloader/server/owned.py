@@ -72,9 +72,7 @@ class OwnedServer:
             env = self.environment
             home = env.get("HOME", "~")
             store = env.get("OLLAMA_MODELS") or os.path.join(home, ".ollama", "models")
-            await asyncio.to_thread(
-                handle_stale, Path(store), self.settings.stale_runners, may_stop=True
-            )
+            await asyncio.to_thread(handle_stale, Path(store), self.settings.stale_runners)
         process = OllamaServer(
             self.settings.ollama_command,
             self.environment,

@@ -18,6 +18,7 @@ from ollama_preloader.errors import ConfigError
 from ollama_preloader.observe.logs import get_logger
 from ollama_preloader.server.process import force_exit
 from ollama_preloader.server.runners import NoRunners
+from ollama_preloader.server.stale import LeftoverWatch
 from ollama_preloader.state.backoff import backoff_seconds
 from ollama_preloader.state.board import READY_STATES
 
@@ -96,6 +97,7 @@ class RemoteServer:
         self._up = False  # it answered since it was last lost
         self._seen_away = False  # a probe saw the server go away; its return says so already
         self._suspect = asyncio.Event()  # /api/ps went unanswered: is the server still there?
+        self.leftovers = LeftoverWatch(settings.watch_interval)
 
     async def start(self, link: Link, *, first: bool = True) -> None:
         """Nothing to start: wait until the server answers (health endpoints already do)."""
@@ -111,6 +113,7 @@ class RemoteServer:
             return
         if not first:
             link.server_restarted()  # here: times it came back after going away
+            self.leftovers.look_now()  # a serve that died may have left its runners
         self._suspect.clear()  # an unanswered /api/ps from before it came back says nothing
         await link.server_ready(waited, first=first)
         self._up = True
@@ -128,7 +131,10 @@ class RemoteServer:
         return False
 
     async def watch_runners(self, link: Link) -> None:
-        """Nothing to watch: a dead runner there is found by the periodic refresh."""
+        """A dead runner there is found by the periodic refresh. On this host, runners of its
+        store that no live serve owns are reported (never stopped: they are not ours)."""
+        if self.memory_is_local:
+            await self.leftovers.run(link)
 
     def liveness(self) -> str | None:
         """Live while the server it watches answers."""
@@ -147,6 +153,7 @@ class RemoteServer:
         ready = [m for m in board.models if m.state in READY_STATES]
         lost = not loaded and len(ready) >= 2 and not self._seen_away
         if lost:
+            self.leftovers.look_now()  # the serve that went may have left its runners
             log.warning(
                 "server.models_lost",
                 msg=f"All {len(ready)} loaded models left /api/ps at once (Ollama restarted, "

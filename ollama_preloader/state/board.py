@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from ollama_preloader.ollama.api import LoadedModel
-    from ollama_preloader.state.runner_facts import RunnerExit
+    from ollama_preloader.state.runner_facts import LeftoverRunner, RunnerExit
 
 
 @dataclass(frozen=True)
@@ -308,6 +308,8 @@ class Board:
     # The last live reload that failed (file gone, a bad line), until a good version arrives:
     # the set in force stays, and /status says why the edit did not apply.
     config_error: str | None = None
+    # `watch` on this host: runners of the store that no live `ollama serve` owns (reported only).
+    leftover_runners: list[LeftoverRunner] = field(default_factory=list)
     # Update checks and applied updates by result, for /metrics.
     update_checks: dict[str, int] = field(default_factory=dict)
     update_results: dict[str, int] = field(default_factory=dict)
@@ -383,6 +385,7 @@ class Board:
             if self.all_pinned_after is None
             else round(self.all_pinned_after, 3),
             "config_error": self.config_error,
+            "leftover_runners": [r.as_dict() for r in self.leftover_runners],
             "declared": len(self.models),
             "pinned": pinned,
             "models": [m.as_dict(now) for m in self.models],

@@ -1,11 +1,12 @@
-"""What is known of a runner process (pid, model file, context) and how one ended: facts that
-server/runners.py finds and the board keeps per model, so they live below both."""
+"""What is known of a runner process (pid, model file, context), how one ended, and one that no
+`ollama serve` owns: facts that server/ finds and the board keeps, so they live below both."""
 
 from __future__ import annotations
 
 import os
 import signal
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -53,3 +54,15 @@ class RunnerExit:
     runner: RunnerInfo
     status: ExitStatus | None  # None: not seen yet (Ollama logs it at the next request)
     at: float  # monotonic
+
+
+@dataclass(frozen=True)
+class LeftoverRunner:
+    """A `llama-server` of the store whose `ollama serve` is gone (an earlier run's)."""
+
+    pid: int
+    blob: str
+    memory: int | None  # resident bytes
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"pid": self.pid, "model": self.blob, "memory": self.memory}

@@ -50,11 +50,7 @@ class RunnerLaunch:
         model = req.model
         parallel = 1 if model.is_embedding else max(1, s.num_parallel)
         need = int(rt.get("vram", model.size))
-        argv = [
-            sys.executable,
-            "-c",
-            "import time; time.sleep(10**9)",
-            "fake-llama-server",
+        args = [
             "--model",
             str(model.model_path),
             "--ctx-size",
@@ -65,10 +61,14 @@ class RunnerLaunch:
             "0",
         ]
         if model.is_embedding:
-            argv.append("--embedding")
+            args.append("--embedding")
+        # A Python that sleeps, named `llama-server` in /proc/<pid>/cmdline (argv[0]) with the
+        # real one's flags after its script: what the supervisor's leftover search looks for.
+        argv = ["llama-server", "-c", "import time; time.sleep(10**9)", *args]
         # Same process group as `ollama serve` (no new session), like the real server (§7.5).
         proc = subprocess.Popen(
             argv,
+            executable=sys.executable,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -80,7 +80,10 @@ class RunnerLaunch:
                 kill_process(proc)
                 return "error", SchedError(500, "server shutting down")
         self.log.slog_info(
-            "llama_server.go:433", "starting llama-server", cmd=" ".join(argv[3:]), pid=proc.pid
+            "llama_server.go:433",
+            "starting llama-server",
+            cmd=" ".join(["fake-llama-server", *args]),
+            pid=proc.pid,
         )
         fail = self.faults.take("load_fail", model.display, model=True)
         oom = self.faults.take("load_oom", model.display, model=True) is not None or (

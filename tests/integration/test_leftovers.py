@@ -14,8 +14,10 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from fake_catalogs import write_catalog
+from fake_catalogs import SMALL, write_catalog
+from fake_ollama.harness import FakeOllama, pid_alive, start_fake
 from preloader_harness import (
+    CRASH_IN_LOOP,
     TAKE_TERMINAL,
     WAIT,
     Launcher,
@@ -172,18 +174,144 @@ def test_a_sigkilled_supervisor_takes_ollama_with_it(launcher: Launcher) -> None
 
 
 def test_an_internal_error_stops_the_group_and_exits_1(launcher: Launcher) -> None:
-    """An exception in the loop (PRELOADER_TEST_CRASH=loop): supervisor.crashed, the group
-    stopped, exit 1."""
+    """An unexpected exception in the loop once all is pinned (CRASH_IN_LOOP): supervisor.crashed,
+    the group stopped, exit 1."""
     env = launcher.env(
         FAKE_OLLAMA_CATALOG=write_catalog(launcher.tmp / "catalog.json"),
         OLLAMA_PRELOAD_MODELS="llama3.2",
-        PRELOADER_TEST_CRASH="loop",
     )
-    run = launcher.start(env=env)
+    run = launcher.start(env=env, command=[sys.executable, "-c", CRASH_IN_LOOP])
     serve_pid = run.wait_event("server.started")["pid"]
     assert run.wait_exit() == 1
     crashed = run.events("supervisor.crashed")
     assert len(crashed) == 1
-    assert "PRELOADER_TEST_CRASH" in crashed[0]["msg"]
+    assert "injected by the test" in crashed[0]["msg"]
     assert run.events("server.stopped")
     assert processes_in_group(serve_pid) == []
+
+
+def _serve_with_runner(workdir: Path, store: Path, model: str) -> tuple[FakeOllama, int]:
+    """A fake `ollama serve` of its own on `store` with `model` loaded: (serve, runner pid)."""
+    serve = start_fake(workdir, catalog=SMALL, present=[model], models_dir=store)
+    try:
+        path = "/api/embed" if "embed" in model else "/api/generate"
+        body: dict[str, Any] = {"model": model, "keep_alive": -1}
+        if path == "/api/embed":
+            body["input"] = ""
+        code, answer = serve.request("POST", path, body)
+        assert code == 200, answer
+        (runner,) = serve.runner_pids()
+    except BaseException:
+        serve.cleanup()
+        raise
+    return serve, runner
+
+
+def _leftover(workdir: Path, store: Path, model: str) -> tuple[FakeOllama, int]:
+    """A runner of `store` whose serve was SIGKILLed (it keeps running, re-parented)."""
+    serve, runner = _serve_with_runner(workdir, store, model)
+    serve.kill()
+    assert pid_alive(runner)
+    return serve, runner
+
+
+def _blob(pid: int) -> str:
+    argv = Path(f"/proc/{pid}/cmdline").read_text().split("\0")
+    return Path(argv[argv.index("--model") + 1]).name
+
+
+def test_run_leaves_a_live_serves_runner_of_the_same_store_alone(launcher: Launcher) -> None:
+    """Another `ollama serve`, alive, on the same OLLAMA_MODELS with a model loaded: `run`
+    reports no stale runner, and that runner is alive and serving after `run` has stopped."""
+    store = launcher.tmp / "models"
+    other, theirs = _serve_with_runner(launcher.tmp / "other", store, "llama3.2")
+    try:
+        run = launcher.start(
+            env=launcher.env(
+                FAKE_OLLAMA_CATALOG=write_catalog(launcher.tmp / "catalog.json"),
+                OLLAMA_PRELOAD_MODELS="llama3.2",
+                OLLAMA_MODELS=str(store),
+            )
+        )
+        run.wait_all_pinned()
+        assert run.stop() == 0
+        assert run.events("server.stale_runner") == []
+        assert pid_alive(theirs)
+        assert other.runner_pids() == [theirs]
+        code, answer = other.request(
+            "POST", "/api/generate", {"model": "llama3.2", "prompt": "hi", "stream": False}
+        )
+        assert (code, answer["done"]) == (200, True)
+        assert len(other.events("load")) == 1  # served by the same runner, never reloaded
+    finally:
+        other.cleanup()
+
+
+def test_run_stops_only_the_leftovers_of_its_own_store(launcher: Launcher) -> None:
+    """Two runners whose serve was SIGKILLed, one on this OLLAMA_MODELS, one on another: `run`
+    reports and stops the first (server.stale_runner, action stop); the other store's stays."""
+    store = launcher.tmp / "models"
+    ours, mine = _leftover(launcher.tmp / "ours", store, "llama3.2")
+    theirs, foreign = _leftover(launcher.tmp / "theirs", launcher.tmp / "elsewhere", "llama3.2")
+    try:
+        run = launcher.start(
+            env=launcher.env(
+                FAKE_OLLAMA_CATALOG=write_catalog(launcher.tmp / "catalog.json"),
+                OLLAMA_PRELOAD_MODELS="llama3.2",
+                OLLAMA_MODELS=str(store),
+            )
+        )
+        stale = run.wait_event("server.stale_runner")
+        assert (stale["pid"], stale["action"], stale["model"]) == (mine, "stop", _blob(foreign))
+        run.wait_all_pinned()
+        assert not pid_alive(mine)
+        assert pid_alive(foreign)
+        assert run.stop() == 0
+        assert [e["pid"] for e in run.events("server.stale_runner")] == [mine]
+        assert pid_alive(foreign)
+    finally:
+        ours.cleanup()
+        theirs.cleanup()
+
+
+def test_watch_reports_leftover_runners_and_never_stops_them(launcher: Launcher) -> None:
+    """`watch` of a serve on this host whose store holds a runner of a SIGKILLed earlier serve:
+    one server.stale_runner (action report) with its pid and model, /status and /metrics list
+    it, the live serve's own runner is not reported; when the watched serve is SIGKILLed and
+    started again, the runner it left is reported too. Nothing is stopped."""
+    store = launcher.tmp / "store"
+    first, left = _leftover(launcher.tmp / "first", store, "nomic-embed-text")
+    fake = start_fake(launcher.tmp / "fake", catalog=SMALL, present=["llama3.2"], models_dir=store)
+    own = None
+    try:
+        env = launcher.env(OLLAMA_HOST=fake.host, OLLAMA_PRELOAD_MODELS="llama3.2")
+        run = launcher.start(("watch",), env=env)
+        run.wait_all_pinned()
+        stale = run.wait_event("server.stale_runner")
+        assert (stale["pid"], stale["model"], stale["action"]) == (left, _blob(left), "report")
+        assert stale["memory"] > 0
+        (own,) = fake.runner_pids()
+        leftovers = run.wait_for(
+            lambda: run.health_json("/status")[1]["leftover_runners"], "leftovers in /status"
+        )
+        assert [(r["pid"], r["model"]) for r in leftovers] == [(left, _blob(left))]
+        metrics = run.health_get("/metrics")[1]
+        assert "ollama_preloader_leftover_runners 1.0" in metrics.splitlines()
+
+        fake.kill()  # its llama3.2 runner is left behind in turn
+        run.wait_event("server.lost")  # seen away, so its return is a return
+        fake.start()
+        again = run.wait_event("server.stale_runner", pid=own)
+        assert again["action"] == "report"
+        run.wait_for(fake.runner_pids, "llama3.2 loaded on the new serve")
+        assert run.stop() == 0
+        assert pid_alive(left)
+        assert pid_alive(own)
+        assert sorted(e["pid"] for e in run.events("server.stale_runner")) == sorted([left, own])
+        assert not [e for e in run.events("server.stale_runner") if e["action"] != "report"]
+    finally:
+        fake.cleanup()
+        first.cleanup()
+        if own is not None:  # in the group of the serve that was killed, not the new one's
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(own, signal.SIGKILL)

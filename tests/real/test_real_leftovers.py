@@ -14,8 +14,8 @@ import time
 import urllib.request
 from typing import Any
 
-from preloader_harness import TAKE_TERMINAL, WAIT, Run, preloader_command
-from real_harness import RealLauncher
+from preloader_harness import CRASH_IN_LOOP, TAKE_TERMINAL, WAIT, Run, preloader_command
+from real_harness import RealLauncher, RealServe
 
 
 def nothing_left(real: RealLauncher, within: float = 5.0) -> list[int]:
@@ -41,9 +41,13 @@ def test_sigkilled_supervisor_leaves_nothing(real: RealLauncher) -> None:
 
 
 def test_internal_error_leaves_nothing(real: RealLauncher) -> None:
-    """An injected internal error in the loop: exit 1, serve and its runner stopped."""
+    """An unexpected exception in the loop (CRASH_IN_LOOP): exit 1, serve and its runner
+    stopped."""
     real.seed_store("tiny-chat")
-    run = real.start(OLLAMA_PRELOAD_MODELS=real.name("tiny-chat"), PRELOADER_TEST_CRASH="loop")
+    run = real.start(
+        command=[sys.executable, "-c", CRASH_IN_LOOP],
+        OLLAMA_PRELOAD_MODELS=real.name("tiny-chat"),
+    )
     assert run.wait_exit() == 1
     assert run.events("supervisor.crashed")
     assert nothing_left(real) == []
@@ -152,3 +156,68 @@ def test_stale_runner_of_a_sigkilled_serve_is_stopped_at_start(real: RealLaunche
     assert len(real.runners()) == 1
     assert run.stop() == 0
     assert nothing_left(real) == []
+
+
+def _load(serve: RealServe, model: str) -> None:
+    req = urllib.request.Request(
+        serve.base_url + "/api/generate",
+        data=json.dumps({"model": model, "keep_alive": -1}).encode(),
+        method="POST",
+    )
+    with urllib.request.urlopen(req, timeout=WAIT) as resp:
+        resp.read()
+
+
+def test_run_leaves_a_live_serves_runner_of_the_same_store_alone(real: RealLauncher) -> None:
+    """Another real `ollama serve` on the same store with tiny-chat loaded: `run` reports no
+    stale runner; after it stopped, that runner is still there and still answers."""
+    real.seed_store("tiny-chat")
+    chat = real.name("tiny-chat")
+    other = real.serve(OLLAMA_MODELS=str(real.store))
+    _load(other, chat)
+    (theirs,) = real.runners()
+    run = real.start(OLLAMA_PRELOAD_MODELS=chat, OLLAMA_MODELS=str(real.store))
+    run.wait_all_pinned()
+    assert len(real.runners()) == 2
+    assert run.stop() == 0
+    assert run.events("server.stale_runner") == []
+    assert real.runners() == [theirs]
+    req = urllib.request.Request(
+        other.base_url + "/api/generate",
+        data=json.dumps({"model": chat, "prompt": "hi", "stream": False}).encode(),
+        method="POST",
+    )
+    with urllib.request.urlopen(req, timeout=WAIT) as resp:
+        assert json.loads(resp.read())["done"] is True
+    assert real.runners() == [theirs]  # served by that runner, not a new one
+
+
+def test_watch_reports_a_leftover_runner_and_leaves_it(real: RealLauncher) -> None:
+    """A serve SIGKILLed with tiny-chat loaded leaves its llama-server; `watch` of the next
+    serve on that store reports it once (server.stale_runner, action report, with its memory)
+    and lists it in /status, but never stops it; the live serve's runner is not reported."""
+    real.seed_store("tiny-chat")
+    chat = real.name("tiny-chat")
+    first = real.serve(OLLAMA_MODELS=str(real.store))
+    _load(first, chat)
+    (left,) = real.runners()
+    first.stop(signal.SIGKILL)
+    server = real.serve(OLLAMA_MODELS=str(real.store))
+    env = real.env(OLLAMA_HOST=server.env["OLLAMA_HOST"], OLLAMA_PRELOAD_MODELS=chat)
+    assert real.kit is not None
+    env["PATH"] = os.pathsep.join(
+        p for p in env["PATH"].split(os.pathsep) if p != str(real.kit.bin_dir)
+    )
+    run = real.start(("watch",), env=env)
+    run.wait_all_pinned()
+    stale = run.wait_event("server.stale_runner")
+    assert (stale["pid"], stale["action"]) == (left, "report")
+    assert stale["memory"] > 0
+    leftovers = run.wait_for(
+        lambda: run.health_json("/status")[1]["leftover_runners"], "leftovers in /status"
+    )
+    assert [r["pid"] for r in leftovers] == [left]
+    assert len(real.runners()) == 2  # the leftover and the live serve's own
+    assert run.stop() == 0
+    assert left in real.runners()
+    assert [e["pid"] for e in run.events("server.stale_runner")] == [left]
