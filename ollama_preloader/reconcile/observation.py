@@ -237,7 +237,7 @@ class Observer:
                 continue
             if status.undeclared_watch is not None:
                 self._follow_undeclared(status, loaded, mono)
-            if status.state in (State.PULLING, State.LOADING) or status.swapping:
+            if status.state in (State.QUEUED, State.PULLING, State.LOADING) or status.swapping:
                 continue
             if status.state == State.WEDGED:
                 # Listed, yet not serving: the probe owns it. Gone and not being re-pinned

@@ -248,7 +248,8 @@ class PullQueue:
             if background:
                 self._background.add(status.key)
             else:
-                status.state = State.PULLING
+                # `pulling` only once its pull starts (pull_model): one runs at a time.
+                status.state = State.QUEUED
             await self._pulls.put((status.spec.priority, status.key))
 
     def forget(self, keys: set[str]) -> None:
@@ -266,7 +267,7 @@ class PullQueue:
             background = key in self._background
             self._background.discard(key)
             # Off the Board (a live reload removed it), or queued twice and pulled already.
-            if status is None or (status.state != State.PULLING and not background):
+            if status is None or (status.state != State.QUEUED and not background):
                 self._queued.discard(key)
                 continue
             # Its own task, awaited at once, only so that `forget` can cancel this one pull

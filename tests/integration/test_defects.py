@@ -66,3 +66,29 @@ def test_a_model_left_out_for_capacity_is_pulled(launcher: Launcher) -> None:
     model = states(run)["qwen2.5-coder:1.5b-base"]
     assert model["reason"].startswith("capacity: OLLAMA_MAX_LOADED_MODELS=2")
     assert {m["name"] for m in run.ps()} == {"llama3.2:latest", "all-minilm:latest"}
+
+
+def test_a_pull_behind_another_reads_queued_until_it_starts(launcher: Launcher) -> None:
+    """Issue 26 (small): one pull runs at a time; the model behind it reads `queued` in
+    `status --json`, the table and /status, and `pulling` only once its own pull starts."""
+    catalog = dict(SMALL)
+    catalog["devstral:latest"] = {**SMALL["devstral:latest"], "pull_seconds": 3.0}
+    path = write_catalog(launcher.tmp / "catalog.json", catalog)
+    env = launcher.env(
+        FAKE_OLLAMA_CATALOG=path,
+        OLLAMA_PRELOAD_MODELS="devstral,qwen2.5-coder:1.5b-base",
+        FAKE_OLLAMA_PRESENT="",
+    )
+    run = launcher.start(env=env)
+    run.wait_event("model.pull.start", model="devstral:latest")
+    models = states(run)
+    assert models["devstral:latest"]["state"] == "pulling"
+    assert models["qwen2.5-coder:1.5b-base"]["state"] == "queued"
+    _, body = run.health_json("/status")
+    assert {m["name"]: m["state"] for m in body["models"]}["qwen2.5-coder:1.5b-base"] == "queued"
+    table = run.cli("status").stdout
+    row = next(line for line in table.splitlines() if line.startswith("qwen2.5-coder"))
+    assert row.split()[2] == "queued"
+    run.wait_event("model.pull.start", model="qwen2.5-coder:1.5b-base")
+    assert run.count_events("model.pull.complete", model="devstral:latest") == 1
+    run.wait_all_pinned()
