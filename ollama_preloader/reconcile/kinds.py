@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ollama_preloader.errors import NotSupported
+from ollama_preloader.errors import NotSupported, OllamaAPIError
 from ollama_preloader.observe.logs import get_logger
 from ollama_preloader.ollama.api import OllamaAPI
 from ollama_preloader.ollama.kinds import ModelKind
@@ -70,3 +70,32 @@ async def send_load_detecting(
 
 def article(word: str) -> str:
     return "an" if word[:1] in "aeiou" else "a"
+
+
+async def refuted_kind(api: OllamaAPI, status: ModelStatus) -> str | None:
+    """For an entry with `kind=`, once loaded: the bad-input reason when /api/show says the
+    model is of the other kind, else None (also when it cannot tell: a server without
+    capabilities, or /api/show failing). Ollama loads any model for an empty /api/embed, so
+    kind=embedding on a completion model loads, and only real requests would fail later."""
+    spec = status.spec
+    if spec.kind is None:
+        return None
+    try:
+        details = await api.show(spec.name)
+    except OllamaAPIError:
+        return None
+    status.blob = status.blob or details.blob
+    if details.capabilities is None or details.kind == spec.kind:
+        return None
+    return wrong_kind_reason(status, details.kind)
+
+
+def wrong_kind_reason(status: ModelStatus, actual: ModelKind) -> str:
+    """Bad input, worded as such: the entry, what it says, what the model is, the fix."""
+    spec = status.spec
+    declared = spec.kind.value if spec.kind else "?"
+    return (
+        f"the entry {spec.entry!r} sets kind={declared}, but {spec.display} is "
+        f"{article(actual.value)} {actual.value} model; drop kind= from the entry or use "
+        f"kind={actual.value}"
+    )

@@ -18,6 +18,7 @@ from ollama_preloader.config.durations import format_seconds
 from ollama_preloader.config.settings import Settings
 from ollama_preloader.errors import (
     ModelNotFound,
+    NotSupported,
     OllamaAPIError,
     OllamaUnavailable,
     ServerBusy,
@@ -28,7 +29,12 @@ from ollama_preloader.ollama.api import LoadedModel, OllamaAPI
 from ollama_preloader.ollama.kinds import ModelKind
 from ollama_preloader.reconcile import capacity, evictions
 from ollama_preloader.reconcile.drift import adopts_context, note_loaded, watching_context
-from ollama_preloader.reconcile.kinds import detect_kind, send_load_detecting
+from ollama_preloader.reconcile.kinds import (
+    detect_kind,
+    refuted_kind,
+    send_load_detecting,
+    wrong_kind_reason,
+)
 from ollama_preloader.reconcile.plan import Action, ActionKind, find_loaded
 from ollama_preloader.reconcile.retry import fail
 from ollama_preloader.reconcile.runner_events import log_unpinned, mark_client_reload, report_exit
@@ -66,6 +72,7 @@ class Loader:
         self.board = board
         self.runners = runners or NoRunners()  # the server's runner processes, if visible
         self._exits_reported: set[int] = set()  # runner pids whose exit was logged
+        self._kinds_checked: set[tuple[str, ModelKind | None]] = set()  # kind= entries checked
         self._read_ps = read_ps  # /api/ps as the loop reads it (shared runners resolved)
         self._listed_before = listed_before  # keys listed at the read before the last one
         self._store_changed = store_changed  # the model is gone from disk: read /api/tags again
@@ -194,11 +201,19 @@ class Loader:
                 wait=round(delay, 2),
             )
             return
+        except NotSupported:
+            # kind=completion on an embedding model (a 400 for generate): bad input, no retry.
+            status.state = previous
+            self._wrong_kind(status, wrong_kind_reason(status, ModelKind.EMBEDDING))
+            return
         except OllamaAPIError as exc:
             status.state = previous
             await self._load_error(status, exc)
             return
         elapsed = time.monotonic() - started
+        if not refresh and (reason := await self._kind_refuted(status)):
+            self._wrong_kind(status, reason)
+            return
         now = time.monotonic()
         since, status.last_load_at = status.last_load_at, now
         status.reason, status.failures, status.retry_at = None, 0, 0.0
@@ -463,6 +478,23 @@ class Loader:
             kind=kind.value,
             seconds=round(elapsed, 3),
         )
+
+    async def _kind_refuted(self, status: ModelStatus) -> str | None:
+        """The first load of an entry with kind=: is the model of that kind? (kinds.py)"""
+        checked = (status.key, status.spec.kind)
+        if status.spec.kind is None or checked in self._kinds_checked:
+            return None
+        self._kinds_checked.add(checked)
+        reason = await refuted_kind(self.api, status)
+        if reason is not None:
+            with contextlib.suppress(OllamaAPIError):
+                await self.api.unload(status.spec.name)
+        return reason
+
+    def _wrong_kind(self, status: ModelStatus, reason: str) -> None:
+        """Bad input: failed until the entry changes (a live reload clears it)."""
+        self._kinds_checked.discard((status.key, status.spec.kind))
+        fail(status, reason, math.inf)
 
     def _load_failed(self, status: ModelStatus, reason: str) -> None:
         delay = backoff_seconds(

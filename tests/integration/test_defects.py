@@ -92,3 +92,37 @@ def test_a_pull_behind_another_reads_queued_until_it_starts(launcher: Launcher) 
     run.wait_event("model.pull.start", model="qwen2.5-coder:1.5b-base")
     assert run.count_events("model.pull.complete", model="devstral:latest") == 1
     run.wait_all_pinned()
+
+
+def test_a_kind_the_model_does_not_have_is_bad_input_not_retried(launcher: Launcher) -> None:
+    """Issue 26 (small), both ways: kind=completion on an embedding model (Ollama answers the
+    load with a 400) and kind=embedding on a completion model (the load answers 200, and
+    /api/show says otherwise): `failed` once with the entry and the fix, not loaded again."""
+    env = catalog_env(
+        launcher,
+        OLLAMA_PRELOAD_MODELS="all-minilm?kind=completion,llama3.2?kind=embedding,devstral",
+        FAKE_OLLAMA_PRESENT="llama3.2,all-minilm,devstral",
+        PRELOADER_RETRY_INITIAL="0.1s",
+        PRELOADER_RETRY_MAX="0.2s",
+    )
+    run = launcher.start(env=env)
+    embed = run.wait_event("model.failed", model="all-minilm:latest")
+    chat = run.wait_event("model.failed", model="llama3.2:latest")
+    assert embed["reason"] == (
+        "the entry 'all-minilm?kind=completion' sets kind=completion, "
+        "but all-minilm:latest is an embedding model; drop kind= from the entry or use "
+        "kind=embedding"
+    )
+    assert "llama3.2:latest is a completion model" in chat["reason"]
+    assert chat["reason"].endswith("drop kind= from the entry or use kind=completion")
+    assert embed["retry_in"] is None
+    assert chat["retry_in"] is None
+    assert "not retried" in embed["msg"]
+    run.wait_event("model.pinned", model="devstral:latest")
+    loads = run.count_requests("/api/generate") + run.count_requests("/api/embed")
+    models = states(run)
+    assert models["all-minilm:latest"]["state"] == "failed"
+    assert models["llama3.2:latest"]["state"] == "failed"
+    assert {m["name"] for m in run.ps()} == {"devstral:latest"}  # the wrong load was undone
+    assert run.count_events("model.failed") == 2
+    assert run.count_requests("/api/generate") + run.count_requests("/api/embed") == loads
