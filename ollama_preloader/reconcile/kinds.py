@@ -95,7 +95,7 @@ def wrong_kind_reason(status: ModelStatus, actual: ModelKind) -> str:
     spec = status.spec
     declared = spec.kind.value if spec.kind else "?"
     return (
-        f"the entry {spec.entry!r} sets kind={declared}, but {spec.display} is "
+        f"the entry {spec.entry!r} in {spec.source} sets kind={declared}, but {spec.display} is "
         f"{article(actual.value)} {actual.value} model; drop kind= from the entry or use "
         f"kind={actual.value}"
     )

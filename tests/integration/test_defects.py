@@ -109,7 +109,7 @@ def test_a_kind_the_model_does_not_have_is_bad_input_not_retried(launcher: Launc
     embed = run.wait_event("model.failed", model="all-minilm:latest")
     chat = run.wait_event("model.failed", model="llama3.2:latest")
     assert embed["reason"] == (
-        "the entry 'all-minilm?kind=completion' sets kind=completion, "
+        "the entry 'all-minilm?kind=completion' in OLLAMA_PRELOAD_MODELS sets kind=completion, "
         "but all-minilm:latest is an embedding model; drop kind= from the entry or use "
         "kind=embedding"
     )
@@ -126,3 +126,35 @@ def test_a_kind_the_model_does_not_have_is_bad_input_not_retried(launcher: Launc
     assert {m["name"] for m in run.ps()} == {"devstral:latest"}  # the wrong load was undone
     assert run.count_events("model.failed") == 2
     assert run.count_requests("/api/generate") + run.count_requests("/api/embed") == loads
+
+
+def test_messages_name_the_models_file_the_entry_came_from(launcher: Launcher) -> None:
+    """Issue 27 item 4: with the list in PRELOADER_MODELS_FILE, a reason names the file and the
+    entry's line, the capacity fix says to trim the file, and `pull` with a file that lists no
+    model says so, not "OLLAMA_PRELOAD_MODELS is empty"."""
+    models = launcher.tmp / "models.txt"
+    models.write_text("# chat first\nllama3.2\n\nall-minilm?kind=completion\ndevstral\n")
+    env = catalog_env(
+        launcher,
+        PRELOADER_MODELS_FILE=str(models),
+        FAKE_OLLAMA_PRESENT="llama3.2,all-minilm,devstral",
+        OLLAMA_MAX_LOADED_MODELS="2",
+    )
+    env.pop("OLLAMA_PRELOAD_MODELS", None)
+    run = launcher.start(env=env)
+    wrong = run.wait_event("model.failed", model="all-minilm:latest")
+    assert (
+        f"'all-minilm?kind=completion' in PRELOADER_MODELS_FILE={models} (line 4)"
+        in (wrong["reason"])
+    )
+    limit = run.wait_event("capacity.warning")
+    assert limit["msg"].endswith(f"or trim PRELOADER_MODELS_FILE={models}")
+    assert "OLLAMA_PRELOAD_MODELS" not in wrong["reason"] + limit["msg"]
+    assert run.stop() == 0
+
+    models.write_text("# nothing yet\n")
+    pulled = launcher.run_once(("pull",), env=env)
+    assert pulled.returncode == 0, pulled.stderr
+    assert f"No models declared (PRELOADER_MODELS_FILE={models} lists no model)" in (
+        pulled.stdout + pulled.stderr
+    )
