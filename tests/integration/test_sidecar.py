@@ -314,7 +314,9 @@ def test_unreachable_remote_host_is_reported_not_fatal(launcher: Launcher) -> No
 
 BAD_CONFIG = [
     ({"OLLAMA_PRELOAD_MODELS": ""}, "OLLAMA_PRELOAD_MODELS is empty"),
-    ({"OLLAMA_HOST": "ollama.com"}, "Ollama's cloud"),
+    ({"OLLAMA_HOST": "ollama.com"}, "OLLAMA_HOST='ollama.com' is Ollama's cloud"),
+    # Quoted as set (issue 27 item 4), not as the bare host it parses to.
+    ({"OLLAMA_HOST": "https://ollama.com"}, "OLLAMA_HOST='https://ollama.com' is Ollama's cloud"),
     ({"OLLAMA_HOST": "gpu-box:99999"}, "OLLAMA_HOST='gpu-box:99999': invalid port"),
     # Ollama itself fails on these (a lookup of '127.0.0.1:1:'; a random port for 0).
     ({"OLLAMA_HOST": "127.0.0.1:11434:"}, "OLLAMA_HOST='127.0.0.1:11434:': not a host:port"),

@@ -223,7 +223,9 @@ BAD_CONFIG = [
     ({"OLLAMA_HOST": "127.0.0.1:00"}, "OLLAMA_HOST='127.0.0.1:00': invalid port '00'"),
     ({"OLLAMA_HOST": "127.0.0.1:11434:"}, "OLLAMA_HOST='127.0.0.1:11434:': not a host:port"),
     ({"OLLAMA_HOST": "https://127.0.0.1:11434"}, "OLLAMA_HOST='https://127.0.0.1:11434': `run`"),
-    ({"OLLAMA_HOST": "127.0.0.1:11434/ollama"}, "OLLAMA_HOST='http://127.0.0.1:11434/ollama'"),
+    ({"OLLAMA_HOST": "127.0.0.1:11434/ollama"}, "OLLAMA_HOST='127.0.0.1:11434/ollama': `run`"),
+    # Quoted back as set (issue 27 item 4), not as parsed; the quotes a ConfigMap keeps trimmed.
+    ({"OLLAMA_HOST": '"https://gpu-box"'}, "OLLAMA_HOST='https://gpu-box': `run` starts"),
     ({"PRELOADER_WATCH_INTERVAL": "often"}, "PRELOADER_WATCH_INTERVAL='often'"),
     ({"PRELOADER_PULL_POLICY": "maybe"}, "PRELOADER_PULL_POLICY='maybe'"),
     ({"PRELOADER_ON_SERVER_EXIT": "panic"}, "PRELOADER_ON_SERVER_EXIT='panic'"),
