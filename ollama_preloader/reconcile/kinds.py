@@ -85,7 +85,8 @@ async def refuted_kind(api: OllamaAPI, status: ModelStatus) -> str | None:
     except OllamaAPIError:
         return None
     status.blob = status.blob or details.blob
-    if details.capabilities is None or details.kind == spec.kind:
+    # A model with both capabilities serves either kind: only a missing one is wrong.
+    if details.capabilities is None or spec.kind.value in details.capabilities:
         return None
     return wrong_kind_reason(status, details.kind)
 
