@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from ollama_preloader.config.models_file import empty_list
 from ollama_preloader.config.settings import Settings
 from ollama_preloader.errors import OllamaAPIError, ServerError
 from ollama_preloader.observe.logs import get_logger
@@ -96,7 +97,8 @@ class Baker:
         if not models:
             log.info(
                 "bake.plan",
-                msg="No models declared (OLLAMA_PRELOAD_MODELS is empty); nothing to pull",
+                msg=f"No models declared ({empty_list(self.settings.models_file)}); "
+                "nothing to pull",
                 models=0,
             )
             return self.result
@@ -179,7 +181,7 @@ class Baker:
         try:
             await pull_model(api, self.settings, status)
         except OllamaAPIError as exc:
-            self._failed(status, failure_reason(exc))
+            self._failed(status, failure_reason(exc, status.spec))
             return
         self.result.pulled.append(display)
 

@@ -11,19 +11,41 @@ read as one bad name. Duplicates collapse to the first, with a warning, as in th
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 
-from ollama_preloader.config.modelspec import ModelSpec, ParsedList, SpecError, parse_entry
+from ollama_preloader.config.modelspec import (
+    ENV_MODELS_FILE,
+    ModelSpec,
+    ParsedList,
+    SpecError,
+    parse_entry,
+)
 from ollama_preloader.errors import ConfigError
 
-ENV_MODELS_FILE = "PRELOADER_MODELS_FILE"
+__all__ = [
+    "ENV_MODELS_FILE",
+    "ModelsFileError",
+    "empty_list",
+    "entry_of",
+    "load_models_file",
+    "parse_models_file",
+    "read_models_file",
+]
 
 # The file is re-read every half second: a path pointing at something huge by mistake (a
 # model blob) must not be read whole each time. A real list is a few hundred bytes.
 MAX_BYTES = 1024 * 1024
 
 _COMMENT = re.compile(r"(?:^|\s)#.*$")
+
+
+def empty_list(models_file: Path | None) -> str:
+    """How to say that no model is declared, naming where the list was looked for."""
+    if models_file is None:
+        return "OLLAMA_PRELOAD_MODELS is empty"
+    return f"{ENV_MODELS_FILE}={models_file} lists no model"
 
 
 class ModelsFileError(ConfigError):
@@ -114,6 +136,7 @@ def parse_models_file(content: bytes, path: Path) -> ParsedList:
                 f"{kept.entry!r} (line {line}); keeping the first ({kept.display})"
             )
             continue
+        spec = dataclasses.replace(spec, file=str(path), line=number)  # for the messages
         declared[spec.key] = (spec, number)
         specs.append(spec)
     return ParsedList(tuple(specs), tuple(warnings))

@@ -10,6 +10,7 @@ from ollama_preloader.ollama.kinds import ModelKind
 from ollama_preloader.ollama.names import InvalidName, ModelName
 
 ENV_MODELS = "OLLAMA_PRELOAD_MODELS"
+ENV_MODELS_FILE = "PRELOADER_MODELS_FILE"
 
 
 # Runner options: the ones Ollama compares to decide a reload (api.Runner), so sending them is a
@@ -47,6 +48,22 @@ class ModelSpec:
     # a load option.
     insecure: bool = False
     entry: str = field(default="", compare=False)
+    # Where the entry was written: a models file and its line, or None for the variable. Only
+    # for messages, so that a fix names the place the user edits.
+    file: str | None = field(default=None, compare=False)
+    line: int | None = field(default=None, compare=False)
+
+    @property
+    def source(self) -> str:
+        """Where this entry is: `OLLAMA_PRELOAD_MODELS` or `PRELOADER_MODELS_FILE=path (line N)`."""
+        if self.file is None:
+            return ENV_MODELS
+        return f"{ENV_MODELS_FILE}={self.file} (line {self.line})"
+
+    @property
+    def list_source(self) -> str:
+        """Where the whole list is: `OLLAMA_PRELOAD_MODELS` or `PRELOADER_MODELS_FILE=path`."""
+        return ENV_MODELS if self.file is None else f"{ENV_MODELS_FILE}={self.file}"
 
     @property
     def display(self) -> str:

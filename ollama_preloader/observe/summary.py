@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from ollama_preloader.config.models_file import empty_list
 from ollama_preloader.errors import OllamaAPIError
 from ollama_preloader.observe.logs import get_logger
 from ollama_preloader.ollama.api import LocalModel, OllamaAPI
@@ -51,7 +52,7 @@ def log_plan(settings: Settings, board: Board, profile: ProfileResult) -> None:
     if not models:
         log.info(
             "preload.plan",
-            msg="No models to preload (OLLAMA_PRELOAD_MODELS is empty); supervising "
+            msg=f"No models to preload ({empty_list(settings.models_file)}); supervising "
             "ollama serve only",
             models=0,
         )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 DEFAULT_PORT = 11434
 _SCHEME_PORTS = {"http": 80, "https": 443}
@@ -21,6 +21,8 @@ class OllamaHost:
     host: str
     port: int
     path: str
+    # The value as set (quotes and spaces trimmed): what a message quotes back to the user.
+    given: str = field(default="", compare=False)
 
     @property
     def listen(self) -> str:
@@ -63,7 +65,7 @@ def parse_ollama_host(raw: str | None) -> OllamaHost:
     """
     value = (raw or "").strip().strip("\"'").strip()
     if value == "ollama.com":
-        return OllamaHost("https", "ollama.com", 443, "")
+        return OllamaHost("https", "ollama.com", 443, "", value)
     scheme, sep, rest = value.partition("://")
     if not sep:
         scheme, rest = "http", value
@@ -80,11 +82,11 @@ def parse_ollama_host(raw: str | None) -> OllamaHost:
             # '127.0.0.1:11434:' and the like: Ollama fails to look the whole string up as a name.
             raise InvalidHost("not a host:port (remove the stray colon)")
         host = stripped if stripped else "127.0.0.1"
-        return OllamaHost(scheme, host, default_port, path)
+        return OllamaHost(scheme, host, default_port, path, value)
     # Port 0 makes Ollama listen on a random port nobody can find, so it is refused too.
     if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
         raise InvalidHost(f"invalid port {port_text!r} (use a number from 1 to 65535)")
-    return OllamaHost(scheme, host, int(port_text), path)
+    return OllamaHost(scheme, host, int(port_text), path, value)
 
 
 def _is_ipv6(text: str) -> bool:

@@ -17,13 +17,18 @@ from dataclasses import dataclass
 
 from ollama_preloader.state.board import ModelStatus, State
 
-FIX = "raise OLLAMA_MAX_LOADED_MODELS, use smaller or quantised tags, or trim OLLAMA_PRELOAD_MODELS"
 THRASH_LOADS = 5  # reloads of one model ...
 THRASH_WINDOW = 600.0  # ... within this many seconds is a reload storm
 # A model that never fits costs a load attempt each time (and, on Ollama's OOM path, a reload of
 # every other model): 6 in the first hour, then the doubling's cap (4 an hour at 15 minutes).
 OOM_LOADS_PER_HOUR = 6
 HOUR = 3600.0
+
+
+def fix(models: Sequence[ModelStatus]) -> str:
+    """The fix every capacity message ends with, naming where the list is (variable or file)."""
+    where = models[0].spec.list_source if models else "OLLAMA_PRELOAD_MODELS"
+    return f"raise OLLAMA_MAX_LOADED_MODELS, use smaller or quantised tags, or trim {where}"
 
 
 def waits_for_room(status: ModelStatus, now: float) -> bool:
@@ -58,7 +63,8 @@ def limit_message(limit: int, fits: Sequence[ModelStatus], over: Sequence[ModelS
     left = ", ".join(m.spec.display for m in over)
     return (
         f"capacity: OLLAMA_MAX_LOADED_MODELS={limit} allows {limit} loaded models and "
-        f"{len(fits) + len(over)} are declared; keeping {kept}; not loading {left}; fix: {FIX}"
+        f"{len(fits) + len(over)} are declared; keeping {kept}; not loading {left}; "
+        f"fix: {fix(over)}"
     )
 
 
@@ -82,7 +88,7 @@ def judge_eviction(loaded: ModelStatus, evicted: Sequence[ModelStatus]) -> Verdi
     message = (
         f"capacity: loading {loaded.spec.display} evicted {names}; they cannot all be loaded "
         f"together, keeping {', '.join(m.spec.display for m in keep)} (earlier in the list); "
-        f"fix: {FIX}"
+        f"fix: {fix(evicted)}"
     )
     return Verdict(losers=losers, keep=keep, message=message)
 
@@ -100,7 +106,7 @@ def oom_message(
             note += "; it pushed out models earlier in the list, so it waits the full backoff"
     return (
         f"capacity: {loaded.spec.display} ran out of memory while loading and Ollama unloaded "
-        f"{names} ({error}){note}; fix: {FIX}"
+        f"{names} ({error}){note}; fix: {fix([loaded])}"
     )
 
 
@@ -165,7 +171,7 @@ def thrash_message(status: ModelStatus, by: Sequence[str]) -> str:
     return (
         f"capacity: {status.spec.display} was pushed out by other declared models (last by "
         f"{', '.join(by)}) and loaded back {THRASH_LOADS} times in {THRASH_WINDOW / 60:.0f} "
-        f"minutes; they cannot all be loaded together; fix: {FIX}"
+        f"minutes; they cannot all be loaded together; fix: {fix([status])}"
     )
 
 

@@ -1,9 +1,8 @@
-"""Loading one model: its kind, the load request, what the load evicted, give-way and warm-up.
+"""Loading one model: the load request, what the load evicted, give-way and warm-up.
 
-Kind detection asks /api/show once per model; a model the server refuses to `generate` is loaded
-as an embedding model. After each load /api/ps is read again: a declared model that vanished was
-evicted by it, and capacity.py decides which one gives way. Failures are retried with backoff
-(retry.py); a load that fails for capacity waits longer, or until room frees up.
+Its kind comes from kinds.py. After each load /api/ps is read again: a declared model that
+vanished was evicted by it, and capacity.py decides which one gives way. Failures are retried
+with backoff (retry.py); a load that fails for capacity waits longer, or until room frees up.
 """
 
 from __future__ import annotations
@@ -30,6 +29,12 @@ from ollama_preloader.ollama.api import LoadedModel, OllamaAPI
 from ollama_preloader.ollama.kinds import ModelKind
 from ollama_preloader.reconcile import capacity, evictions
 from ollama_preloader.reconcile.drift import adopts_context, note_loaded, watching_context
+from ollama_preloader.reconcile.kinds import (
+    detect_kind,
+    refuted_kind,
+    send_load_detecting,
+    wrong_kind_reason,
+)
 from ollama_preloader.reconcile.plan import Action, ActionKind, find_loaded
 from ollama_preloader.reconcile.retry import fail
 from ollama_preloader.reconcile.runner_events import log_unpinned, mark_client_reload, report_exit
@@ -67,54 +72,10 @@ class Loader:
         self.board = board
         self.runners = runners or NoRunners()  # the server's runner processes, if visible
         self._exits_reported: set[int] = set()  # runner pids whose exit was logged
+        self._kinds_checked: set[tuple[str, ModelKind | None]] = set()  # kind= entries checked
         self._read_ps = read_ps  # /api/ps as the loop reads it (shared runners resolved)
         self._listed_before = listed_before  # keys listed at the read before the last one
         self._store_changed = store_changed  # the model is gone from disk: read /api/tags again
-
-    async def _detect_kind(self, status: ModelStatus) -> ModelKind:
-        if status.kind is not None:
-            return status.kind
-        details = await self.api.show(status.spec.name)
-        status.kind, status.blob = details.kind, details.blob
-        status.trained_context = details.context_length
-        log.info(
-            "model.kind",
-            msg=f"{status.spec.display} is {_article(status.kind.value)} {status.kind.value} model",
-            model=status.spec.display,
-            kind=status.kind.value,
-            source="capabilities" if details.capabilities is not None else "pooling_type",
-        )
-        return status.kind
-
-    async def _send_load(
-        self, status: ModelStatus, kind: ModelKind, options: dict[str, Any]
-    ) -> None:
-        spec = status.spec
-        if kind == ModelKind.EMBEDDING:
-            await self.api.load_embedding(spec.name, spec.keep_alive_value, options)
-        else:
-            await self.api.load_completion(spec.name, spec.keep_alive_value, options)
-
-    async def _send_load_detecting(
-        self, status: ModelStatus, kind: ModelKind, options: dict[str, Any]
-    ) -> ModelKind:
-        spec = status.spec
-        try:
-            await self._send_load(status, kind, options)
-        except NotSupported:
-            if spec.kind is not None or kind == ModelKind.EMBEDDING:
-                raise
-            # The server refused generate: it is an embedding model after all.
-            status.kind = kind = ModelKind.EMBEDDING
-            log.info(
-                "model.kind",
-                msg=f"{spec.display} does not support generate; loading it as an embedding model",
-                model=spec.display,
-                kind=kind.value,
-                source="generate refused",
-            )
-            await self._send_load(status, kind, options)
-        return kind
 
     async def _request(
         self,
@@ -130,7 +91,7 @@ class Loader:
             watching_context(
                 self.api,
                 status,
-                self._send_load_detecting(status, kind, options),
+                send_load_detecting(self.api, status, kind, options),
                 self.settings.watch_interval,
             )
         )
@@ -174,7 +135,7 @@ class Loader:
         previous = status.state
         refresh = action.kind == ActionKind.REFRESH
         try:
-            kind = await self._detect_kind(status)
+            kind = await detect_kind(self.api, status)
         except ModelNotFound:
             status.present = False
             self._store_changed()
@@ -240,11 +201,19 @@ class Loader:
                 wait=round(delay, 2),
             )
             return
+        except NotSupported:
+            # kind=completion on an embedding model (a 400 for generate): bad input, no retry.
+            status.state = previous
+            self._wrong_kind(status, wrong_kind_reason(status, ModelKind.EMBEDDING))
+            return
         except OllamaAPIError as exc:
             status.state = previous
             await self._load_error(status, exc)
             return
         elapsed = time.monotonic() - started
+        if not refresh and (reason := await self._kind_refuted(status)):
+            self._wrong_kind(status, reason)
+            return
         now = time.monotonic()
         since, status.last_load_at = status.last_load_at, now
         status.reason, status.failures, status.retry_at = None, 0, 0.0
@@ -510,6 +479,23 @@ class Loader:
             seconds=round(elapsed, 3),
         )
 
+    async def _kind_refuted(self, status: ModelStatus) -> str | None:
+        """The first load of an entry with kind=: is the model of that kind? (kinds.py)"""
+        checked = (status.key, status.spec.kind)
+        if status.spec.kind is None or checked in self._kinds_checked:
+            return None
+        self._kinds_checked.add(checked)
+        reason = await refuted_kind(self.api, status)
+        if reason is not None:
+            with contextlib.suppress(OllamaAPIError):
+                await self.api.unload(status.spec.name)
+        return reason
+
+    def _wrong_kind(self, status: ModelStatus, reason: str) -> None:
+        """Bad input: failed until the entry changes (a live reload clears it)."""
+        self._kinds_checked.discard((status.key, status.spec.kind))
+        fail(status, reason, math.inf)
+
     def _load_failed(self, status: ModelStatus, reason: str) -> None:
         delay = backoff_seconds(
             self.settings, status.failures + 1, floor=self.settings.watch_interval
@@ -530,7 +516,3 @@ def apply_explicit_limit(board: Board, settings: Settings) -> None:
     for status in over:
         # Ollama fixes the limit for the life of the process: no retry would succeed.
         fail(status, message, math.inf, summary=f"{status.spec.display} is not loaded")
-
-
-def _article(word: str) -> str:
-    return "an" if word[:1] in "aeiou" else "a"

@@ -29,6 +29,7 @@ from ollama_preloader.ollama.api import LoadedModel, LocalModel, OllamaAPI
 from ollama_preloader.ollama.names import name_key
 from ollama_preloader.reconcile import capacity, evictions
 from ollama_preloader.reconcile.drift import adopts_context, check_context, note_runner_start
+from ollama_preloader.reconcile.kinds import detect_kind
 from ollama_preloader.reconcile.plan import find_loaded
 from ollama_preloader.reconcile.runner_events import mark_client_reload
 from ollama_preloader.reconcile.stale import note_stale
@@ -124,9 +125,21 @@ class Observer:
         self._ps_read_at = time.monotonic()
         loaded = await self.api.ps()
         self._listed_before, self._listed_last = self._listed_last, {m.key for m in loaded}
+        await self._learn_kinds(loaded)
         if self.exits:
             await self._resolve_blobs()
         return await self._with_blobs(loaded)
+
+    async def _learn_kinds(self, loaded: list[LoadedModel]) -> None:
+        """The kind of each declared model listed before the supervisor loaded it (already
+        pinned at start, or loaded by a client): no load of ours asked /api/show for it."""
+        listed = {m.key for m in loaded}
+        for status in self.board.models:
+            if status.kind is None and status.key in listed:
+                try:
+                    await detect_kind(self.api, status)
+                except OllamaAPIError:
+                    continue  # asked again at the next look
 
     async def _resolve_blobs(self) -> None:
         """A runner exited: the model file of each declared model names whose it was (models
@@ -237,7 +250,7 @@ class Observer:
                 continue
             if status.undeclared_watch is not None:
                 self._follow_undeclared(status, loaded, mono)
-            if status.state in (State.PULLING, State.LOADING) or status.swapping:
+            if status.state in (State.QUEUED, State.PULLING, State.LOADING) or status.swapping:
                 continue
             if status.state == State.WEDGED:
                 # Listed, yet not serving: the probe owns it. Gone and not being re-pinned

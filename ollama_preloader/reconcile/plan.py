@@ -69,7 +69,7 @@ def plan(
             # Listed, but its runner is dead: the request makes Ollama start a new one.
             actions.append(Action(ActionKind.LOAD, status.key, "runner exited"))
             continue
-        if status.state in (State.PULLING, State.LOADING) or status.swapping:
+        if status.state in (State.QUEUED, State.PULLING, State.LOADING) or status.swapping:
             continue  # an update swap pins the new copy itself (reconcile/updating.py)
         backing_off = status.retry_at > monotonic_now
         if status.state == State.WEDGED:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from tenacity import RetryCallState
 
 from ollama_preloader.config.durations import format_seconds
-from ollama_preloader.config.modelspec import ENV_MODELS
+from ollama_preloader.config.modelspec import ModelSpec
 from ollama_preloader.config.settings import Settings
 from ollama_preloader.errors import (
     OllamaAPIError,
@@ -50,7 +50,7 @@ def permanent_backoff(exc: OllamaAPIError) -> float | None:
     return None
 
 
-def failure_reason(exc: OllamaAPIError) -> str:
+def failure_reason(exc: OllamaAPIError, spec: ModelSpec) -> str:
     """The `failed` reason a user reads for a pull that gave up."""
     if is_not_found(exc):
         return (
@@ -59,7 +59,8 @@ def failure_reason(exc: OllamaAPIError) -> str:
         )
     if isinstance(exc, RegistryTLSError):
         message = exc.message.strip()
-        return f"{_registry_fix(exc.problem, _registry_in(message))} (Ollama: {message})"
+        fix = _registry_fix(exc.problem, _registry_in(message), spec.source)
+        return f"{fix} (Ollama: {message})"
     if isinstance(exc, PullStreamError):
         return f"pull failed: {exc.message}"
     return f"pull failed: {exc}"
@@ -71,7 +72,7 @@ def _registry_in(message: str) -> str:
     return f"the registry {match.group(1)}" if match else "the registry"
 
 
-def _registry_fix(problem: RegistryProblem, registry: str) -> str:
+def _registry_fix(problem: RegistryProblem, registry: str, source: str) -> str:
     # SSL_CERT_FILE is read by `ollama serve` (Go's crypto/x509), not by the supervisor: it
     # only has to be in the environment the server starts with, and `run` passes its own on.
     ca = (
@@ -81,12 +82,12 @@ def _registry_fix(problem: RegistryProblem, registry: str) -> str:
     if problem is RegistryProblem.PLAIN_HTTP:
         return (
             f"{registry} speaks plain HTTP and Ollama uses HTTPS unless told otherwise; "
-            f"add ?insecure=true to this entry of {ENV_MODELS}"
+            f"add ?insecure=true to this entry of {source}"
         )
     if problem is RegistryProblem.HTTPS_ONLY:
         return (
             f"{registry} speaks HTTPS but insecure=true makes Ollama use plain HTTP; "
-            f"remove insecure=true from this entry of {ENV_MODELS}"
+            f"remove insecure=true from this entry of {source}"
         )
     if problem is RegistryProblem.UNKNOWN_CA:
         return f"ollama serve does not trust the CA that signed the certificate of {registry}; {ca}"
@@ -248,7 +249,8 @@ class PullQueue:
             if background:
                 self._background.add(status.key)
             else:
-                status.state = State.PULLING
+                # `pulling` only once its pull starts (pull_model): one runs at a time.
+                status.state = State.QUEUED
             await self._pulls.put((status.spec.priority, status.key))
 
     def forget(self, keys: set[str]) -> None:
@@ -266,7 +268,7 @@ class PullQueue:
             background = key in self._background
             self._background.discard(key)
             # Off the Board (a live reload removed it), or queued twice and pulled already.
-            if status is None or (status.state != State.PULLING and not background):
+            if status is None or (status.state != State.QUEUED and not background):
                 self._queued.discard(key)
                 continue
             # Its own task, awaited at once, only so that `forget` can cancel this one pull
@@ -303,7 +305,7 @@ class PullQueue:
             if update:
                 self._update_failed(status, exc, background=background)
             else:
-                self._pull_failed(status, failure_reason(exc), permanent_backoff(exc))
+                self._pull_failed(status, failure_reason(exc, status.spec), permanent_backoff(exc))
             if held is not None:
                 status.retry_at = max(status.retry_at, held[1])
             return
@@ -332,7 +334,7 @@ class PullQueue:
                 None,
             )
         self._store_changed()
-        reason = failure_reason(exc)
+        reason = failure_reason(exc, status.spec)
         log.warning(
             "model.update_failed",
             msg=f"Could not update {status.spec.display} ({reason}); serving the copy on "

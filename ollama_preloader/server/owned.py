@@ -38,7 +38,7 @@ def check_owned_settings(settings: Settings) -> None:
     host = settings.ollama_host
     if host.scheme != "http" or host.path:
         raise ConfigError(
-            f"OLLAMA_HOST='{host.scheme}://{host.listen}{host.path}': `run` starts `ollama "
+            f"OLLAMA_HOST={host.given!r}: `run` starts `ollama "
             "serve` on plain HTTP at /, so a scheme other than http:// or a path can never "
             "answer; set it to host:port (https:// and paths are for `watch` behind a proxy)"
         )

@@ -62,8 +62,8 @@ def check_sidecar_settings(settings: Settings) -> None:
         )
     if settings.ollama_host.host == "ollama.com":
         raise ConfigError(
-            "OLLAMA_HOST='ollama.com' is Ollama's cloud, where models cannot be pinned; set it "
-            "to the address of your Ollama server"
+            f"OLLAMA_HOST={settings.ollama_host.given!r} is Ollama's cloud, where models cannot "
+            "be pinned; set it to the address of your Ollama server"
         )
     # Profiles work through the environment of the `ollama serve` that `run` starts.
     if settings.profile != "auto":

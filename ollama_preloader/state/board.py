@@ -35,6 +35,7 @@ class Seen:
 
 class State(StrEnum):
     PENDING = "pending"  # declared, nothing done yet
+    QUEUED = "queued"  # its pull waits behind another one (one pull runs at a time)
     PULLING = "pulling"
     LOADING = "loading"
     PINNED = "pinned"  # in /api/ps with keep_alive forever

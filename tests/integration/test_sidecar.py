@@ -3,6 +3,7 @@ keeping models on it, observed from both sides."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -313,7 +314,9 @@ def test_unreachable_remote_host_is_reported_not_fatal(launcher: Launcher) -> No
 
 BAD_CONFIG = [
     ({"OLLAMA_PRELOAD_MODELS": ""}, "OLLAMA_PRELOAD_MODELS is empty"),
-    ({"OLLAMA_HOST": "ollama.com"}, "Ollama's cloud"),
+    ({"OLLAMA_HOST": "ollama.com"}, "OLLAMA_HOST='ollama.com' is Ollama's cloud"),
+    # Quoted as set (issue 27 item 4), not as the bare host it parses to.
+    ({"OLLAMA_HOST": "https://ollama.com"}, "OLLAMA_HOST='https://ollama.com' is Ollama's cloud"),
     ({"OLLAMA_HOST": "gpu-box:99999"}, "OLLAMA_HOST='gpu-box:99999': invalid port"),
     # Ollama itself fails on these (a lookup of '127.0.0.1:1:'; a random port for 0).
     ({"OLLAMA_HOST": "127.0.0.1:11434:"}, "OLLAMA_HOST='127.0.0.1:11434:': not a host:port"),
@@ -369,3 +372,23 @@ def test_the_units_command_runs_as_systemd_would(launcher: Launcher, fake: FakeO
     run.wait_for(lambda: any(" preload.complete " in line for line in run.lines), "preloaded")
     assert pinned_on(fake) == DECLARED
     assert run.stop(signal.SIGTERM) == 0  # systemd's KillSignal: a clean stop
+
+
+def test_a_model_pinned_before_the_start_shows_its_kind(
+    launcher: Launcher, fake: FakeOllama
+) -> None:
+    """Issue 26 (small): a model already loaded and pinned when `watch` starts is not loaded
+    again, yet `status` shows its kind (from /api/show), not `-`."""
+    fake.request("POST", "/api/generate", {"model": "llama3.2", "keep_alive": -1})
+    env = sidecar_env(launcher, fake.host)
+    env["OLLAMA_PRELOAD_MODELS"] = "llama3.2"
+    run = launcher.start(("watch",), env=env)
+    run.wait_event("model.pinned", model="llama3.2:latest", already=True)
+    run.wait_event("model.kind", model="llama3.2:latest")
+    doc = json.loads(run.cli("status", "--json").stdout)
+    assert [(m["name"], m["kind"], m["state"]) for m in doc["models"]] == [
+        ("llama3.2:latest", "completion", "pinned")
+    ]
+    row = next(line for line in run.cli("status").stdout.splitlines() if "llama3.2" in line)
+    assert row.split()[1:3] == ["completion", "pinned"]
+    assert loads_since_last_start(fake) == ["llama3.2:latest"]  # the test's load only

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import pytest
 
+from ollama_preloader.config.models_file import parse_models_file
 from ollama_preloader.config.modelspec import parse_entry
 from ollama_preloader.reconcile import capacity
 from ollama_preloader.state.board import ModelStatus
@@ -104,3 +106,19 @@ def test_the_oom_message_counts_the_hour_and_says_why_it_waits() -> None:
     alone = capacity.oom_message(first, [], "out of memory", oom=True)
     assert "Ollama unloaded no other model" in alone
     assert "earlier in the list" not in alone
+
+
+def test_the_fix_names_the_models_file_when_the_list_is_there() -> None:
+    """Issue 27 item 4: "trim" the list where it is: the variable, or the models file."""
+    path = Path("/etc/ollama-preloader/models.txt")
+    first, second = (
+        ModelStatus(spec=s) for s in parse_models_file(b"llama3.2\ndevstral\n", path).specs
+    )
+    text = capacity.limit_message(1, [first], [second])
+    assert text.endswith(f"or trim PRELOADER_MODELS_FILE={path}")
+    verdict = capacity.judge_eviction(second, [first])
+    assert verdict is not None
+    assert verdict.message.endswith(f"or trim PRELOADER_MODELS_FILE={path}")
+    assert "OLLAMA_PRELOAD_MODELS" not in capacity.thrash_message(second, ["llama3.2:latest"])
+    plain = capacity.limit_message(1, [model("a", 0)], [model("b", 1)])
+    assert plain.endswith("or trim OLLAMA_PRELOAD_MODELS")

@@ -8,7 +8,8 @@ import certifi
 import httpx
 import pytest
 
-from ollama_preloader.config.modelspec import SpecError, parse_model_list
+from ollama_preloader.config.models_file import parse_models_file
+from ollama_preloader.config.modelspec import SpecError, parse_entry, parse_model_list
 from ollama_preloader.config.settings import check_ca_file, load_settings
 from ollama_preloader.errors import (
     ConfigError,
@@ -159,11 +160,23 @@ def test_the_reason_names_the_fix_and_keeps_ollamas_text(text: str, fix: str) ->
     problem = registry_problem(text)
     assert problem is not None
     exc = RegistryTLSError(text, problem)
-    reason = failure_reason(exc)
+    reason = failure_reason(exc, parse_entry("127.0.0.1:5000/library/tiny-chat", 0))
     assert fix in reason
     assert reason.endswith(f"(Ollama: {text.strip()})")
     assert "\n" not in reason
     assert permanent_backoff(exc) == PERMANENT_BACKOFF
+
+
+def test_an_entry_from_the_models_file_is_named_by_its_file_and_line() -> None:
+    """Issue 27 item 4: the hint names the place the user edits, not OLLAMA_PRELOAD_MODELS."""
+    content = b"# registries\nllama3.2\n127.0.0.1:5000/library/tiny-chat\n"
+    spec = parse_models_file(content, Path("/etc/ollama-preloader/models.txt")).specs[1]
+    reason = failure_reason(RegistryTLSError(PLAIN_HTTP, RegistryProblem.PLAIN_HTTP), spec)
+    assert (
+        "add ?insecure=true to this entry of "
+        "PRELOADER_MODELS_FILE=/etc/ollama-preloader/models.txt (line 3)"
+    ) in reason
+    assert "OLLAMA_PRELOAD_MODELS" not in reason
 
 
 def test_not_found_keeps_its_long_wait() -> None:
