@@ -10,6 +10,7 @@ from ollama_preloader.config.settings import Settings
 from ollama_preloader.errors import ConfigError
 from ollama_preloader.guard.metrics import GuardMetrics
 from ollama_preloader.guard.proxy import Guard
+from ollama_preloader.guard.pulls import PullHook, Swap
 from ollama_preloader.guard.rewrite import Policy
 from ollama_preloader.ollama.host import OllamaHost
 from ollama_preloader.state.board import Board
@@ -73,11 +74,17 @@ def for_watch(settings: Settings) -> Settings:
 
 
 def build_guard(
-    settings: Settings, board: Board, registry: CollectorRegistry | None, *, owned: bool
+    settings: Settings,
+    board: Board,
+    registry: CollectorRegistry | None,
+    *,
+    owned: bool,
+    swap: Swap | None = None,
 ) -> Guard:
-    """The guard for checked settings (for_run or for_watch applied)."""
+    """The guard for checked settings (for_run or for_watch applied); `swap`: the updater a
+    client's pull of a declared model is handed to (guard/pulls.py)."""
     assert settings.guard_listen is not None
-    return Guard(
+    guard = Guard(
         board,
         listen=settings.guard_listen,
         upstream=settings.ollama_host,
@@ -90,3 +97,5 @@ def build_guard(
         listen_variable="OLLAMA_HOST" if owned else LISTEN,
         metrics=GuardMetrics(registry),
     )
+    guard.pulls = PullHook(board, swap) if swap is not None else None
+    return guard

@@ -4,11 +4,34 @@ by hand while the model is pinned (the fake keeps the old runner beside the new 
 from __future__ import annotations
 
 import json
+import threading
 from typing import Any
 
 import pytest
 from fake_catalogs import SMALL, write_catalog
 from preloader_harness import Launcher, Run, free_port
+
+
+class Sampler:
+    """/api/ps in a thread until the block ends: the names each sample listed."""
+
+    def __init__(self, run: Run) -> None:
+        self.run = run
+        self.samples: list[set[str]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(0.02):
+            self.samples.append({m["name"] for m in self.run.ps()})
+
+    def __enter__(self) -> Sampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
 
 
 def start(launcher: Launcher, models: str, catalog: dict[str, Any], **env: str) -> Run:
@@ -116,4 +139,53 @@ def test_a_hand_pull_pins_the_new_copy_and_reports_the_old_runner(launcher: Laun
         if x.startswith('ollama_preloader_model_stale_runner_bytes{model="llama3.2:latest"}')
     )
     assert float(line.split()[-1]) == old["size"]
+    assert run.stop() == 0
+
+
+def test_a_pull_through_the_guard_is_the_swap(launcher: Launcher) -> None:
+    """`ollama pull` of a pinned model through the guard after the registry changed: the new
+    copy is pinned before the old one goes, so one runner (the new digest, Forever), no stale
+    runner, no hold left; the client sees the pull's progress and `success`."""
+    catalog = dict(SMALL)
+    run = start(
+        launcher,
+        "llama3.2",
+        catalog,
+        PRELOADER_GUARD="on",
+        PRELOADER_GUARD_UPSTREAM=f"127.0.0.1:{free_port()}",
+    )
+    run.wait_all_pinned()
+    (old,) = run.ps()
+    catalog["llama3.2:latest"] = {**SMALL["llama3.2:latest"], "revision": 2}
+    write_catalog(launcher.tmp / "catalog.json", catalog)
+    with Sampler(run) as sampler:
+        pulled = run.ollama("pull", "llama3.2")
+    assert pulled.returncode == 0, pulled.stdout + pulled.stderr
+    shown = pulled.stderr.splitlines()
+    assert shown[-1] == "success"
+    assert any(line.startswith("pulling ") and "100%" in line for line in shown)
+    assert sampler.samples
+    assert all("llama3.2:latest" in names for names in sampler.samples)
+    applied = run.wait_event("update.applied", via="guard")
+    (new,) = run.ps()
+    assert new["digest"] != old["digest"]
+    assert applied["old_digest"] == old["digest"]
+    assert applied["new_digest"] == new["digest"]
+    assert new["expires_at"].startswith(("22", "23"))
+    tags = [m["name"] for m in run.http("GET", "/api/tags")["models"]]
+    assert not [t for t in tags if t.startswith("preloader-hold/")]
+    model = json.loads(run.cli("status", "--json").stdout)["models"][0]
+    assert model["state"] == "pinned"
+    assert model["stale_runner"] is None
+    assert model["update"]["state"] == "current"
+    assert not run.events("model.stale_runner")
+    # Again, without streaming: nothing new, one answer as Ollama gives it.
+    assert run.http("POST", "/api/pull", {"model": "llama3.2", "stream": False}) == {
+        "status": "success"
+    }
+    run.wait_event("update.current", via="guard")
+    # A model that is not declared is pulled as it would be without the guard.
+    assert run.ollama("pull", "devstral").returncode == 0
+    assert len(run.events("guard.pull.swap")) == 2
+    assert any(e.get("model") == "devstral:latest" for e in run.fake_events("pull_success"))
     assert run.stop() == 0
