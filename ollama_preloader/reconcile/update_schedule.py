@@ -118,13 +118,23 @@ class UpdateScheduler:
             result = await check_model(registry, status, have)
             if result is not None:
                 count_check(self.board, result)
+            info = status.update
+            failure = info.apply_failure
+            if (
+                info.state == UpdateState.AVAILABLE
+                and failure
+                and failure[0] == info.registry_digest
+            ):
+                info.state, info.reason = UpdateState.FAILED, failure[1]  # already said
             announce(status)
         if self.settings.update != "apply" or not in_window(
             self.settings.update_window, datetime.now().astimezone()
         ):
             return
         for status in list(self.board.models):
-            if status.update.state == UpdateState.AVAILABLE and status in self.board.models:
+            info = status.update
+            retry = info.state == UpdateState.FAILED and info.apply_failure is not None
+            if (info.state == UpdateState.AVAILABLE or retry) and status in self.board.models:
                 await self.apply(status)
 
     async def apply(
@@ -192,6 +202,11 @@ class UpdateScheduler:
         except (SwapFailed, OllamaAPIError) as exc:
             info.state, info.reason = UpdateState.FAILED, str(exc)
             self._count("failed")
+            again = info.apply_failure is not None and info.apply_failure[0] == info.registry_digest
+            info.apply_failure = (info.registry_digest, str(exc))
+            if again and via == "schedule":
+                log.debug("update.still_failing", model=status.spec.display, reason=str(exc))
+                return str(exc)
             log.warning(
                 "update.failed",
                 msg=f"The update of {status.spec.display} failed: {exc}",
@@ -206,6 +221,7 @@ class UpdateScheduler:
             status.swapping = False
             self._store_changed()
         info.state, info.reason, info.download_bytes = UpdateState.CURRENT, None, 0
+        info.apply_failure = None
         info.registry_digest = result.new_digest  # what the registry served to this pull
         info.announced = UpdateState.CURRENT
         status.stale_runner = None

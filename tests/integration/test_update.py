@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from fake_catalogs import SMALL, write_catalog
+from fake_catalogs import GB, SMALL, model, write_catalog
+from fake_ollama.registry import FakeRegistry
 from preloader_harness import Launcher, Run, free_port
+
+TB = 1000 * GB
 
 
 class Sampler:
@@ -188,4 +192,118 @@ def test_a_pull_through_the_guard_is_the_swap(launcher: Launcher) -> None:
     assert run.ollama("pull", "devstral").returncode == 0
     assert len(run.events("guard.pull.swap")) == 2
     assert any(e.get("model") == "devstral:latest" for e in run.fake_events("pull_success"))
+    assert run.stop() == 0
+
+
+@pytest.fixture
+def registry(launcher: Launcher) -> Iterator[FakeRegistry]:
+    """A registry serving the catalog's manifests, for the update checks."""
+    fake = FakeRegistry(str(launcher.tmp / "catalog.json")).start()
+    yield fake
+    fake.stop()
+
+
+def status_model(run: Run) -> dict[str, Any]:
+    model_: dict[str, Any] = json.loads(run.cli("status", "--json").stdout)["models"][0]
+    return model_
+
+
+def checks(run: Run, result: str) -> float:
+    text = run.health_get("/metrics")[1]
+    line = next(
+        (x for x in text.splitlines() if f'update_checks_total{{result="{result}"}}' in x), None
+    )
+    return float(line.split()[-1]) if line else 0.0
+
+
+def test_an_update_without_the_disk_space_fails_once_and_the_old_copy_serves(
+    launcher: Launcher, registry: FakeRegistry
+) -> None:
+    """PRELOADER_UPDATE=apply and the registry's new version needs more disk than there is:
+    `failed` with the figures, one warning over several rounds, nothing pulled, no hold, and
+    the old copy still pinned and answering."""
+    name = registry.name("tiny") + ":latest"
+    catalog = {name: model(size=2.0, family="llama")}
+    run = start(
+        launcher,
+        f"{name}?insecure=true",
+        catalog,
+        PRELOADER_UPDATE="apply",
+        PRELOADER_UPDATE_INTERVAL="200ms",
+    )
+    run.wait_all_pinned()
+    (old,) = run.ps()
+    run.wait_for(lambda: status_model(run)["update"]["state"] == "current", "current")
+    catalog[name] = {**catalog[name], "revision": 2, "size": 1000 * TB}  # a petabyte
+    write_catalog(launcher.tmp / "catalog.json", catalog)
+    failed = run.wait_event("update.failed", stage="apply")
+    assert "not enough disk space" in failed["reason"]
+    assert "TB to download" in failed["reason"]  # the figures: what and where
+    assert f"free in {launcher.tmp / 'models'}" in failed["reason"]
+    assert "nothing was pulled" in failed["reason"]
+    seen = checks(run, "available")
+    run.wait_for(lambda: checks(run, "available") >= seen + 3, "three more rounds")
+    assert len(run.events("update.failed")) == 1
+    assert len(run.events("update.available")) == 1
+    model_ = status_model(run)
+    assert model_["state"] == "pinned"
+    assert model_["update"]["state"] == "failed"
+    assert "not enough disk space" in model_["update"]["reason"]
+    assert [(m["name"], m["digest"]) for m in run.ps()] == [(old["name"], old["digest"])]
+    answer = run.http("POST", "/api/generate", {"model": name, "prompt": "hi", "stream": False})
+    assert answer["done"] is True
+    assert len(run.fake_events("pull_success")) == 1  # the first pull only
+    tags = [m["name"] for m in run.http("GET", "/api/tags")["models"]]
+    assert not [t for t in tags if t.startswith("preloader-hold/")]
+    assert run.stop() == 0
+
+
+def test_an_update_whose_copies_do_not_fit_together_unloads_the_old_first(
+    launcher: Launcher, registry: FakeRegistry
+) -> None:
+    """A 10 GB GPU holding the 6.6 GB model: the new copy cannot load beside the old one, so
+    the old one is unloaded first and said so; meanwhile `status` shows it loading (not
+    ready), then the new copy is pinned, alone."""
+    name = registry.name("tiny") + ":latest"
+    catalog = {name: model(size=6.0, family="llama", load_seconds=1.0)}
+    run = start(
+        launcher,
+        f"{name}?insecure=true",
+        catalog,
+        FAKE_OLLAMA_VRAM=str(10 * GB),
+        PRELOADER_UPDATE="apply",
+        PRELOADER_UPDATE_INTERVAL="200ms",
+    )
+    run.wait_all_pinned()
+    (old,) = run.ps()
+    run.wait_for(lambda: status_model(run)["update"]["state"] == "current", "current")
+    states: list[tuple[str, str | None]] = []
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.wait(0.02):
+            doc = run.health_json("/status")[1]
+            states.append((doc["models"][0]["state"], doc["models"][0]["reason"]))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        catalog[name] = {**catalog[name], "revision": 2}
+        write_catalog(launcher.tmp / "catalog.json", catalog)
+        warned = run.wait_event("update.unload_first")
+        applied = run.wait_event("update.applied")
+    finally:
+        stop.set()
+        sampler.join(timeout=10)
+    assert warned["level"] == "warning"
+    assert "do not both fit" in warned["msg"]
+    assert applied["unloaded_first"] is True
+    assert applied["old_digest"] == old["digest"]
+    assert any(state == "loading" and "unloaded first" in (why or "") for state, why in states)
+    (new,) = run.ps()
+    assert new["digest"] == applied["new_digest"] != old["digest"]
+    assert new["expires_at"].startswith(("22", "23"))
+    model_ = status_model(run)
+    assert model_["state"] == "pinned"
+    assert model_["update"]["state"] == "current"
     assert run.stop() == 0
