@@ -20,9 +20,9 @@ from ollama_preloader.ollama.registry import (
     RegistryCheckError,
     RegistryClient,
     blob_checker,
-    store_dir,
 )
 from ollama_preloader.reconcile.update_check import announce, check_model, count_check
+from ollama_preloader.reconcile.update_notice import server_store
 from ollama_preloader.reconcile.updating import (
     SwapFailed,
     SwapLock,
@@ -111,7 +111,7 @@ class UpdateScheduler:
             )
 
     async def _round(self, registry: RegistryClient) -> None:
-        have = blob_checker(store_dir(self.server.environment))
+        have = blob_checker(server_store(self.server.environment))
         for status in list(self.board.models):
             if status.swapping:
                 continue
@@ -178,7 +178,7 @@ class UpdateScheduler:
             finally:
                 await registry.aclose()
             if manifest is not None:
-                have = blob_checker(store_dir(self.server.environment))
+                have = blob_checker(server_store(self.server.environment))
                 status.update.download_bytes = manifest.download_bytes(have)
         return await self.apply(status, on_progress=on_progress, lock_wait=LOCK_WAIT, via="guard")
 
@@ -195,7 +195,7 @@ class UpdateScheduler:
                 self.api,
                 status,
                 download_bytes=info.download_bytes or 0,
-                store=store_dir(self.server.environment),
+                store=server_store(self.server.environment),
                 fits_beside=self._fits,
                 on_progress=on_progress,
             )

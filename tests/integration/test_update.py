@@ -4,14 +4,17 @@ by hand while the model is pinned (the fake keeps the old runner beside the new 
 from __future__ import annotations
 
 import json
+import os
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from fake_catalogs import GB, SMALL, model, write_catalog
+from fake_ollama.harness import start_fake
 from fake_ollama.registry import FakeRegistry
-from preloader_harness import Launcher, Run, free_port
+from preloader_harness import FAKE_BIN, Launcher, Run, free_port
 
 TB = 1000 * GB
 
@@ -307,3 +310,51 @@ def test_an_update_whose_copies_do_not_fit_together_unloads_the_old_first(
     assert model_["state"] == "pinned"
     assert model_["update"]["state"] == "current"
     assert run.stop() == 0
+
+
+@pytest.mark.parametrize("store_visible", [True, False])
+def test_watch_notices_a_hand_pull_soon(launcher: Launcher, store_visible: bool) -> None:
+    """`watch` with an hour's refresh, and a hand `ollama pull` of the pinned model. With the
+    store visible (mounted) the rewritten manifest is seen at once: the new copy pinned, the
+    old runner reported. Without it nothing is seen until a client loads the new copy; then
+    its runner's digest makes the sidecar read /api/tags first, so the old one, not the new,
+    is reported stale."""
+    catalog = dict(SMALL)
+    with start_fake(launcher.tmp / "fake", catalog=catalog, present=["llama3.2"]) as fake:
+        env = launcher.env(
+            OLLAMA_HOST=fake.host,
+            OLLAMA_PRELOAD_MODELS="llama3.2",
+            PRELOADER_REFRESH_INTERVAL="1h",
+            OLLAMA_MODELS=str(fake.models_dir if store_visible else launcher.tmp / "none"),
+        )
+        env["PATH"] = os.pathsep.join(
+            p for p in env["PATH"].split(os.pathsep) if Path(p) != FAKE_BIN
+        )
+        run = launcher.start(("watch",), env=env)
+        run.wait_all_pinned()
+        (old,) = fake.ps()
+        revised = {**SMALL["llama3.2:latest"], "revision": 2}
+        fake.set_catalog({**catalog, "llama3.2:latest": revised})
+        assert fake.cli("pull", "llama3.2").returncode == 0
+        if not store_visible:
+            reads = len(fake.requests("/api/ps"))
+            run.wait_for(lambda: len(fake.requests("/api/ps")) >= reads + 10, "10 ps reads")
+            assert not run.events("model.stale_runner")
+            assert status_model(run)["digest"] == old["digest"]
+            assert fake.request("POST", "/api/generate", {"model": "llama3.2"})[0] == 200
+        warning = run.wait_event("model.stale_runner")
+        assert warning["old_digest"] == old["digest"]
+        assert warning["new_digest"] != old["digest"]
+        pinned = run.wait_for(
+            lambda: [
+                m
+                for m in fake.ps()
+                if m["digest"] == warning["new_digest"] and m["expires_at"] > "2200"
+            ],
+            "the new copy pinned",
+        )
+        assert pinned
+        model_ = status_model(run)
+        assert model_["digest"] == warning["new_digest"]
+        assert model_["stale_runner"]["digest"] == old["digest"]
+        assert run.stop() == 0

@@ -17,9 +17,11 @@ from ollama_preloader.config.modelspec import parse_entry
 from ollama_preloader.config.settings import load_settings
 from ollama_preloader.errors import ConfigError
 from ollama_preloader.ollama.api import LoadedModel
+from ollama_preloader.ollama.names import ModelName
 from ollama_preloader.ollama.registry import RegistryClient
 from ollama_preloader.reconcile.plan import ActionKind, find_loaded, plan
 from ollama_preloader.reconcile.update_check import announce, check_model
+from ollama_preloader.reconcile.update_notice import DigestRecheck, ManifestStamps, manifest_path
 from ollama_preloader.reconcile.update_schedule import UpdateScheduler, in_window
 from ollama_preloader.reconcile.updating import hold_name, is_hold
 from ollama_preloader.state.board import ModelStatus, State
@@ -183,3 +185,30 @@ def test_check_model_states(tmp_path: Path) -> None:
     assert status.update.reason == "the registry registry.ollama.ai answered 503: maintenance"
     absent = status_of()
     assert _check(absent, same) is None  # not on disk: nothing to compare
+
+
+def test_manifest_stamps_see_a_rewrite_and_a_new_manifest(tmp_path: Path) -> None:
+    ref, other = ModelName.parse("llama3.2"), ModelName.parse("me/tiny:q4")
+    path = manifest_path(tmp_path, ref)
+    path.parent.mkdir(parents=True)
+    path.write_text("{}")
+    stamps = ManifestStamps(tmp_path)
+    assert not stamps.changed([ref, other])  # the first look only records
+    assert not stamps.changed([ref, other])
+    path.write_text('{"layers": []}')
+    assert stamps.changed([ref, other])
+    assert not stamps.changed([ref, other])
+    manifest_path(tmp_path, other).parent.mkdir(parents=True)
+    manifest_path(tmp_path, other).write_text("{}")
+    assert stamps.changed([ref, other])
+    assert not ManifestStamps(None).changed([ref])
+
+
+def test_digest_recheck_asks_once_per_new_runner_digest() -> None:
+    recheck = DigestRecheck()
+    assert not recheck.unknown("m", "a", ["a"])
+    assert recheck.unknown("m", "a", ["a", "b"])
+    assert recheck.unknown("m", "a", ["a", "b"])  # not read yet: still unknown
+    recheck.tags_read()
+    assert not recheck.unknown("m", "a", ["a", "b"])
+    assert not recheck.unknown("m", "b", ["b"])
