@@ -3,6 +3,7 @@ by hand while the model is pinned (the fake keeps the old runner beside the new 
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import threading
@@ -195,6 +196,77 @@ def test_a_pull_through_the_guard_is_the_swap(launcher: Launcher) -> None:
     assert run.ollama("pull", "devstral").returncode == 0
     assert len(run.events("guard.pull.swap")) == 2
     assert any(e.get("model") == "devstral:latest" for e in run.fake_events("pull_success"))
+    assert run.stop() == 0
+
+
+def test_a_failed_pull_through_the_guard_is_an_error_line_and_the_old_copy_serves(
+    launcher: Launcher,
+) -> None:
+    """The registry's download breaks mid-pull: the client gets Ollama's `error` line (and
+    `ollama pull` fails), the old copy stays pinned and answers, no hold is left."""
+    catalog = dict(SMALL)
+    run = start(
+        launcher,
+        "llama3.2",
+        catalog,
+        PRELOADER_GUARD="on",
+        PRELOADER_GUARD_UPSTREAM=f"127.0.0.1:{free_port()}",
+    )
+    run.wait_all_pinned()
+    (old,) = run.ps()
+    catalog["llama3.2:latest"] = {**SMALL["llama3.2:latest"], "revision": 2}
+    write_catalog(launcher.tmp / "catalog.json", catalog)
+    run.set_faults(
+        {"pull_fail": {"llama3.2": {"times": 1, "after_fraction": 0.5, "message": "EOF"}}}
+    )
+    pulled = run.ollama("pull", "llama3.2")
+    assert pulled.returncode != 0
+    assert "EOF" in pulled.stderr
+    failed = run.wait_event("update.failed", via="guard")
+    assert "the old copy still serves" in failed["reason"]
+    assert [(m["name"], m["digest"]) for m in run.ps()] == [(old["name"], old["digest"])]
+    answer = run.http(
+        "POST", "/api/generate", {"model": "llama3.2", "prompt": "hi", "stream": False}
+    )
+    assert answer["done"] is True
+    tags = [m["name"] for m in run.http("GET", "/api/tags")["models"]]
+    assert not [t for t in tags if t.startswith("preloader-hold/")]
+    model_ = status_model(run)
+    assert model_["state"] == "pinned"
+    assert model_["update"]["state"] == "failed"
+    assert run.stop() == 0
+
+
+def test_a_client_that_leaves_mid_pull_does_not_stop_the_swap(launcher: Launcher) -> None:
+    """The client of a pull through the guard goes away after the first line: the swap goes
+    on to the end (new copy pinned alone, no hold), as the supervisor's own update would."""
+    catalog = {"llama3.2:latest": model(size=2.0, family="llama", pull_seconds=2.0)}
+    run = start(
+        launcher,
+        "llama3.2",
+        catalog,
+        PRELOADER_GUARD="on",
+        PRELOADER_GUARD_UPSTREAM=f"127.0.0.1:{free_port()}",
+    )
+    run.wait_all_pinned()
+    (old,) = run.ps()
+    catalog["llama3.2:latest"] = {**catalog["llama3.2:latest"], "revision": 2}
+    write_catalog(launcher.tmp / "catalog.json", catalog)
+    host, port = run.env["OLLAMA_HOST"].rsplit(":", 1)
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    conn.request("POST", "/api/pull", body=b'{"model":"llama3.2"}')
+    resp = conn.getresponse()
+    assert resp.status == 200
+    first = json.loads(resp.readline())
+    assert "status" in first
+    conn.close()  # gone, well before the two-second download ends
+    applied = run.wait_event("update.applied", via="guard")
+    assert applied["old_digest"] == old["digest"]
+    (new,) = run.ps()
+    assert new["digest"] == applied["new_digest"]
+    assert new["expires_at"].startswith(("22", "23"))
+    tags = [m["name"] for m in run.http("GET", "/api/tags")["models"]]
+    assert not [t for t in tags if t.startswith("preloader-hold/")]
     assert run.stop() == 0
 
 
