@@ -26,9 +26,11 @@ from ollama_preloader.state.board import Board, ModelStatus
 log = get_logger()
 
 PATH = "/api/pull"
-# The updater: swap `status` to the registry's copy, calling back with each pull line; None
-# when done, else the error for the client.
-Swap = Callable[[ModelStatus, Callable[[PullProgress], None]], Coroutine[Any, Any, str | None]]
+# The updater: swap `status` to the registry's copy, calling back with each pull line, with
+# the client's `insecure`; None when done, else the error for the client.
+Swap = Callable[
+    [ModelStatus, Callable[[PullProgress], None], bool], Coroutine[Any, Any, str | None]
+]
 
 
 def _fields(raw: bytes) -> dict[str, Any] | None:
@@ -72,7 +74,7 @@ class PullHook:
     def wants(request: web.Request) -> bool:
         return request.method == "POST" and request.path == PATH
 
-    def _claim(self, raw: bytes) -> tuple[ModelStatus, bool] | None:
+    def _claim(self, raw: bytes) -> tuple[ModelStatus, bool, bool] | None:
         body = _fields(raw)
         if body is None:
             return None
@@ -83,13 +85,13 @@ class PullHook:
         status = next((s for s in self.board.models if s.key == key), None)
         if status is None or not status.present:
             return None  # not ours, or not on disk yet: the ordinary pull is right
-        return status, body.get("stream") is not False
+        return status, body.get("stream") is not False, body.get("insecure") is True
 
     async def handle(self, request: web.Request, raw: bytes) -> web.StreamResponse | None:
         claimed = self._claim(raw)
         if claimed is None:
             return None
-        status, stream = claimed
+        status, stream, insecure = claimed
         client = request.remote or "?"
         log.info(
             "guard.pull.swap",
@@ -99,7 +101,9 @@ class PullHook:
             client=client,
         )
         lines: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        task = asyncio.create_task(self.swap(status, lambda p: lines.put_nowait(progress_line(p))))
+        task = asyncio.create_task(
+            self.swap(status, lambda p: lines.put_nowait(progress_line(p)), insecure)
+        )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         if not stream:

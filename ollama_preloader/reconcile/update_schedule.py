@@ -144,6 +144,7 @@ class UpdateScheduler:
         on_progress: Callable[[PullProgress], None] | None = None,
         lock_wait: float = 0.0,
         via: str = "schedule",
+        insecure: bool = False,
     ) -> str | None:
         """One swap, under the lock `update` takes too; the model stays pinned throughout.
         None when it was applied, else why not (the lock stayed taken, or the failure)."""
@@ -151,7 +152,7 @@ class UpdateScheduler:
         while True:
             with self.lock.held() as mine:
                 if mine:
-                    return await self._swap(status, on_progress, via)
+                    return await self._swap(status, on_progress, via, insecure)
             if time.monotonic() >= deadline:
                 break
             await asyncio.sleep(LOCK_POLL)
@@ -166,7 +167,10 @@ class UpdateScheduler:
         return busy
 
     async def pull_for_client(
-        self, status: ModelStatus, on_progress: Callable[[PullProgress], None]
+        self,
+        status: ModelStatus,
+        on_progress: Callable[[PullProgress], None],
+        insecure: bool = False,
     ) -> str | None:
         """A client's `POST /api/pull` of a declared model (through the guard), done as the
         swap: None when done, else the error for the client. The registry is asked first for
@@ -174,19 +178,24 @@ class UpdateScheduler:
         with contextlib.suppress(RegistryCheckError, OSError):
             registry = RegistryClient(timeout=CLIENT_CHECK_TIMEOUT)
             try:
-                manifest = await registry.manifest(status.spec.ref, insecure=status.spec.insecure)
+                manifest = await registry.manifest(
+                    status.spec.ref, insecure=status.spec.insecure or insecure
+                )
             finally:
                 await registry.aclose()
             if manifest is not None:
                 have = blob_checker(server_store(self.server.environment))
                 status.update.download_bytes = manifest.download_bytes(have)
-        return await self.apply(status, on_progress=on_progress, lock_wait=LOCK_WAIT, via="guard")
+        return await self.apply(
+            status, on_progress=on_progress, lock_wait=LOCK_WAIT, via="guard", insecure=insecure
+        )
 
     async def _swap(
         self,
         status: ModelStatus,
         on_progress: Callable[[PullProgress], None] | None,
         via: str,
+        insecure: bool,
     ) -> str | None:
         info = status.update
         status.swapping, info.state = True, UpdateState.UPDATING
@@ -198,6 +207,7 @@ class UpdateScheduler:
                 store=server_store(self.server.environment),
                 fits_beside=self._fits,
                 on_progress=on_progress,
+                insecure=insecure,
             )
         except (SwapFailed, OllamaAPIError) as exc:
             info.state, info.reason = UpdateState.FAILED, str(exc)

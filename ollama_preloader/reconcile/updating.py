@@ -176,12 +176,15 @@ async def swap(
     store: Path | None,
     fits_beside: Callable[[int], Awaitable[bool | None]],
     on_progress: Callable[[PullProgress], None] | None = None,
+    insecure: bool = False,
 ) -> SwapResult:
     """Update one model on the server without a moment it is not listed; SwapFailed if not.
 
     `fits_beside(size)`: does a second copy of that size fit beside the loaded ones (None:
     cannot tell, which counts as yes: Ollama itself evicts when it must). `on_progress` gets
-    each line of the pull's progress (the guard streams them to the client that asked).
+    each line of the pull's progress (the guard streams them to the client that asked);
+    `insecure`: plain HTTP to the registry although the entry does not say so (a client's
+    `ollama pull --insecure`).
     """
     started = time.monotonic()
     spec, hold = status.spec, hold_name(status)
@@ -201,7 +204,7 @@ async def swap(
     await api.copy(spec.name, hold)
     try:
         try:
-            async for progress in api.pull(spec.name, insecure=spec.insecure):
+            async for progress in api.pull(spec.name, insecure=spec.insecure or insecure):
                 if on_progress is not None:
                     on_progress(progress)
         except OllamaAPIError as exc:

@@ -237,6 +237,26 @@ def test_a_failed_pull_through_the_guard_is_an_error_line_and_the_old_copy_serve
     assert run.stop() == 0
 
 
+def test_a_pull_through_the_guard_keeps_the_clients_insecure(launcher: Launcher) -> None:
+    """A model on a plain-HTTP registry, declared without `?insecure=true` (it was on disk):
+    a client's pull with `"insecure": true` works through the guard as it does without it."""
+    name = f"127.0.0.1:{free_port()}/library/tiny:latest"
+    run = start(
+        launcher,
+        name,
+        {name: SMALL["llama3.2:latest"]},
+        FAKE_OLLAMA_PRESENT=name,
+        PRELOADER_GUARD="on",
+        PRELOADER_GUARD_UPSTREAM=f"127.0.0.1:{free_port()}",
+    )
+    run.set_faults({"registry": {name.split("/", maxsplit=1)[0]: "http"}})
+    run.wait_all_pinned()
+    body = {"model": name, "insecure": True, "stream": False}
+    assert run.http("POST", "/api/pull", body) == {"status": "success"}
+    run.wait_event("update.current", via="guard")
+    assert run.stop() == 0
+
+
 def test_a_client_that_leaves_mid_pull_does_not_stop_the_swap(launcher: Launcher) -> None:
     """The client of a pull through the guard goes away after the first line: the swap goes
     on to the end (new copy pinned alone, no hold), as the supervisor's own update would."""
