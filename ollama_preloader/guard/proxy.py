@@ -24,6 +24,7 @@ from ollama_preloader.guard.events import GuardEvents
 from ollama_preloader.guard.keys import VARIABLE as KEYS_VARIABLE
 from ollama_preloader.guard.keys import ApiKeys
 from ollama_preloader.guard.metrics import GuardMetrics, endpoint_label
+from ollama_preloader.guard.pulls import PullHook
 from ollama_preloader.guard.rewrite import MODEL_PATHS, Outcome, Policy, rewrite
 from ollama_preloader.observe.logs import get_logger
 from ollama_preloader.ollama.host import OllamaHost
@@ -83,6 +84,7 @@ class Guard:
         self.listen_variable = listen_variable
         self.metrics = metrics
         self.events = GuardEvents()
+        self.pulls: PullHook | None = None  # set by wiring.py when an updater is there
         # Set while the upstream answers; during a supervised restart requests wait on it.
         self.up = asyncio.Event()
         self._runner: web.AppRunner | None = None
@@ -181,7 +183,14 @@ class Guard:
                 status, by_guard = 401, True
                 return _unauthorized()
             data: bytes | aiohttp.StreamReader | None = None
-            if request.method == "POST" and request.path in MODEL_PATHS:
+            if self.pulls is not None and self.pulls.wants(request):
+                raw = await request.read()  # a pull of a declared model is the updater's
+                answered = await self.pulls.handle(request, raw)
+                if answered is not None:
+                    status = answered.status
+                    return answered
+                data = raw
+            elif request.method == "POST" and request.path in MODEL_PATHS:
                 raw = await request.read()
                 outcome = rewrite(request.path, raw, self.policy, self._lookup)
                 if outcome.reject is not None:

@@ -11,6 +11,7 @@ from ollama_preloader.errors import ConfigError
 from ollama_preloader.guard.keys import ApiKeys
 from ollama_preloader.guard.metrics import GuardMetrics
 from ollama_preloader.guard.proxy import Guard
+from ollama_preloader.guard.pulls import PullHook, Swap
 from ollama_preloader.guard.rewrite import Policy
 from ollama_preloader.ollama.host import OllamaHost
 from ollama_preloader.state.board import Board
@@ -84,11 +85,17 @@ def for_watch(settings: Settings) -> Settings:
 
 
 def build_guard(
-    settings: Settings, board: Board, registry: CollectorRegistry | None, *, owned: bool
+    settings: Settings,
+    board: Board,
+    registry: CollectorRegistry | None,
+    *,
+    owned: bool,
+    swap: Swap | None = None,
 ) -> Guard:
-    """The guard for checked settings (for_run or for_watch applied)."""
+    """The guard for checked settings (for_run or for_watch applied); `swap`: the updater a
+    client's pull of a declared model is handed to (guard/pulls.py)."""
     assert settings.guard_listen is not None
-    return Guard(
+    guard = Guard(
         board,
         listen=settings.guard_listen,
         upstream=settings.ollama_host,
@@ -102,3 +109,5 @@ def build_guard(
         metrics=GuardMetrics(registry),
         keys=ApiKeys(settings.guard_api_keys_file) if settings.guard_api_keys_file else None,
     )
+    guard.pulls = PullHook(board, swap) if swap is not None else None
+    return guard

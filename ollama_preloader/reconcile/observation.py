@@ -33,6 +33,7 @@ from ollama_preloader.reconcile.kinds import detect_kind
 from ollama_preloader.reconcile.plan import find_loaded
 from ollama_preloader.reconcile.runner_events import mark_client_reload
 from ollama_preloader.reconcile.stale import note_stale
+from ollama_preloader.reconcile.update_notice import DigestRecheck, ManifestStamps, server_store
 from ollama_preloader.reconcile.updating import hold_name, is_hold
 from ollama_preloader.server.base import Server
 from ollama_preloader.server.runners import blob_name
@@ -59,6 +60,8 @@ class Observer:
         self._writes_seen = 0  # store-changing requests in Ollama's log at the last tags read
         self._old_blobs: dict[str, str | None] = {}  # model file before a new download
         self._tags_read_at = 0.0
+        self._manifests = ManifestStamps(server_store(server.environment))
+        self._recheck = DigestRecheck()
         # Model file of each runner /api/ps lists, by (name, digest): resolves shared runners.
         self._blobs: dict[tuple[str, str], str | None] = {}
         self._sizes_checked: tuple[ModelSize, ...] | None = None
@@ -95,11 +98,14 @@ class Observer:
             self.tags_dirty = True  # notice re-pulls and deletions made by hand, now and then
         if self.server.runners.store_writes != self._writes_seen:
             self.tags_dirty = True  # Ollama's log showed a pull, copy or delete (`run` only)
+        if self._manifests.changed(s.spec.ref for s in self.board.models):
+            self.tags_dirty = True  # a declared model's manifest was rewritten (`watch` too)
         if not self.tags_dirty:
             return None
         self._tags_read_at = time.monotonic()
         self._writes_seen = self.server.runners.store_writes
         tags = await self.api.tags()
+        self._recheck.tags_read()
         on_disk = {m.key: m for m in tags}
         for status in self.board.models:
             local = on_disk.get(status.key)
@@ -204,6 +210,10 @@ class Observer:
                 )
         else:
             status.shared_with = None
+        runners = [m.digest for m in loaded if m.key == status.key]
+        if self._recheck.unknown(status.key, status.digest, runners):
+            self.tags_dirty = True  # read what is on disk before calling a runner stale
+            return
         note_stale(
             status,
             entry,

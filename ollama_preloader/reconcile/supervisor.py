@@ -132,7 +132,13 @@ class Supervisor:
             from ollama_preloader.guard.wiring import build_guard
 
             registry = self.health.registry if self.health is not None else None
-            self.guard = build_guard(settings, self.board, registry, owned=server.can_see_runners)
+            self.guard = build_guard(
+                settings,
+                self.board,
+                registry,
+                owned=server.can_see_runners,
+                swap=self.updates.pull_for_client,
+            )
 
     # ----- lifecycle -------------------------------------------------------------------------
 

@@ -7,20 +7,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import time
 from collections.abc import Callable
 from datetime import datetime
 
 from ollama_preloader.config.settings import Settings
 from ollama_preloader.errors import OllamaAPIError
 from ollama_preloader.observe.logs import get_logger
-from ollama_preloader.ollama.api import OllamaAPI
+from ollama_preloader.ollama.api import OllamaAPI, PullProgress
 from ollama_preloader.ollama.registry import (
     PUBLIC_REGISTRIES,
+    RegistryCheckError,
     RegistryClient,
     blob_checker,
-    store_dir,
 )
 from ollama_preloader.reconcile.update_check import announce, check_model, count_check
+from ollama_preloader.reconcile.update_notice import server_store
 from ollama_preloader.reconcile.updating import (
     SwapFailed,
     SwapLock,
@@ -36,6 +38,9 @@ log = get_logger()
 
 JITTER = 0.1
 SHORT_INTERVAL = 3600.0  # below this, checking a public registry looks like abuse
+LOCK_WAIT = 600.0  # a client's pull waits this long for a swap of the `update` command
+LOCK_POLL = 0.5
+CLIENT_CHECK_TIMEOUT = 5.0  # the size lookup before a client's pull: the pull itself says more
 
 
 def in_window(window: tuple[int, int] | None, now: datetime) -> bool:
@@ -106,82 +111,165 @@ class UpdateScheduler:
             )
 
     async def _round(self, registry: RegistryClient) -> None:
-        have = blob_checker(store_dir(self.server.environment))
+        have = blob_checker(server_store(self.server.environment))
         for status in list(self.board.models):
             if status.swapping:
                 continue
             result = await check_model(registry, status, have)
             if result is not None:
                 count_check(self.board, result)
+            info = status.update
+            failure = info.apply_failure
+            if (
+                info.state == UpdateState.AVAILABLE
+                and failure
+                and failure[0] == info.registry_digest
+            ):
+                info.state, info.reason = UpdateState.FAILED, failure[1]  # already said
             announce(status)
         if self.settings.update != "apply" or not in_window(
             self.settings.update_window, datetime.now().astimezone()
         ):
             return
         for status in list(self.board.models):
-            if status.update.state == UpdateState.AVAILABLE and status in self.board.models:
+            info = status.update
+            retry = info.state == UpdateState.FAILED and info.apply_failure is not None
+            if (info.state == UpdateState.AVAILABLE or retry) and status in self.board.models:
                 await self.apply(status)
 
-    async def apply(self, status: ModelStatus) -> None:
-        """One swap, under the lock `update` takes too; the model stays pinned throughout."""
-        with self.lock.held() as mine:
-            if not mine:
-                log.info(
-                    "update.busy",
-                    msg=f"{status.spec.display}: another update (pid {self.lock.holder()}) is "
-                    "running; trying at the next check",
-                    model=status.spec.display,
-                )
-                return
-            info = status.update
-            status.swapping, info.state = True, UpdateState.UPDATING
+    async def apply(
+        self,
+        status: ModelStatus,
+        *,
+        on_progress: Callable[[PullProgress], None] | None = None,
+        lock_wait: float = 0.0,
+        via: str = "schedule",
+        insecure: bool = False,
+    ) -> str | None:
+        """One swap, under the lock `update` takes too; the model stays pinned throughout.
+        None when it was applied, else why not (the lock stayed taken, or the failure)."""
+        deadline = time.monotonic() + lock_wait
+        while True:
+            with self.lock.held() as mine:
+                if mine:
+                    return await self._swap(status, on_progress, via, insecure)
+            if time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(LOCK_POLL)
+        busy = f"another update (pid {self.lock.holder()}) is running"
+        log.info(
+            "update.busy",
+            msg=f"{status.spec.display}: {busy}; "
+            + ("trying at the next check" if via == "schedule" else "try again later"),
+            model=status.spec.display,
+            via=via,
+        )
+        return busy
+
+    async def pull_for_client(
+        self,
+        status: ModelStatus,
+        on_progress: Callable[[PullProgress], None],
+        insecure: bool = False,
+    ) -> str | None:
+        """A client's `POST /api/pull` of a declared model (through the guard), done as the
+        swap: None when done, else the error for the client. The registry is asked first for
+        what will download, for the disk-space check; when it cannot tell, Ollama's pull says."""
+        with contextlib.suppress(RegistryCheckError, OSError):
+            registry = RegistryClient(timeout=CLIENT_CHECK_TIMEOUT)
             try:
-                result = await swap(
-                    self.api,
-                    status,
-                    download_bytes=info.download_bytes or 0,
-                    store=store_dir(self.server.environment),
-                    fits_beside=self._fits,
+                manifest = await registry.manifest(
+                    status.spec.ref, insecure=status.spec.insecure or insecure
                 )
-            except (SwapFailed, OllamaAPIError) as exc:
-                info.state, info.reason = UpdateState.FAILED, str(exc)
-                self._count("failed")
-                log.warning(
-                    "update.failed",
-                    msg=f"The update of {status.spec.display} failed: {exc}",
-                    model=status.spec.display,
-                    stage="apply",
-                    reason=str(exc),
-                )
-                info.announced = UpdateState.FAILED
-                return
             finally:
-                status.swapping = False
-                self._store_changed()
-            info.state, info.reason, info.download_bytes = UpdateState.CURRENT, None, 0
-            info.announced = UpdateState.CURRENT
-            status.stale_runner = None
-            self._count("applied")
-            log.info(
-                "update.applied",
-                msg=f"✓ {status.spec.display} updated: {result.old_digest[:12]} -> "
-                f"{result.new_digest[:12]} in {result.seconds:.1f}s"
-                + (
-                    " (the old copy was unloaded first: both did not fit)"
-                    if result.unloaded_first
-                    else ""
-                ),
-                model=status.spec.display,
-                old_digest=result.old_digest,
-                new_digest=result.new_digest,
-                seconds=round(result.seconds, 3),
-                unloaded_first=result.unloaded_first,
+                await registry.aclose()
+            if manifest is not None:
+                have = blob_checker(server_store(self.server.environment))
+                status.update.download_bytes = manifest.download_bytes(have)
+        return await self.apply(
+            status, on_progress=on_progress, lock_wait=LOCK_WAIT, via="guard", insecure=insecure
+        )
+
+    async def _swap(
+        self,
+        status: ModelStatus,
+        on_progress: Callable[[PullProgress], None] | None,
+        via: str,
+        insecure: bool,
+    ) -> str | None:
+        info = status.update
+        status.swapping, info.state = True, UpdateState.UPDATING
+        try:
+            result = await swap(
+                self.api,
+                status,
+                download_bytes=info.download_bytes or 0,
+                store=server_store(self.server.environment),
+                fits_beside=self._fits,
+                on_progress=on_progress,
+                insecure=insecure,
             )
+        except (SwapFailed, OllamaAPIError) as exc:
+            info.state, info.reason = UpdateState.FAILED, str(exc)
+            self._count("failed")
+            again = info.apply_failure is not None and info.apply_failure[0] == info.registry_digest
+            info.apply_failure = (info.registry_digest, str(exc))
+            if again and via == "schedule":
+                log.debug("update.still_failing", model=status.spec.display, reason=str(exc))
+                return str(exc)
+            log.warning(
+                "update.failed",
+                msg=f"The update of {status.spec.display} failed: {exc}",
+                model=status.spec.display,
+                stage="apply",
+                reason=str(exc),
+                via=via,
+            )
+            info.announced = UpdateState.FAILED
+            return str(exc)
+        finally:
+            status.swapping = False
+            self._store_changed()
+        info.state, info.reason, info.download_bytes = UpdateState.CURRENT, None, 0
+        info.apply_failure = None
+        info.registry_digest = result.new_digest  # what the registry served to this pull
+        info.announced = UpdateState.CURRENT
+        status.stale_runner = None
+        if result.new_digest == result.old_digest:
+            log.info(
+                "update.current",
+                msg=f"{status.spec.display} is current: the pull brought nothing new",
+                model=status.spec.display,
+                digest=result.new_digest,
+                via=via,
+            )
+            return None
+        self._count("applied")
+        log.info(
+            "update.applied",
+            msg=f"✓ {status.spec.display} updated: {result.old_digest[:12]} -> "
+            f"{result.new_digest[:12]} in {result.seconds:.1f}s"
+            + (
+                " (the old copy was unloaded first: both did not fit)"
+                if result.unloaded_first
+                else ""
+            ),
+            model=status.spec.display,
+            old_digest=result.old_digest,
+            new_digest=result.new_digest,
+            seconds=round(result.seconds, 3),
+            unloaded_first=result.unloaded_first,
+            via=via,
+        )
+        return None
 
     async def _fits(self, size: int) -> bool | None:
         if not self.server.memory_is_local:
             return None
-        return await fits_beside(self.server.environment, self.server.compute_lines(), size)
+        loaded = sum(m.size_vram for m in await self.api.ps())
+        return await fits_beside(
+            self.server.environment, self.server.compute_lines(), size, loaded_vram=loaded
+        )
 
     def _count(self, result: str) -> None:
         self.board.update_results[result] = self.board.update_results.get(result, 0) + 1

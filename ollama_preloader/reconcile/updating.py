@@ -25,11 +25,11 @@ from pathlib import Path
 from ollama_preloader.errors import OllamaAPIError, PreloaderError
 from ollama_preloader.observe.logs import get_logger
 from ollama_preloader.observe.resources import gather_figures
-from ollama_preloader.ollama.api import LoadedModel, OllamaAPI
+from ollama_preloader.ollama.api import LoadedModel, OllamaAPI, PullProgress
 from ollama_preloader.ollama.kinds import ModelKind
 from ollama_preloader.ollama.names import DEFAULT_HOST, InvalidName, ModelName
 from ollama_preloader.ollama.psformat import human_bytes
-from ollama_preloader.state.board import ModelStatus
+from ollama_preloader.state.board import ModelStatus, State
 
 log = get_logger()
 
@@ -130,13 +130,21 @@ async def remove_leftover_holds(api: OllamaAPI, lock: SwapLock) -> list[str]:
 
 
 async def fits_beside(
-    env: Mapping[str, str], compute_lines: Sequence[str], size: int
+    env: Mapping[str, str], compute_lines: Sequence[str], size: int, *, loaded_vram: int = 0
 ) -> bool | None:
     """Does a second copy of `size` bytes fit beside what is loaded? An estimate from this
-    machine's free memory (GPU first when there is one); None when nothing can be told."""
+    machine's free memory (GPU first when there is one); None when nothing can be told.
+
+    `loaded_vram`: GPU memory the loaded runners hold (/api/ps `size_vram`). Ollama's own
+    figure is what was free when it started, before any load, so that is taken off it;
+    nvidia-smi's figure is free memory now and already excludes them.
+    """
     figures = await gather_figures(env, compute_lines)
     if figures.gpus:
-        return sum(g.free for g in figures.gpus) >= size
+        free = sum(g.free for g in figures.gpus)
+        if figures.gpu_source == "ollama":
+            free -= loaded_vram
+        return free >= size
     if figures.system is not None:
         return figures.system.available >= size
     return None
@@ -167,12 +175,16 @@ async def swap(
     download_bytes: int,
     store: Path | None,
     fits_beside: Callable[[int], Awaitable[bool | None]],
-    on_progress: Callable[[int, int], None] | None = None,
+    on_progress: Callable[[PullProgress], None] | None = None,
+    insecure: bool = False,
 ) -> SwapResult:
     """Update one model on the server without a moment it is not listed; SwapFailed if not.
 
     `fits_beside(size)`: does a second copy of that size fit beside the loaded ones (None:
-    cannot tell, which counts as yes: Ollama itself evicts when it must).
+    cannot tell, which counts as yes: Ollama itself evicts when it must). `on_progress` gets
+    each line of the pull's progress (the guard streams them to the client that asked);
+    `insecure`: plain HTTP to the registry although the entry does not say so (a client's
+    `ollama pull --insecure`).
     """
     started = time.monotonic()
     spec, hold = status.spec, hold_name(status)
@@ -192,9 +204,9 @@ async def swap(
     await api.copy(spec.name, hold)
     try:
         try:
-            async for progress in api.pull(spec.name, insecure=spec.insecure):
-                if on_progress is not None and progress.total:
-                    on_progress(progress.completed, progress.total)
+            async for progress in api.pull(spec.name, insecure=spec.insecure or insecure):
+                if on_progress is not None:
+                    on_progress(progress)
         except OllamaAPIError as exc:
             raise SwapFailed(f"the pull failed, the old copy still serves: {exc}") from None
         new = {m.key: m for m in await api.tags()}.get(status.key)
@@ -216,9 +228,24 @@ async def swap(
                     model=spec.display,
                     size=old.size,
                 )
+                # Not ready until the new copy is loaded, as at start: `status` says so.
+                before = (status.state, status.reason)
+                status.state = State.LOADING
+                status.reason = "updating: the old copy was unloaded first (both do not fit)"
                 await api.unload(hold)
                 await _wait_gone(api, status.key, old_digest)
-            await _load(api, status, kind)
+                try:
+                    await _load(api, status, kind)
+                except OllamaAPIError as exc:
+                    # Nothing loaded now: the loop loads it again like any evicted model.
+                    status.state, status.reason = State.EVICTED, "evicted"
+                    raise SwapFailed(
+                        f"the new copy is on disk but did not load (the old one was unloaded "
+                        f"first): {exc}"
+                    ) from None
+                status.state, status.reason = before
+            else:
+                await _load(api, status, kind)
             if not unloaded_first:
                 await api.unload(hold)  # resolves to the old file: the old runner
                 if not await _wait_gone(api, status.key, old_digest):

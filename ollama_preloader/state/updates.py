@@ -33,6 +33,9 @@ class UpdateInfo:
     checked_digest: str | None = None
     # The state the last event was logged for: one event per change, not one per check.
     announced: UpdateState | None = None
+    # (registry digest, reason) of the last apply that failed: the same version failing
+    # again (not enough disk, every interval) stays `failed`, said once, tried each round.
+    apply_failure: tuple[str | None, str] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {

@@ -253,6 +253,34 @@ def test_a_hand_pull_pins_the_new_copy_and_reports_the_old_runner(setup: Setup) 
     assert run.stop() == 0
 
 
+def test_a_pull_through_the_guard_is_the_swap(setup: Setup) -> None:
+    """With the guard: `ollama pull` by hand (through it) after a push is the swap: one
+    runner, the new digest, Forever, the name listed in every sample, no hold, no stale
+    runner; the client sees the progress and `success`."""
+    run = start(setup, PRELOADER_GUARD="on", PRELOADER_GUARD_UPSTREAM=f"127.0.0.1:{free_port()}")
+    old_digest = tags(run)[setup.listed]
+    setup.push_new_version()
+    new_digest = setup.registry_digest()
+    with Sampler(run) as sampler:
+        pulled = run.ollama("pull", "--insecure", setup.name)
+    assert pulled.returncode == 0, pulled.stderr
+    assert "success" in pulled.stderr
+    assert "pulling" in pulled.stderr
+    event = run.wait_event("update.applied", via="guard")
+    assert (event["old_digest"], event["new_digest"]) == (old_digest, new_digest)
+    assert sampler.samples
+    assert all(any(name == setup.listed for name, _ in s) for s in sampler.samples)
+    rows = run.ps()
+    assert [(m["name"], m["digest"]) for m in rows] == [(setup.listed, new_digest)]
+    assert rows[0]["expires_at"].startswith("23")  # Forever
+    assert not [n for n in tags(run) if "preloader-hold" in n]
+    model = status_model(run)
+    assert model["stale_runner"] is None
+    assert model["update"]["state"] == "current"
+    assert run.events("model.stale_runner") == []
+    assert run.stop() == 0
+
+
 def test_a_registry_that_goes_away_is_one_warning_and_exit_1(setup: Setup) -> None:
     """Registry stopped: the model stays pinned, `failed` with a reason, one warning over
     several checks; `update --check` exits 1."""

@@ -16,13 +16,16 @@ from structlog.testing import capture_logs
 from ollama_preloader.config.modelspec import parse_entry
 from ollama_preloader.config.settings import load_settings
 from ollama_preloader.errors import ConfigError
-from ollama_preloader.ollama.api import LoadedModel
+from ollama_preloader.guard.pulls import PullHook, progress_line
+from ollama_preloader.ollama.api import LoadedModel, PullProgress
+from ollama_preloader.ollama.names import ModelName
 from ollama_preloader.ollama.registry import RegistryClient
 from ollama_preloader.reconcile.plan import ActionKind, find_loaded, plan
 from ollama_preloader.reconcile.update_check import announce, check_model
+from ollama_preloader.reconcile.update_notice import DigestRecheck, ManifestStamps, manifest_path
 from ollama_preloader.reconcile.update_schedule import UpdateScheduler, in_window
 from ollama_preloader.reconcile.updating import hold_name, is_hold
-from ollama_preloader.state.board import ModelStatus, State
+from ollama_preloader.state.board import Board, ModelStatus, State
 from ollama_preloader.state.updates import UpdateState
 
 FOREVER = datetime.now(UTC) + timedelta(days=365 * 200)
@@ -183,3 +186,72 @@ def test_check_model_states(tmp_path: Path) -> None:
     assert status.update.reason == "the registry registry.ollama.ai answered 503: maintenance"
     absent = status_of()
     assert _check(absent, same) is None  # not on disk: nothing to compare
+
+
+def test_manifest_stamps_see_a_rewrite_and_a_new_manifest(tmp_path: Path) -> None:
+    ref, other = ModelName.parse("llama3.2"), ModelName.parse("me/tiny:q4")
+    path = manifest_path(tmp_path, ref)
+    path.parent.mkdir(parents=True)
+    path.write_text("{}")
+    stamps = ManifestStamps(tmp_path)
+    assert not stamps.changed([ref, other])  # the first look only records
+    assert not stamps.changed([ref, other])
+    path.write_text('{"layers": []}')
+    assert stamps.changed([ref, other])
+    assert not stamps.changed([ref, other])
+    manifest_path(tmp_path, other).parent.mkdir(parents=True)
+    manifest_path(tmp_path, other).write_text("{}")
+    assert stamps.changed([ref, other])
+    assert not ManifestStamps(None).changed([ref])
+
+
+def test_digest_recheck_asks_once_per_new_runner_digest() -> None:
+    recheck = DigestRecheck()
+    assert not recheck.unknown("m", "a", ["a"])
+    assert recheck.unknown("m", "a", ["a", "b"])
+    assert recheck.unknown("m", "a", ["a", "b"])  # not read yet: still unknown
+    recheck.tags_read()
+    assert not recheck.unknown("m", "a", ["a", "b"])
+    assert not recheck.unknown("m", "b", ["b"])
+
+
+def test_a_pull_line_is_in_ollamas_shape() -> None:
+    assert progress_line(PullProgress("pulling manifest", None, 0, 0)) == {
+        "status": "pulling manifest"
+    }
+    assert progress_line(PullProgress("pulling 1a2b", "sha256:1a2b", 100, 40)) == {
+        "status": "pulling 1a2b",
+        "digest": "sha256:1a2b",
+        "total": 100,
+        "completed": 40,
+    }
+
+
+@pytest.mark.parametrize(
+    ("raw", "claimed"),
+    [
+        (b'{"model":"llama3.2"}', (True, False)),
+        (b'{"name":"llama3.2:latest","stream":false,"insecure":true}', (False, True)),
+        (b'{"Model":"nomic","model":"llama3.2"}', (True, False)),  # Go: the last key wins
+        (b'{"model":"devstral"}', None),  # not declared
+        (b'{"model":"me/tiny"}', None),  # declared, not on disk: the ordinary pull
+        (b"not json", None),
+        (b'["llama3.2"]', None),
+    ],
+)
+def test_the_guard_claims_pulls_of_declared_models_on_disk(
+    raw: bytes, claimed: tuple[bool, bool] | None
+) -> None:
+    board = Board.for_specs([parse_entry("llama3.2", 0), parse_entry("me/tiny", 1)])
+    board.models[0].present = True
+
+    async def swap(*_: object) -> str | None:
+        return None
+
+    got = PullHook(board, swap)._claim(raw)
+    if claimed is None:
+        assert got is None
+    else:
+        assert got is not None
+        assert got[0] is board.models[0]
+        assert got[1:] == claimed
