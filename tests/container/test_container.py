@@ -1,129 +1,171 @@
 """The image on a real Docker Engine: cold start from a registry to healthy, tini as PID 1 with
-repairs and no zombies, a clean `docker stop`, SIGHUP and a models-file edit, a baked image
-offline. Judged by what Docker and the container show: inspect, exec `ollama ps`, /proc, logs."""
+repairs and no zombies, a clean `docker stop` that leaves nothing, SIGHUP and a models-file
+edit, a baked image offline. Judged by what Docker, the container and the host show: inspect,
+exec `ollama ps`, /proc inside the container, `docker top`, the host's /proc, logs."""
 
 from __future__ import annotations
 
 import json
+import re
 import time
 import urllib.request
 from pathlib import Path
 
-from container_harness import Engine
-from preloader_harness import free_port
+from container_harness import Engine, Ports, host_alive, host_processes_matching
 from real_harness import Registry
 
-
-def start(engine: Engine, image: str, name: str, *args: str, network: str = "host") -> int:
-    """`docker run -d` on free ports; returns Ollama's port (the health port is the next one)."""
-    port = free_port()
-    health = free_port()
-    engine.run(
-        "run", "-d", "--name", name, "--network", network,
-        "-e", f"OLLAMA_HOST=127.0.0.1:{port}", "-e", f"PRELOADER_HEALTH_PORT={health}",
-        *args, image,
-    )  # fmt: skip
-    engine.ports = (port, health)  # type: ignore[attr-defined]
-    return port
+RUNNER = "/usr/lib/ollama/llama-server"  # the image's runner path; the host kit's differs
+FIELD = re.compile(r'(\w+)=("(?:[^"\\]|\\.)*"|\S+)')
 
 
-def ollama_ps(engine: Engine, name: str) -> str:
-    return engine.run("exec", name, "ollama", "ps").stdout
+def is_serve(cmd: str) -> bool:
+    """`ollama serve` as the supervisor starts it (`/usr/bin/ollama serve`)."""
+    words = cmd.split()
+    return len(words) >= 2 and words[0].rsplit("/", 1)[-1] == "ollama" and words[1] == "serve"
 
 
-def wait_ps(engine: Engine, name: str, model: str, timeout: float = 120) -> str:
-    deadline = time.monotonic() + timeout
-    out = ""
-    while time.monotonic() < deadline:
-        out = ollama_ps(engine, name)
-        if model in out and "Forever" in out:
-            return out
-        time.sleep(1)
-    raise AssertionError(f"{model} not pinned:\n{out}")
+def is_kind(needle: str, cmd: str) -> bool:
+    return is_serve(cmd) if needle == "serve" else cmd.startswith(needle)
+
+
+def get_json(url: str) -> dict[str, object]:
+    with urllib.request.urlopen(url, timeout=5) as reply:
+        data: dict[str, object] = json.load(reply)
+        return data
+
+
+def log_events(engine: Engine, name: str) -> dict[str, dict[str, str]]:
+    """The supervisor's log lines from `docker logs` (the plain format it uses off a TTY:
+    `time level event msg  key=value ...`): event name -> its key=value fields (last one)."""
+    done = engine.run("logs", name)
+    events: dict[str, dict[str, str]] = {}
+    for line in (done.stdout + done.stderr).splitlines():
+        parts = line.split()
+        if len(parts) < 3 or not parts[0][:4].isdigit():
+            continue
+        fields = dict(FIELD.findall(line))
+        events[parts[2]] = {k: v.strip('"') for k, v in fields.items()}
+    return events
 
 
 def test_cold_start_pulls_and_turns_healthy(
-    engine: Engine, app_image: str, registry: Registry, name: str
+    engine: Engine, app_image: str, registry: Registry, name: str, ports: Ports
 ) -> None:
     """Empty store: the model is pulled from the registry, pinned, and Docker says healthy; the
     API and the health port answer on the documented addresses."""
     model = registry.name("tiny-chat")
-    start(engine, app_image, name, "-e", f"OLLAMA_PRELOAD_MODELS={model}?insecure=true")
+    engine.start_container(
+        app_image, name, "-e", f"OLLAMA_PRELOAD_MODELS={model}?insecure=true", ports=ports
+    )
     engine.wait_health(name)
-    assert "Forever" in wait_ps(engine, name, "tiny-chat")
-    port, health = engine.ports  # type: ignore[attr-defined]
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/version", timeout=5) as r:
-        assert "version" in json.load(r)
-    with urllib.request.urlopen(f"http://127.0.0.1:{health}/readyz", timeout=5) as r:
+    assert "Forever" in engine.wait_pinned(name, ["tiny-chat"])
+    assert "version" in get_json(f"http://127.0.0.1:{ports.api}/api/version")
+    with urllib.request.urlopen(f"http://127.0.0.1:{ports.health}/readyz", timeout=5) as r:
         assert r.status == 200
+    health = engine.inspect(name)["State"]["Health"]
+    assert health["Log"], health
+    assert health["Log"][-1]["ExitCode"] == 0, health
 
 
 def test_tini_is_pid_1_and_repairs_leave_no_zombies(
-    engine: Engine, app_image: str, registry: Registry, name: str
+    engine: Engine, app_image: str, registry: Registry, name: str, ports: Ports
 ) -> None:
     """tini is PID 1; SIGKILL of the runner and of `ollama serve` are repaired to healthy with
     the model pinned again, and no zombie or orphan is left."""
     model = registry.name("tiny-chat")
-    start(engine, app_image, name, "-e", f"OLLAMA_PRELOAD_MODELS={model}?insecure=true")
+    engine.start_container(
+        app_image, name, "-e", f"OLLAMA_PRELOAD_MODELS={model}?insecure=true", ports=ports
+    )
     engine.wait_health(name)
+    engine.wait_pinned(name, ["tiny-chat"])
     procs = engine.ps(name)
-    assert next(p for p in procs if p[0] == 1)[3].startswith("/usr/bin/tini")
-    for needle in ("llama-server", "ollama serve"):
-        victim = [
-            p
-            for p in engine.ps(name)
-            if needle in p[3] and "preloader" not in p[3] and "/proc" not in p[3]
-        ]
-        assert victim, engine.ps(name)
-        engine.run("exec", name, "kill", "-9", str(victim[0][0]))
-        time.sleep(2)
-        wait_ps(engine, name, "tiny-chat")
+    assert next(p for p in procs if p[0] == 1)[3].startswith("/usr/bin/tini"), procs
+    for needle in (RUNNER, "serve"):
+        victims = [p[0] for p in engine.ps(name) if is_kind(needle, p[3])]
+        assert len(victims) == 1, (needle, engine.ps(name))
+        engine.kill_in(name, victims[0])
+        # Repaired: a new process of that kind, the model pinned again, Docker healthy.
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            now = [p[0] for p in engine.ps(name) if is_kind(needle, p[3])]
+            if now and victims[0] not in now:
+                break
+            time.sleep(0.2)
+        engine.wait_pinned(name, ["tiny-chat"])
         engine.wait_health(name)
+        assert victims[0] not in [p[0] for p in engine.ps(name)]
     procs = engine.ps(name)
     assert not [p for p in procs if p[2] == "Z"], procs
     supervisor = [p[0] for p in procs if "ollama-preloader" in p[3] and p[1] == 1]
-    assert supervisor
-    parents = {1, *supervisor, *[p[0] for p in procs]}
-    assert all(p[1] in parents or p[1] == 0 for p in procs)
+    assert len(supervisor) == 1, procs
+    serve = [p for p in procs if is_serve(p[3])]
+    runners = [p for p in procs if p[3].startswith(RUNNER)]
+    assert [p[1] for p in serve] == supervisor, procs
+    assert len(runners) == 1, procs
+    assert runners[0][1] == serve[0][0], procs
 
 
 def test_docker_stop_exits_0_and_leaves_nothing(
-    engine: Engine, app_image: str, registry: Registry, name: str
+    engine: Engine, app_image: str, registry: Registry, name: str, ports: Ports
 ) -> None:
-    """`docker stop` inside the grace: exit code 0, not the 137 of Docker's SIGKILL."""
+    """`docker stop` inside the grace: exit code 0, not the 137 of Docker's SIGKILL at the end
+    of it; the supervisor stopped `ollama serve` itself (serve exit 0, which stops its runners);
+    not one of the container's processes, nor any process running the image's runner, is left
+    on the host."""
     model = registry.name("tiny-chat")
-    start(engine, app_image, name, "-e", f"OLLAMA_PRELOAD_MODELS={model}?insecure=true")
+    engine.start_container(
+        app_image, name, "-e", f"OLLAMA_PRELOAD_MODELS={model}?insecure=true", ports=ports
+    )
     engine.wait_health(name)
+    engine.wait_pinned(name, ["tiny-chat"])
+    inside = engine.host_pids(name)
+    assert any(RUNNER in cmd for cmd in inside.values()), inside
+    assert any(is_serve(cmd) for cmd in inside.values()), inside
     engine.run("stop", "-t", "30", name)
     state = engine.inspect(name)["State"]
     assert (state["Running"], state["ExitCode"], state["OOMKilled"]) == (False, 0, False)
+    assert engine.run("top", name, check=False).returncode != 0  # no process table any more
+    assert host_alive(list(inside)) == {}
+    assert host_processes_matching(RUNNER) == {}
+    events = log_events(engine, name)
+    assert events["supervisor.stopping"]["signal"] == "SIGTERM", events.keys()
+    assert events["server.stopped"]["returncode"] == "0", events["server.stopped"]
+    assert "supervisor.stopped" in events
 
 
 def test_hup_and_models_file_edit_via_a_bind_mounted_dir(
-    engine: Engine, app_image: str, registry: Registry, name: str, tmp_path: Path
+    engine: Engine, app_image: str, registry: Registry, name: str, *, ports: Ports, tmp_path: Path
 ) -> None:
-    """A models file in a bind-mounted directory: an edit is applied live, HUP re-reads it."""
+    """A models file in a bind-mounted directory: after an edit, `docker kill -s HUP` pins the
+    new model."""
     models = tmp_path / "models"
     models.mkdir()
     (models / "models.txt").write_text(registry.name("tiny-chat") + "?insecure=true\n")
-    start(
-        engine, app_image, name, "-v", f"{models}:/etc/ollama-preloader/m:ro",
-        "-e", "PRELOADER_MODELS_FILE=/etc/ollama-preloader/m/models.txt",
+    engine.start_container(
+        app_image, name, "-v", f"{models}:/etc/ollama-preloader/m:ro",
+        "-e", "PRELOADER_MODELS_FILE=/etc/ollama-preloader/m/models.txt", ports=ports,
     )  # fmt: skip
     engine.wait_health(name)
+    engine.wait_pinned(name, ["tiny-chat"])
     (models / "models.txt").write_text(registry.name("tiny-embed") + "?insecure=true\n")
     engine.run("kill", "-s", "HUP", name)
-    wait_ps(engine, name, "tiny-embed")
+    engine.wait_pinned(name, ["tiny-embed"])
     engine.wait_health(name)
+    assert engine.inspect(name)["State"]["Running"]
 
 
-def test_baked_image_runs_offline(engine: Engine, baked_image: str, name: str) -> None:
+def test_baked_image_runs_offline(
+    engine: Engine, baked_image: str, name: str, ports: Ports
+) -> None:
     """--network none, no models variable: the baked list is pinned from the image's store,
-    also with the Kubernetes manifests' PRELOADER_MODELS_FILE setting pointing at it."""
-    engine.run(
-        "run", "-d", "--name", name, "--network", "none",
-        "-e", "PRELOADER_MODELS_FILE=/etc/ollama-preloader/baked-models.txt", baked_image,
+    with the Kubernetes manifests' PRELOADER_MODELS_FILE setting pointing at it, and the
+    image's HEALTHCHECK (`ollama-preloader health`) turns healthy."""
+    engine.start_container(
+        baked_image, name, "-e", "PRELOADER_MODELS_FILE=/etc/ollama-preloader/baked-models.txt",
+        network="none", ports=ports,
     )  # fmt: skip
     engine.wait_health(name)
-    assert "tiny-embed" in wait_ps(engine, name, "tiny-embed")
-    assert engine.inspect(name)["State"]["Health"]["Status"] == "healthy"
+    assert "tiny-embed" in engine.wait_pinned(name, ["tiny-embed"])
+    events = log_events(engine, name)
+    assert "model.pinned" in events, events.keys()
+    assert not [e for e in events if e.startswith("model.pull.")], events.keys()
