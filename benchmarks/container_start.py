@@ -258,17 +258,18 @@ def main() -> None:
     script, why = find_engine()
     if script is None:
         sys.exit(f"container_start: {why}")
-    kit = Kit.prepare(script.parent / "bin" / "ollama", Path(tempfile.mkdtemp(prefix="bench-kit-")))
-    engine = Engine(script)
-    registry = Registry(kit, free_port_pair())
-    try:
-        engine.start()
-        registry.start()
-        results = measure(engine, registry, opts.repeats)
-    finally:
-        if registry.running:
-            registry.stop()
-        engine.stop()
+    with tempfile.TemporaryDirectory(prefix="bench-kit-") as work:
+        kit = Kit.prepare(script.parent / "bin" / "ollama", Path(work))
+        engine = Engine(script)
+        registry = Registry(kit, free_port_pair())
+        try:
+            engine.start()
+            registry.start()
+            results = measure(engine, registry, opts.repeats)
+        finally:
+            if registry.running:
+                registry.stop()
+            engine.stop()
     print(textwrap.dedent(__doc__.split("\n\n", 2)[1]).strip())
     print(table(results))
     if opts.json:
