@@ -52,11 +52,15 @@ CMD ["run"]
 # removed so that images do not share one.
 FROM app AS baked
 ARG PRELOAD_MODELS=""
+# Where the bake's temporary `ollama serve` listens: loopback only, and movable, so that a
+# `docker build --network host` beside an Ollama that already holds 11434 can bake on another
+# port. The image's own OLLAMA_HOST (0.0.0.0:11434) is unchanged.
+ARG BAKE_OLLAMA_HOST=127.0.0.1:11434
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 RUN if [ -n "$PRELOAD_MODELS" ]; then \
         mkdir -p /etc/ollama-preloader \
         && tr ',' '\n' <<<"$PRELOAD_MODELS" | sed 's/^ *//; s/ *$//; /^$/d' \
             > /etc/ollama-preloader/baked-models.txt \
-        && ollama-preloader pull \
+        && OLLAMA_HOST="$BAKE_OLLAMA_HOST" ollama-preloader pull \
         && rm -f /root/.ollama/id_ed25519 /root/.ollama/id_ed25519.pub; \
     fi
