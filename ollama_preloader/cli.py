@@ -26,6 +26,7 @@ from ollama_preloader.errors import (
 
 if TYPE_CHECKING:
     from ollama_preloader.config.settings import Settings
+    from ollama_preloader.server.owned import OwnedServer
 
 EXIT_NOT_READY = EXIT_INTERNAL  # `status` and `health`: 1 means "not every model is pinned"
 
@@ -96,11 +97,14 @@ def run(env_file: EnvFile = Path(".env")) -> None:
     from ollama_preloader.observe.logs import configure
 
     settings = _settings(env_file)
-    from ollama_preloader.reconcile.supervisor import Supervisor
     from ollama_preloader.server.owned import OwnedServer, check_owned_settings
 
     try:
         check_owned_settings(settings)
+        if settings.health_port is not None and not settings.guard:
+            from ollama_preloader.observe.listen import check_free
+
+            check_free(settings.health_host, settings.health_port)
     except ConfigError as exc:
         raise _fail(str(exc), EXIT_CONFIG) from None
     configure(settings.log_level, settings.log_format)
@@ -117,10 +121,33 @@ def run(env_file: EnvFile = Path(".env")) -> None:
             raise _fail(str(exc), EXIT_CONFIG) from None
         mode_defaults = moved_behind
     server = OwnedServer(settings, env)
+    _run_to_exit(
+        _supervise(settings, server, env_file, seen_env, mode_defaults), server.stop_now
+    )
+
+
+async def _supervise(
+    settings: Settings,
+    server: OwnedServer,
+    env_file: Path,
+    seen_env: dict[str, str],
+    mode_defaults: Callable[[Settings], Settings] | None,
+) -> int:
+    """Spawn `ollama serve` first, then import and build the supervisor while it starts.
+
+    Ollama's GPU discovery begins only with the child, so every import done before the spawn
+    (the supervisor's path is ~0.4 s: the Ollama client, prometheus-client, ...) would add to
+    the user's wait. With the guard on, the guard binds its address before the spawn (a taken
+    one must stop the run with nothing started), so the supervisor spawns as before.
+    """
+    if not settings.guard:
+        await server.spawn()
+    from ollama_preloader.reconcile.supervisor import Supervisor
+
     supervisor = Supervisor(
         settings, server, env_file=env_file, server_env=seen_env, mode_defaults=mode_defaults
     )
-    _run_to_exit(supervisor.run(), server.stop_now)
+    return await supervisor.run()
 
 
 @app.command()

@@ -246,7 +246,9 @@ class Guard:
         if self.up.is_set():
             return True
         try:
-            await asyncio.wait_for(self.up.wait(), timeout=self.hold)
+            # Not asyncio.wait_for: on Python 3.11 it can swallow a cancellation (a stop).
+            async with asyncio.timeout(self.hold):
+                await self.up.wait()
         except TimeoutError:
             return False
         return True

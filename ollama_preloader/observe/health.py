@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import json
-import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -19,6 +17,7 @@ from typing import Any
 
 from ollama_preloader.errors import ConfigError
 from ollama_preloader.observe import output
+from ollama_preloader.observe.listen import bind_error, shown_host
 from ollama_preloader.observe.logs import get_logger
 from ollama_preloader.observe.metrics import build_registry, render
 from ollama_preloader.ollama.api import LoadedModel
@@ -84,30 +83,10 @@ class HealthServer:
         )
 
     def _shown_host(self) -> str:
-        if not self.host:
-            return "0.0.0.0"  # an empty host binds every interface; `http://:PORT` is no URL
-        return f"[{self.host}]" if ":" in self.host else self.host
+        return shown_host(self.host)
 
     def _bind_error(self, exc: OSError) -> str:
-        where = f"{self._shown_host()}:{self.port}"
-        if exc.errno == errno.EADDRINUSE:
-            return (
-                f"PRELOADER_HEALTH_PORT={self.port}: the port is already in use on {where} "
-                "(another program, or another ollama-preloader); set PRELOADER_HEALTH_PORT to "
-                "a free port, or to off to turn the health endpoints off"
-            )
-        if exc.errno == errno.EACCES:
-            return (
-                f"PRELOADER_HEALTH_PORT={self.port}: not allowed to listen on {where} "
-                "(ports below 1024 need root); choose another PRELOADER_HEALTH_PORT"
-            )
-        if isinstance(exc, socket.gaierror) or exc.errno == errno.EADDRNOTAVAIL:
-            return (
-                f"PRELOADER_HEALTH_HOST={self.host!r}: cannot listen on that address "
-                f"({exc.strerror or exc}); use 0.0.0.0 (all interfaces) or an address of this "
-                "host"
-            )
-        return f"cannot listen on {where} for the health endpoints: {exc.strerror or exc}"
+        return bind_error(self.host, self.port, exc)
 
     async def serve(self) -> None:
         """Keep serving until cancelled (the supervisor's TaskGroup owns this task)."""

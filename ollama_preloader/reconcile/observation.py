@@ -242,7 +242,10 @@ class Observer:
                 status.context_length, status.expires_at = entry.context_length, entry.expires_at
                 status.listed_at = mono
                 status.runner_pid = next((r.pid for r in runners if r.blob == blob), None)
-                if status.state == State.PINNED and entry.is_pinned(now):
+                # A runner of this file just exited: the listing may predate a client's reload
+                # (its new runner still loading), so it is no proof of the pinned runner yet.
+                exited = blob is not None and any(e.runner.blob == blob for e in exits)
+                if status.state == State.PINNED and entry.is_pinned(now) and not exited:
                     status.last_pinned = Seen(
                         status.runner_pid, entry.context_length, entry.expires_at
                     )

@@ -58,6 +58,7 @@ class OwnedServer:
         self.process: OllamaServer | None = None
         self.runners = RunnerWatch(self._serve_pid)
         self._restart_reason: str | None = None  # a restart we asked for (a wedged model)
+        self._spawned_at: float | None = None  # a child `spawn` started, `start` not claimed
 
     def _serve_pid(self) -> int | None:
         """The `ollama serve` running now; None between a crash and its restart."""
@@ -66,8 +67,13 @@ class OwnedServer:
             return None
         return process.pid
 
-    async def start(self, link: Link, *, first: bool = True) -> None:
-        """Spawn `ollama serve` and poll `GET /` until it answers (ServerError if it cannot)."""
+    async def spawn(self, *, first: bool = True) -> None:
+        """Spawn `ollama serve` without waiting for it to answer (ServerError if it cannot).
+
+        `run` calls this before it imports the supervisor: Ollama's GPU discovery starts
+        only with the child, so the imports are done while it runs. `start` then waits on
+        this child instead of spawning another.
+        """
         if first:
             env = self.environment
             home = env.get("HOME", "~")
@@ -81,7 +87,17 @@ class OwnedServer:
         )
         self.process = process
         await process.start()
-        started = time.monotonic()
+        self._spawned_at = time.monotonic()
+
+    async def start(self, link: Link, *, first: bool = True) -> None:
+        """Spawn `ollama serve` (unless `spawn` did) and poll `GET /` until it answers."""
+        spawned_at, self._spawned_at = self._spawned_at, None
+        if spawned_at is None or not first:
+            await self.spawn(first=first)
+            spawned_at, self._spawned_at = self._spawned_at, None
+        process = self.process
+        assert process is not None
+        assert spawned_at is not None
         ready = await process.wait_ready(
             link.api.probe,
             url=link.api.base_url,
@@ -90,7 +106,7 @@ class OwnedServer:
         )
         if not ready:
             return
-        await link.server_ready(time.monotonic() - started, first=first)
+        await link.server_ready(time.monotonic() - spawned_at, first=first)
 
     async def supervise(self, link: Link) -> None:
         """Wait for the child to exit; then exit too, or restart it with a growing backoff."""

@@ -29,6 +29,10 @@ def test_health_while_ollama_is_starting(launcher: Launcher) -> None:
     env = catalog_env(launcher, OLLAMA_PRELOAD_MODELS="llama3.2", FAKE_OLLAMA_STARTUP_DELAY="60")
     run = launcher.start(env=env)
     run.wait_event("server.started")
+    # `ollama serve` is spawned first; the endpoints listen once the supervisor is built.
+    run.wait_event("health.listening")
+    names = [event["event"] for event in run.events()]
+    assert names.index("server.started") < names.index("health.listening")
     code, out = health(run)
     assert code == 1
     assert out == "not ready: ollama serve is not ready"
