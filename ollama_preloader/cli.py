@@ -121,9 +121,7 @@ def run(env_file: EnvFile = Path(".env")) -> None:
             raise _fail(str(exc), EXIT_CONFIG) from None
         mode_defaults = moved_behind
     server = OwnedServer(settings, env)
-    _run_to_exit(
-        _supervise(settings, server, env_file, seen_env, mode_defaults), server.stop_now
-    )
+    _run_to_exit(_supervise(settings, server, env_file, seen_env, mode_defaults), server.stop_now)
 
 
 async def _supervise(

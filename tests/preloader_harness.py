@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -18,19 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fake_ollama.harness import processes_in_group, read_jsonl
+from fake_ollama.harness import free_port, processes_in_group, read_jsonl
 
 __all__ = ["Launcher", "Run", "free_port", "processes_in_group"]
 
 TESTS = Path(__file__).resolve().parent
 FAKE_BIN = TESTS / "fake_bin"
 WAIT = 60.0  # an upper bound for waits, never an assertion about speed
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def preloader_command() -> list[str]:

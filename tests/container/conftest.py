@@ -27,16 +27,15 @@ REPO = Path(__file__).resolve().parents[2]
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "container: the container tier (one session engine)")
-    config.addinivalue_line("markers", "xdist_group(name): run these tests in one worker")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark the tier (`-m container` / `-m "not container"`) and keep it in one xdist group."""
+    """Mark the tier (`-m container` / `-m "not container"`); tests/conftest.py keeps it in
+    the one xdist group "engine"."""
     here = Path(__file__).parent
     for item in items:
         if here in item.path.parents:
             item.add_marker(pytest.mark.container)
-            item.add_marker(pytest.mark.xdist_group("container"))
 
 
 def _unavailable(why: str) -> None:

@@ -58,6 +58,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -76,9 +77,58 @@ FAKE_BIN = TESTS_DIR / "fake_bin"
 OLLAMA_EXE = FAKE_BIN / "ollama"
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that was free a moment ago."""
+# Ports come from a block of this pytest-xdist worker's own (PYTEST_XDIST_WORKER=gwN; none
+# without xdist), below the kernel's ephemeral range. A port the kernel picks (bind to 0) can be
+# picked again by another worker, or taken by any outgoing connection, between the moment we
+# close it and the moment the server binds it; a block of our own below that range cannot.
+PORT_FLOOR = 10000
+PORT_BLOCK = 1000
+_port_cursor: dict[str, int] = {}
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def _worker_block() -> range | None:
+    """This worker's ports, or None when the ephemeral range leaves no room below it."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    index = int(worker[2:]) + 1 if worker[:2] == "gw" and worker[2:].isdigit() else 0
+    blocks = (_ephemeral_low() - PORT_FLOOR) // PORT_BLOCK
+    if blocks < 1:
+        return None
+    start = PORT_FLOOR + (index % blocks) * PORT_BLOCK
+    return range(start, start + PORT_BLOCK)
+
+
+def _bindable(host: str, port: int) -> bool:
     with socket.socket() as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that was free a moment ago, from this worker's block (see PORT_BLOCK).
+
+    The block is walked from a random place (other test runs may share the machine) and never
+    hands out the same port twice in a row; a port in use is skipped."""
+    block = _worker_block()
+    if block is not None:
+        offset = _port_cursor.get(host)
+        if offset is None:
+            offset = random.randrange(len(block))
+        for step in range(1, len(block) + 1):
+            port = block[(offset + step) % len(block)]
+            if _bindable(host, port):
+                _port_cursor[host] = (offset + step) % len(block)
+                return port
+    with socket.socket() as s:  # the whole block is busy: any port the kernel gives
         s.bind((host, 0))
         return int(s.getsockname()[1])
 

@@ -7,6 +7,7 @@ import json
 import socket
 
 import pytest
+from fake_ollama.harness import free_port
 
 from ollama_preloader.config.modelspec import parse_entry
 from ollama_preloader.errors import ConfigError
@@ -15,12 +16,6 @@ from ollama_preloader.ollama.api import LoadedModel
 from ollama_preloader.reconcile.drift import check_context
 from ollama_preloader.reconcile.pulling import _count_bytes
 from ollama_preloader.state.board import Board, ModelStatus, State
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def server(board: Board, live: str | None = None, port: int = 0) -> HealthServer:
