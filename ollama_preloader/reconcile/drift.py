@@ -52,7 +52,9 @@ async def note_loaded(api: OllamaAPI, status: ModelStatus, *, with_options: bool
     status.listed_at = time.monotonic()  # runner start lines before this were our own load's
     if entry.context_length is not None:
         status.loaded_context, status.context_load = entry.context_length, status.loads
-        status.drift_context = None
+        # drift_context is kept: the client's runner this load replaced may still be compared
+        # by its start line at the next look, and must not warn a second time. A look that
+        # shows our own context again clears it (_compare), so a later change warns anew.
         if not with_options:
             status.default_context = entry.context_length  # what "no num_ctx" gives here
 

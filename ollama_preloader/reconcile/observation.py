@@ -232,9 +232,15 @@ class Observer:
         missing = any(find_loaded(m, loaded) is None for m in self.board.models)
         runners = self.server.runners.current() if exits or missing else self.server.runners.known()
         keys = set()
+        # Runner starts and this listing compared in the order they happened: starts before
+        # /api/ps was asked come first, so a client's runner that ours had replaced by then is
+        # judged before the listing that shows ours clears the drift mark (no second warning).
+        asked = self._ps_read_at if self._observed_at < self._ps_read_at <= mono else mono
         for status in self.board.models:
             entry = find_loaded(status, loaded)
             blob = blob_name(status.blob)
+            for started in self.server.runners.starts_since(blob, self._observed_at, asked):
+                note_runner_start(status, started)
             if entry is not None:
                 keys.add(entry.key)
                 self._observe_runner(status, entry, loaded)
@@ -253,7 +259,7 @@ class Observer:
             else:
                 status.size = status.size_vram = status.context_length = status.expires_at = None
                 status.runner_pid = None
-            for started in self.server.runners.starts_since(blob, self._observed_at):
+            for started in self.server.runners.starts_since(blob, asked):
                 note_runner_start(status, started)
             gone = [e for e in exits if blob is not None and e.runner.blob == blob]
             if gone and self._judge_exit(status, entry, gone[-1], runners):

@@ -199,7 +199,9 @@ class NoRunners:
     def known(self) -> list[RunnerInfo]:
         return []
 
-    def starts_since(self, blob: str | None, since: float) -> list[int | None]:
+    def starts_since(
+        self, blob: str | None, since: float, until: float = float("inf")
+    ) -> list[int | None]:
         return []
 
     def blobs_started_since(self, since: float) -> set[str]:
@@ -304,12 +306,15 @@ class RunnerWatch(NoRunners):
             return None
         return RunnerInfo(pid, *parse_command(argv))
 
-    def starts_since(self, blob: str | None, since: float) -> list[int | None]:
-        """The context of each runner Ollama started for `blob` after `since`, oldest first
-        (from its `starting llama-server` lines; None where the line names no context)."""
+    def starts_since(
+        self, blob: str | None, since: float, until: float = float("inf")
+    ) -> list[int | None]:
+        """The context of each runner Ollama started for `blob` after `since` (up to `until`),
+        oldest first (from its `starting llama-server` lines; None where the line names no
+        context)."""
         if blob is None:
             return []
-        return [ctx for at, started, ctx in self._starts if at > since and started == blob]
+        return [ctx for at, started, ctx in self._starts if since < at <= until and started == blob]
 
     def blobs_started_since(self, since: float) -> set[str]:
         """The model files Ollama started a runner for after `since` (whose load, any)."""

@@ -180,7 +180,7 @@ def test_context_drift_is_warned_once_per_change(launcher: Launcher) -> None:
     # Many more cycles: still one warning for this change.
     polls = len(run.requests("/api/ps"))
     run.wait_for(lambda: len(run.requests("/api/ps")) >= polls + 10, "ten more cycles")
-    assert run.count_events("model.context_drift") == 1
+    assert run.count_events("model.context_drift") == 1, run.output()
 
     # Another client value, with a finite keep_alive: a new change, so a new warning.
     client(2048, "5m")
