@@ -6,6 +6,7 @@ This is the only module that decides exit codes (see errors.py for the table).
 from __future__ import annotations
 
 import asyncio
+import signal
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -138,13 +139,30 @@ async def _supervise(
     the user's wait. With the guard on, the guard binds its address before the spawn (a taken
     one must stop the run with nothing started), so the supervisor spawns as before.
     """
+    early: list[int] = []  # a stop asked for while the supervisor was still being built
     if not settings.guard:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, early.append, signum)
         await server.spawn()
+    from ollama_preloader.observe.logs import get_logger
     from ollama_preloader.reconcile.supervisor import Supervisor
 
+    log = get_logger()
     supervisor = Supervisor(
         settings, server, env_file=env_file, server_env=seen_env, mode_defaults=mode_defaults
     )
+    await asyncio.sleep(0)  # a signal that came during the imports is handled here
+    if early:
+        # `docker stop` or Ctrl-C in the first fraction of a second: the same clean stop of
+        # the child and the same exit code as later, never the default action's death.
+        log.info(
+            "supervisor.stopping",
+            msg=f"Received {signal.Signals(early[0]).name}; stopping",
+            signal=signal.Signals(early[0]).name,
+        )
+        await server.stop()
+        return EXIT_OK
     return await supervisor.run()
 
 

@@ -315,3 +315,18 @@ def test_watch_reports_leftover_runners_and_never_stops_them(launcher: Launcher)
         if own is not None:  # in the group of the serve that was killed, not the new one's
             with contextlib.suppress(ProcessLookupError):
                 os.kill(own, signal.SIGKILL)
+
+
+def test_a_stop_right_after_the_spawn_is_a_clean_stop(launcher: Launcher) -> None:
+    """`run` spawns `ollama serve` before it builds the rest of the supervisor: a SIGTERM sent
+    the moment serve is started (a `docker stop` right after `docker run`) still stops serve
+    and exits 0, never the signal's default death that skips the stop."""
+    env = launcher.env(
+        FAKE_OLLAMA_CATALOG=write_catalog(launcher.tmp / "catalog.json"),
+        OLLAMA_PRELOAD_MODELS="llama3.2",
+    )
+    run = launcher.start(env=env)
+    serve_pid = run.wait_event("server.started")["pid"]
+    assert run.stop() == 0
+    assert wait_gone(serve_pid) == []
+    assert run.count_events("supervisor.stopping") == 1
