@@ -216,6 +216,9 @@ class Puller:
                 msg = str(fault.get("message", DEFAULT_PULL_FAIL))
             d = self._join(blob, content, rate, fail_at, msg)
             try:
+                # The layer's first line as the download starts, as Ollama sends it: without
+                # it, a download that ends (or fails) within a tick would name no layer at all.
+                emit(_progress(blob, d.completed))
                 while not d.done.wait(tick):
                     if is_gone():
                         raise ClientGone()
