@@ -150,11 +150,11 @@ def test_a_hand_pull_pins_the_new_copy_and_reports_the_old_runner(launcher: Laun
     assert run.stop() == 0
 
 
-def test_a_pull_through_the_guard_is_the_swap(launcher: Launcher) -> None:
-    """`ollama pull` of a pinned model through the guard after the registry changed: the new
-    copy is pinned before the old one goes, so one runner (the new digest, Forever), no stale
-    runner, no hold left; the client sees the pull's progress and `success`."""
-    catalog = dict(SMALL)
+def guarded_then_new_revision(
+    launcher: Launcher, catalog: dict[str, Any]
+) -> tuple[Run, dict[str, Any]]:
+    """`run` with the guard, llama3.2 pinned; then the registry has a new revision of it.
+    Returns the run and the old copy's /api/ps row."""
     run = start(
         launcher,
         "llama3.2",
@@ -164,8 +164,17 @@ def test_a_pull_through_the_guard_is_the_swap(launcher: Launcher) -> None:
     )
     run.wait_all_pinned()
     (old,) = run.ps()
-    catalog["llama3.2:latest"] = {**SMALL["llama3.2:latest"], "revision": 2}
+    catalog["llama3.2:latest"] = {**catalog["llama3.2:latest"], "revision": 2}
     write_catalog(launcher.tmp / "catalog.json", catalog)
+    return run, old
+
+
+def test_a_pull_through_the_guard_is_the_swap(launcher: Launcher) -> None:
+    """`ollama pull` of a pinned model through the guard after the registry changed: the new
+    copy is pinned before the old one goes, so one runner (the new digest, Forever), no stale
+    runner, no hold left; the client sees the pull's progress and `success`."""
+    catalog = dict(SMALL)
+    run, old = guarded_then_new_revision(launcher, catalog)
     with Sampler(run) as sampler:
         pulled = run.ollama("pull", "llama3.2")
     assert pulled.returncode == 0, pulled.stdout + pulled.stderr
@@ -205,17 +214,7 @@ def test_a_failed_pull_through_the_guard_is_an_error_line_and_the_old_copy_serve
     """The registry's download breaks mid-pull: the client gets Ollama's `error` line (and
     `ollama pull` fails), the old copy stays pinned and answers, no hold is left."""
     catalog = dict(SMALL)
-    run = start(
-        launcher,
-        "llama3.2",
-        catalog,
-        PRELOADER_GUARD="on",
-        PRELOADER_GUARD_UPSTREAM=f"127.0.0.1:{free_port()}",
-    )
-    run.wait_all_pinned()
-    (old,) = run.ps()
-    catalog["llama3.2:latest"] = {**SMALL["llama3.2:latest"], "revision": 2}
-    write_catalog(launcher.tmp / "catalog.json", catalog)
+    run, old = guarded_then_new_revision(launcher, catalog)
     run.set_faults(
         {"pull_fail": {"llama3.2": {"times": 1, "after_fraction": 0.5, "message": "EOF"}}}
     )
@@ -261,17 +260,7 @@ def test_a_client_that_leaves_mid_pull_does_not_stop_the_swap(launcher: Launcher
     """The client of a pull through the guard goes away after the first line: the swap goes
     on to the end (new copy pinned alone, no hold), as the supervisor's own update would."""
     catalog = {"llama3.2:latest": model(size=2.0, family="llama", pull_seconds=2.0)}
-    run = start(
-        launcher,
-        "llama3.2",
-        catalog,
-        PRELOADER_GUARD="on",
-        PRELOADER_GUARD_UPSTREAM=f"127.0.0.1:{free_port()}",
-    )
-    run.wait_all_pinned()
-    (old,) = run.ps()
-    catalog["llama3.2:latest"] = {**catalog["llama3.2:latest"], "revision": 2}
-    write_catalog(launcher.tmp / "catalog.json", catalog)
+    run, old = guarded_then_new_revision(launcher, catalog)
     host, port = run.env["OLLAMA_HOST"].rsplit(":", 1)
     conn = http.client.HTTPConnection(host, int(port), timeout=30)
     conn.request("POST", "/api/pull", body=b'{"model":"llama3.2"}')
