@@ -75,6 +75,15 @@ def answers(run: Run, model: str, timeout: float, prompt: str = "hi") -> bool:
     return bool(done.get("done"))
 
 
+def wedge_logged(run: Run, listed: str, within: float) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if run.count_events("model.wedged", model=listed):
+            return True
+        time.sleep(0.1)
+    return False
+
+
 def test_dropped_streams_wedge_the_model_and_the_probe_brings_it_back(
     real: RealLauncher,
 ) -> None:
@@ -93,8 +102,15 @@ def test_dropped_streams_wedge_the_model_and_the_probe_brings_it_back(
     for _ in range(DROPS):
         drop_stream(run, chat)
         # The probe may find the wedge (and repair it) before this client's request does.
-        if not answers(run, chat, timeout=2.0) or run.count_events("model.wedged", model=listed):
+        if run.count_events("model.wedged", model=listed):
             break
+        if answers(run, chat, timeout=2.0):
+            continue
+        # Not answered in 2 s: a wedge, or only a slow answer on a loaded machine (CI saw one).
+        # A wedge is the probe's to find (every 2 s); a slow answer still comes.
+        if wedge_logged(run, listed, within=20.0):
+            break
+        assert answers(run, chat, timeout=30.0), "a request hung and no model.wedged was logged"
     else:
         raise AssertionError(f"no wedge after {DROPS} dropped streams")
     wedged = run.wait_event("model.wedged", timeout=30, model=listed)
