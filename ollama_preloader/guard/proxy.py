@@ -329,6 +329,10 @@ class Guard:
                 upstream.close()
 
     def _dropped(self, request: web.Request, outcome: Outcome, endpoint: str, phase: str) -> None:
+        spec = self._lookup(outcome.model) if outcome.declared and outcome.model else None
+        if spec is not None:
+            # A cancellation can wedge the runner (§9.5a): the probe looks at it soon.
+            self.board.drops.note(spec.key)
         label = self._model_label(outcome)
         self.metrics.drops.labels(label, phase).inc()
         self.events.dropped(request.remote or "?", label, endpoint, phase)
