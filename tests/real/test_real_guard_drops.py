@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -14,8 +15,9 @@ from typing import Any
 from preloader_harness import Run, free_port
 from real_harness import RealLauncher, ps_rows
 
-DROPS = 1000  # §9.5a saw a wedge within 10 to 41 drops; a bound, not an expectation
 INTERVAL = 300.0  # PRELOADER_PROBE_INTERVAL: no interval probe comes during the test
+WITHIN = 150.0  # a bound on the wedge, half the interval, not an expectation
+DROPPING, ASKING = 4, 12  # clients that drop their streams, and clients that wait for answers
 
 
 def _host_port(run: Run) -> tuple[str, int]:
@@ -59,21 +61,13 @@ def answers(run: Run, model: str, timeout: float) -> bool:
     return bool(done.get("done"))
 
 
-def wedge_logged(run: Run, listed: str, within: float) -> bool:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if run.count_events("model.wedged", model=listed):
-            return True
-        time.sleep(0.1)
-    return False
-
-
 def test_drops_through_the_guard_bring_the_probe_before_its_interval(
     real: RealLauncher,
 ) -> None:
-    """Streams dropped through the guard until the model wedges: with a 5 minute interval the
-    probe finds the wedge soon after a drop, kills the runner, and the model is pinned and
-    answering again long before the first interval probe would have come."""
+    """Clients of which a quarter drop their streams (the mix §9.5a saw wedge a model within
+    seconds), all through the guard: with a 5 minute interval the probe finds the wedge soon
+    after a drop, kills the runner, and the model is pinned and answering again long before
+    the first interval probe would have come."""
     chat = real.name("tiny-chat")
     listed = f"{chat}:latest"
     real.seed_store("tiny-chat")
@@ -89,30 +83,33 @@ def test_drops_through_the_guard_bring_the_probe_before_its_interval(
     run.wait_all_pinned()
     started = time.monotonic()
     (runner,) = real.runners()
-    for _ in range(DROPS):
-        drop_stream(run, chat)
-        if run.count_events("model.wedged", model=listed):
-            break
-        if answers(run, chat, timeout=2.0):
-            continue
-        # Not answered in 2 s: a wedge (only a drop can bring a probe this soon), or a slow
-        # answer on a loaded machine, which still comes.
-        if wedge_logged(run, listed, within=20.0):
-            break
-        assert answers(run, chat, timeout=30.0), (
-            "a request hung and no model.wedged within 20 s of the drops"
-        )
-        assert time.monotonic() - started < INTERVAL / 2, "no wedge in half an interval"
-    else:
-        raise AssertionError(f"no wedge after {DROPS} dropped streams")
-    wedged = run.wait_event("model.wedged", timeout=30, model=listed)
+    stop = threading.Event()
+
+    def dropping() -> None:
+        while not stop.is_set():
+            drop_stream(run, chat)
+
+    def asking() -> None:
+        while not stop.is_set():
+            answers(run, chat, timeout=5.0)
+
+    clients = [threading.Thread(target=dropping, daemon=True) for _ in range(DROPPING)]
+    clients += [threading.Thread(target=asking, daemon=True) for _ in range(ASKING)]
+    for client in clients:
+        client.start()
+    try:
+        # Only a probe a drop brought can log it: the interval's first one is minutes away.
+        wedged = run.wait_event("model.wedged", timeout=WITHIN, model=listed)
+    finally:
+        stop.set()
+        for client in clients:
+            client.join(timeout=30)
     assert wedged["repair"] == "kill-runner"
     assert wedged["pid"] == runner
     run.wait_event("model.pinned", timeout=30, model=listed, reason="wedged")
     assert answers(run, chat, timeout=10.0)
     assert {row[0]: row[-1] for row in ps_rows(run)} == {listed: "Forever"}
     assert real.runners() != [runner]
-    # Found and repaired by a probe a drop brought: the interval's first one is not due yet.
     assert time.monotonic() - started < INTERVAL
     assert run.events("guard.client.dropped"), "the guard logged no drop"
     assert run.stop() == 0
