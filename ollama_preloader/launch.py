@@ -15,7 +15,7 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from ollama_preloader.errors import EXIT_CONFIG, EXIT_INTERNAL, EXIT_OK, ConfigError, PreloaderError
+from ollama_preloader.errors import EXIT_CONFIG, EXIT_INTERNAL, ConfigError, PreloaderError
 
 if TYPE_CHECKING:
     from ollama_preloader.config.settings import Settings
@@ -114,30 +114,25 @@ async def _supervise(
     the user's wait. With the guard on, the guard binds its address before the spawn (a taken
     one must stop the run with nothing started), so the supervisor spawns as before.
     """
-    early: list[int] = []  # a stop asked for while the supervisor was still being built
+    early: list[int] = []  # signals that came while the supervisor was still being built
     if not settings.guard:
         loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        caught: list[int] = [signal.SIGTERM, signal.SIGINT]
+        if signal.getsignal(signal.SIGHUP) != signal.SIG_IGN:  # under nohup it stays ignored
+            caught.append(signal.SIGHUP)
+        for signum in caught:
             loop.add_signal_handler(signum, early.append, signum)
         await server.spawn()
-    from ollama_preloader.observe.logs import get_logger
     from ollama_preloader.reconcile.supervisor import Supervisor
 
-    log = get_logger()
     supervisor = Supervisor(
         settings, server, env_file=env_file, server_env=seen_env, mode_defaults=mode_defaults
     )
-    await asyncio.sleep(0)  # a signal that came during the imports is handled here
-    if early:
-        # `docker stop` or Ctrl-C in the first fraction of a second: the same clean stop of
-        # the child and the same exit code as later, never the default action's death.
-        log.info(
-            "supervisor.stopping",
-            msg=f"Received {signal.Signals(early[0]).name}; stopping",
-            signal=signal.Signals(early[0]).name,
-        )
-        await server.stop()
-        return EXIT_OK
-    # No await between here and the supervisor's own add_signal_handler calls, which replace
-    # these: a signal from now on is the supervisor's.
+    # The hand-over: the supervisor's run installs its own handlers (replacing these, with no
+    # await before it) and then meets the signals caught meanwhile again, in order. So
+    # `docker stop` or Ctrl-C in the first fraction of a second is the same clean stop as
+    # later (a second one kills at once), and a SIGHUP is a hang-up or a re-read as later;
+    # never the default action's death, which would skip stopping `ollama serve`.
+    for signum in early:
+        asyncio.get_running_loop().call_soon(signal.raise_signal, signum)
     return await supervisor.run()
