@@ -17,13 +17,16 @@ becomes the kit's binary. Measured on this process's wall clock from just before
 
 Contestants: this checkout's `run`; `--before DIR` another source tree of the package (say
 `git archive main`), run with PYTHONPATH=DIR in the same interpreter, so before and after are
-measured in one run; and benchmarks/baseline.sh. Benchmarks are not tests: nothing here
-asserts a target.
+measured in one run; and benchmarks/baseline.sh. Both source trees are byte-compiled first, as
+pip does when it installs the package (the image's venv has its .pyc files): with
+PYTHONDONTWRITEBYTECODE set, as on the test machines, every launch would otherwise compile the
+package's modules again. Benchmarks are not tests: nothing here asserts a target.
 """
 
 from __future__ import annotations
 
 import argparse
+import compileall
 import json
 import os
 import signal
@@ -93,6 +96,9 @@ def main() -> int:
     if args.before is not None:
         contestants.insert(0, Contestant("ollama-preloader (before)", module, str(args.before)))
     contestants.append(Contestant("shell script (baseline.sh)", ["bash", str(BASELINE)]))
+    for contestant in contestants:
+        if contestant.pythonpath is not None:
+            compileall.compile_dir(Path(contestant.pythonpath) / "ollama_preloader", quiet=1)
     with (
         tempfile.TemporaryDirectory(prefix="startup-bench-") as tmp,
         kit_launcher(ollama, Path(tmp)) as real,
