@@ -59,6 +59,7 @@ def watch(env_file: EnvFile = Path(".env")) -> None:
     """
     from ollama_preloader.observe.logs import configure
 
+    launch.leave_out_unused()
     settings = _settings(env_file)
     from ollama_preloader.reconcile.supervisor import Supervisor
     from ollama_preloader.server.remote import (

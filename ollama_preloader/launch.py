@@ -66,9 +66,22 @@ def run_to_exit(
     raise SystemExit(code)
 
 
+def leave_out_unused() -> None:
+    """Keep out of the process what a supervisor never uses, before anything imports it.
+
+    httpx's package imports its command-line client (`httpx._main`), and with it click,
+    pygments and rich whenever they are installed (typer installs them): ~4 MB resident for as
+    long as the supervisor runs. A None entry makes that import fail, and httpx then defines
+    its stub `main` instead, as when its `cli` extra is not installed.
+    """
+    sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
+
+
 def run(env_file: Path) -> NoReturn:
     """Start `ollama serve`, pull and pin the declared models, keep them pinned until stopped."""
     from ollama_preloader.config.settings import server_environment
+
+    leave_out_unused()
     from ollama_preloader.observe.logs import configure
 
     settings = settings_or_exit(env_file)

@@ -65,21 +65,29 @@ def resolve_format(fmt: str, stream: TextIO) -> str:
     return "console" if stream.isatty() else "plain"
 
 
+# Imported by structlog's `dev` module whenever installed: rich for tracebacks and the console
+# renderer, colorama for colours on Windows. Neither is used when logs do not go to a terminal.
+_CONSOLE_ONLY = ("rich", "colorama")
+
+
 def _structlog(*, with_rich: bool = True) -> ModuleType:
-    """structlog, imported on first use; `with_rich=False` keeps rich out of the process if
-    nothing has imported it yet (structlog then formats tracebacks without it)."""
-    if "structlog" in sys.modules or with_rich or "rich" in sys.modules:
+    """structlog, imported on first use; `with_rich=False` keeps rich (and colorama) out of
+    the process if nothing has imported them yet (structlog then does without them)."""
+    if "structlog" in sys.modules or with_rich:
         import structlog
 
         return structlog
     # A None entry makes `import rich` raise ImportError, which structlog takes as "rich is
     # not installed". Removed right after, so a later import of rich works as usual.
-    sys.modules["rich"] = None  # type: ignore[assignment]
+    hidden = [name for name in _CONSOLE_ONLY if name not in sys.modules]
+    for name in hidden:
+        sys.modules[name] = None  # type: ignore[assignment]
     try:
         import structlog
     finally:
-        if sys.modules.get("rich", "") is None:
-            del sys.modules["rich"]
+        for name in hidden:
+            if sys.modules.get(name, "") is None:
+                del sys.modules[name]
     return structlog
 
 
