@@ -10,6 +10,7 @@ spelling (`--help`, a typo, an option twice) to the typer app, for its usual hel
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -52,7 +53,10 @@ def main() -> None:
         try:
             run(env_file)
         except KeyboardInterrupt:
-            sys.exit(130)  # what typer makes of a Ctrl-C before the supervisor handles it
+            # A Ctrl-C before any handler of ours: 128+SIGINT, as typer exits for it.
+            from ollama_preloader.errors import exit_code_for_signal
+
+            sys.exit(exit_code_for_signal(signal.SIGINT))
     from ollama_preloader.cli import main as cli_main
 
     cli_main()
