@@ -319,11 +319,7 @@ def test_a_hangup_right_after_the_spawn_is_a_reread_not_a_death(launcher: Launch
     `docker run`, no terminal involved) is handed over like a later one: the list is re-read
     and the run goes on, instead of the signal's default death with `ollama serve` just
     started."""
-    env = launcher.env(
-        FAKE_OLLAMA_CATALOG=write_catalog(launcher.tmp / "catalog.json"),
-        OLLAMA_PRELOAD_MODELS="llama3.2",
-    )
-    run = launcher.start(env=env)
+    run = launcher.start(env=fake_env(launcher))
     serve_pid = run.wait_event("server.started")["pid"]
     run.proc.send_signal(signal.SIGHUP)
     assert run.wait_event("config.reloaded")["trigger"] == "signal"
