@@ -312,3 +312,19 @@ def test_a_stop_right_after_the_spawn_is_a_clean_stop(launcher: Launcher) -> Non
     assert run.stop() == 0
     assert wait_gone(serve_pid) == []
     assert run.count_events("supervisor.stopping") == 1
+
+
+def test_a_hangup_right_after_the_spawn_is_a_reread_not_a_death(launcher: Launcher) -> None:
+    """A SIGHUP while the supervisor is still being built (`docker kill -s HUP` right after
+    `docker run`, no terminal involved) is handed over like a later one: the list is re-read
+    and the run goes on, instead of the signal's default death with `ollama serve` just
+    started."""
+    run = launcher.start(env=fake_env(launcher))
+    serve_pid = run.wait_event("server.started")["pid"]
+    run.proc.send_signal(signal.SIGHUP)
+    assert run.wait_event("config.reloaded")["trigger"] == "signal"
+    run.wait_all_pinned()
+    assert run.proc.poll() is None
+    assert pid_alive(serve_pid)
+    assert run.stop() == 0
+    assert wait_gone(serve_pid) == []
