@@ -21,7 +21,14 @@ from typing import Any
 
 import pytest
 from preloader_harness import Run, preloader_command
-from real_harness import RealLauncher, answers, drop_until_wedged, processes_with_home, ps_rows
+from real_harness import (
+    RealLauncher,
+    answers,
+    drop_until_wedged,
+    processes_with_home,
+    ps_rows,
+    wedge_logged,
+)
 
 DROPS = 1000  # the issue saw a wedge within 10 to 41 drops; a bound, not an expectation
 NOBODY = 65534
@@ -173,8 +180,16 @@ def test_watch_unloads_and_repins_a_runner_it_may_not_signal(
     assert wedged["pid"] == runner  # seen, and judged by its CPU time
     assert wedged["repair"] == "unload-repin"
     run.wait_event("model.pinned", timeout=60, model=listed, reason="wedged")
-    serving(run, chat, listed)
-    assert run.events("model.wedge_repair") == []
+    assert run.events("model.wedge_repair") == []  # no kill was tried
+    # The unload may not free the slot a dropped stream still holds inside `ollama serve`
+    # (§9.5a), and then the model is wedged again: reported, nothing more to try in `watch`.
+    if answers(run, chat, timeout=30.0) or not wedge_logged(run, listed, 60.0, more_than=1):
+        serving(run, chat, listed)
+    else:
+        again = wedges(run, listed)[1]
+        assert (again["repair"], again["again"]) == ("none", True)
+        run.wait_for(lambda: status_state(run) == "wedged", "status wedged")
+        assert run.health_get("/readyz")[0] == 503
     assert run.proc.poll() is None
     assert run.stop() == 0
     assert server.proc is not None
