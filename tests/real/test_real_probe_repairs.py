@@ -123,7 +123,7 @@ def nobody_dir() -> Iterator[Path]:
 
 
 def own_copy(real: RealLauncher, store: Path, model: str, name: str) -> str:
-    """`model` under a new `name` in `store` with a model file of its own (the GGUF with 32
+    """`model` under a new `name` in `store` with a model file of its own (the GGUF with 32 random
     bytes of padding added), so its runner is the only process on this host running that file:
     other tests (and other supervisors) running the kit's models then never make it ambiguous,
     and the supervisor in `watch` sees it."""
@@ -133,7 +133,7 @@ def own_copy(real: RealLauncher, store: Path, model: str, name: str) -> str:
     doc = json.loads((manifests / model / "latest").read_text())
     (layer,) = [x for x in doc["layers"] if x["mediaType"] == "application/vnd.ollama.image.model"]
     old = store / "blobs" / ("sha256-" + layer["digest"].split(":", 1)[1])
-    data = old.read_bytes() + bytes(32)
+    data = old.read_bytes() + os.urandom(32)  # its own file, even beside another copy
     digest = hashlib.sha256(data).hexdigest()
     (store / "blobs" / f"sha256-{digest}").write_bytes(data)
     old.unlink()
