@@ -260,11 +260,14 @@ class Prober:
     def _choose(self, status: ModelStatus, result: Probe, *, again: bool) -> str:
         if again and status.last_wedge_repair in (RESTART_SERVE, NO_REPAIR):
             return NO_REPAIR  # even a new serve did not help: report; tried again later
+        # A runner of another user is visible in /proc but not ours to kill: the repair is
+        # chosen without trying (model.wedged names the one done, counted once).
+        killable = result.pid is not None and _may_signal(result.pid)
         if self.server.can_see_runners:  # `run`: the serve is ours
-            return RESTART_SERVE if again or result.pid is None else KILL_RUNNER
+            return RESTART_SERVE if again or not killable else KILL_RUNNER
         if again:
             return NO_REPAIR
-        return KILL_RUNNER if result.pid is not None else UNLOAD_REPIN
+        return KILL_RUNNER if killable else UNLOAD_REPIN
 
     async def _repair(self, status: ModelStatus, repair: str, result: Probe) -> None:
         status.wedge_repin = False
@@ -325,4 +328,15 @@ async def _exited(pid: int) -> bool:
         if time.monotonic() >= deadline:
             return False
         await asyncio.sleep(KILL_POLL)
+    return True
+
+
+def _may_signal(pid: int) -> bool:
+    """Whether we may signal `pid` (signal 0 checks the permission and sends nothing)."""
+    try:
+        os.kill(pid, 0)
+    except PermissionError:
+        return False
+    except OSError:
+        return True  # gone already: the kill says so, and the fallback repairs
     return True

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from container_harness import Engine, Ports, find_engine
 from preloader_harness import free_port
-from real_harness import Kit, Registry, find_kit, free_port_pair
+from real_harness import Kit, Registry, find_kit
 from tier_gate import unavailable
 
 REPO = Path(__file__).resolve().parents[2]
@@ -65,13 +65,6 @@ def engine(engine_script: Path) -> Iterator[Engine]:
         yield eng
     finally:
         eng.stop()
-
-
-@pytest.fixture(scope="session")
-def registry(kit: Kit) -> Iterator[Registry]:
-    reg = Registry(kit, free_port_pair()).start()
-    yield reg
-    reg.stop()
 
 
 @pytest.fixture(scope="session")

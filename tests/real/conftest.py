@@ -25,14 +25,6 @@ def kit(tmp_path_factory: pytest.TempPathFactory) -> Kit:
 
 
 @pytest.fixture(scope="session")
-def registry(kit: Kit) -> Iterator[Registry]:
-    """A plain-HTTP registry with the kit's three models (pulls need insecure)."""
-    reg = Registry(kit, free_port_pair()).start()
-    yield reg
-    reg.stop()
-
-
-@pytest.fixture(scope="session")
 def tls_registry(kit: Kit) -> Iterator[Registry]:
     """A TLS registry with a private CA; `real` passes the CA to Ollama as SSL_CERT_FILE."""
     reg = Registry(kit, free_port_pair(), tls=True).start()
