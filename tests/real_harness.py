@@ -439,8 +439,10 @@ def _host_port(run: Run) -> tuple[str, int]:
     return host, int(port)
 
 
-def drop_stream(run: Run, model: str) -> None:
-    """A streamed generate the client drops after its first chunk (a user pressing stop)."""
+def drop_stream(run: Run, model: str, *, drop_if_silent: bool = False) -> None:
+    """A streamed generate the client drops after its first chunk (a user pressing stop).
+    `drop_if_silent`: a stream that does not start within 5 s (the model wedged) is dropped
+    before its first byte instead of raising TimeoutError."""
     host, port = _host_port(run)
     body = json.dumps({"model": model, "prompt": "tell me a story", "keep_alive": -1}).encode()
     head = (
@@ -450,11 +452,15 @@ def drop_stream(run: Run, model: str) -> None:
     with socket.create_connection((host, port), timeout=5) as conn:
         conn.sendall(head + body)
         data = b""
-        while b'"response"' not in data:
-            chunk = conn.recv(4096)
-            if not chunk:
-                break
-            data += chunk
+        try:
+            while b'"response"' not in data:
+                chunk = conn.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+        except TimeoutError:
+            if not drop_if_silent:
+                raise
 
 
 def answers(run: Run, model: str, timeout: float, prompt: str = "hi") -> bool:

@@ -5,7 +5,6 @@ so the model's next probe comes seconds after the drop, not at PRELOADER_PROBE_I
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 import urllib.error
@@ -13,38 +12,11 @@ import urllib.request
 from typing import Any
 
 from preloader_harness import Run, free_port
-from real_harness import RealLauncher, ps_rows
+from real_harness import RealLauncher, drop_stream, ps_rows
 
 INTERVAL = 300.0  # PRELOADER_PROBE_INTERVAL: no interval probe comes during the test
 WITHIN = 150.0  # a bound on the wedge, half the interval, not an expectation
 DROPPING, ASKING = 4, 12  # clients that drop their streams, and clients that wait for answers
-
-
-def _host_port(run: Run) -> tuple[str, int]:
-    host, port = run.env["OLLAMA_HOST"].rsplit(":", 1)
-    return host, int(port)
-
-
-def drop_stream(run: Run, model: str) -> None:
-    """A streamed generate dropped after its first chunk (a user pressing stop); a stream
-    that does not start within 5 s (the model wedged) is dropped before its first byte."""
-    host, port = _host_port(run)
-    body = json.dumps({"model": model, "prompt": "tell me a story", "keep_alive": -1}).encode()
-    head = (
-        f"POST /api/generate HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\n\r\n"
-    ).encode()
-    with socket.create_connection((host, port), timeout=5) as conn:
-        conn.sendall(head + body)
-        data = b""
-        try:
-            while b'"response"' not in data:
-                chunk = conn.recv(4096)
-                if not chunk:
-                    break
-                data += chunk
-        except TimeoutError:
-            pass
 
 
 def answers(run: Run, model: str, timeout: float) -> bool:
@@ -87,7 +59,7 @@ def test_drops_through_the_guard_bring_the_probe_before_its_interval(
 
     def dropping() -> None:
         while not stop.is_set():
-            drop_stream(run, chat)
+            drop_stream(run, chat, drop_if_silent=True)
 
     def asking() -> None:
         while not stop.is_set():
