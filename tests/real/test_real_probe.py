@@ -1,5 +1,5 @@
-"""The probe on the real Ollama: a model wedged by dropped streams (ollama-behaviour.md §9.5a)
-serves again, and a model busy behind real work is never taken for a wedged one."""
+"""The probe on the real Ollama: dropped streams (ollama-behaviour.md §9.5a) never leave a model
+hung, and a model busy behind real work is never taken for a wedged one."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import time
 
 from real_harness import RealLauncher, answers, drop_stream, ps_rows, wedge_logged
 
-DROPS = 1000  # the issue saw a wedge within 10 to 41 drops; a bound, not an expectation
+DROPS = 300  # the issue saw a wedge within 10 to 41 drops; a bound, not an expectation
 WORDS = [
     "the",
     "a",
@@ -31,11 +31,13 @@ WORDS = [
 ]
 
 
-def test_dropped_streams_wedge_the_model_and_the_probe_brings_it_back(
-    real: RealLauncher,
-) -> None:
-    """Drops until a request is not answered: the probe logs model.wedged, kills the runner,
-    and the model is pinned (Forever) and serving again within 30 s."""
+def test_dropped_streams_never_leave_the_model_hung(real: RealLauncher) -> None:
+    """Streams dropped after their first chunk, each followed by a client's request: every
+    request is answered, at once or, when the drops wedged the model, after the probe logged
+    model.wedged, killed the runner and pinned the model again (Forever, serving, /readyz 200).
+
+    Whether DROPS drops wedge the runner is Ollama's chance (a CI run saw none in 1000);
+    tests/real/test_real_probe_repairs.py wedges one for certain to test each repair."""
     chat = real.name("tiny-chat")
     listed = f"{chat}:latest"
     real.seed_store("tiny-chat")
@@ -58,17 +60,17 @@ def test_dropped_streams_wedge_the_model_and_the_probe_brings_it_back(
         if wedge_logged(run, listed, within=20.0):
             break
         assert answers(run, chat, timeout=30.0), "a request hung and no model.wedged was logged"
+    if run.count_events("model.wedged", model=listed):
+        wedged = run.wait_event("model.wedged", timeout=30, model=listed)
+        assert wedged["repair"] == "kill-runner"
+        assert wedged["pid"] == runner
+        run.wait_event("model.pinned", timeout=30, model=listed, reason="wedged")
+        assert runner not in real.runners()
     else:
-        raise AssertionError(f"no wedge after {DROPS} dropped streams")
-    wedged = run.wait_event("model.wedged", timeout=30, model=listed)
-    assert wedged["repair"] == "kill-runner"
-    assert wedged["pid"] == runner
-    run.wait_event("model.pinned", timeout=30, model=listed, reason="wedged")
-    assert answers(run, chat, timeout=10.0)
+        assert real.runners() == [runner]
+    assert answers(run, chat, timeout=30.0)
     assert {row[0]: row[-1] for row in ps_rows(run)} == {listed: "Forever"}
-    assert real.runners() != [runner]
-    code, _, _ = run.health_get("/readyz")
-    assert code == 200
+    run.wait_for(lambda: run.health_get("/readyz")[0] == 200, "/readyz 200")
     assert run.stop() == 0
 
 

@@ -2,7 +2,8 @@
 wedged again soon after a runner kill, `run` restarts `ollama serve`; in `watch` a runner the
 supervisor may not signal is repaired by unloading and pinning again through the API.
 
-Models are wedged the way users wedge them, by dropped streams (ollama-behaviour.md §9.5a).
+Each runner is wedged for certain by stopping it (real_harness.freeze): dropped streams, the way
+users wedge a model (ollama-behaviour.md §9.5a), do it only sometimes; test_real_probe.py has them.
 """
 
 from __future__ import annotations
@@ -24,13 +25,12 @@ from preloader_harness import Run, preloader_command
 from real_harness import (
     RealLauncher,
     answers,
-    drop_until_wedged,
+    freeze,
     processes_with_home,
     ps_rows,
     wedge_logged,
 )
 
-DROPS = 1000  # the issue saw a wedge within 10 to 41 drops; a bound, not an expectation
 NOBODY = 65534
 AS_NOBODY = ("setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "--")
 # The supervisor stays root but without CAP_KILL: it sees nobody's runner in /proc and reads
@@ -83,28 +83,21 @@ def test_wedged_again_after_a_runner_kill_restarts_ollama_serve(real: RealLaunch
     )
     run.wait_all_pinned()
     (serve,) = [e["pid"] for e in run.events("server.started")]
-    drop_until_wedged(run, chat, listed, DROPS)
-    first = run.wait_event("model.wedged", timeout=30, model=listed)
-    assert first["repair"] == "kill-runner"
-    assert first["again"] is False
+    (runner,) = real.runners()
+    freeze(runner)
+    first = run.wait_event("model.wedged", timeout=60, model=listed)
+    assert (first["repair"], first["again"], first["pid"]) == ("kill-runner", False, runner)
     run.wait_event("model.pinned", timeout=30, model=listed, reason="wedged")
     assert answers(run, chat, timeout=30.0)
+    (second,) = run.wait_for(
+        lambda: [pid for pid in real.runners() if pid != runner], "the model's new runner"
+    )
 
-    # Wedged again: within the 5-minute window that is an escalation. Should the drops take
-    # longer than the window on a slow machine, that wedge is a first one again (kill-runner),
-    # and the next one is within the window of it.
-    again: dict[str, Any] | None = None
-    for _ in range(3):
-        seen = len(wedges(run, listed))
-        drop_until_wedged(run, chat, listed, DROPS, seen=seen)
-        latest = wedges(run, listed)[seen]
-        if latest["again"]:
-            again = latest
-            break
-        assert latest["repair"] == "kill-runner", latest
-        repinned(run, listed, more_than=seen)
-        assert answers(run, chat, timeout=30.0)
-    assert again is not None, "no wedge within 5 minutes of the last one"
+    # Wedged again seconds later, well within the 5-minute window: an escalation.
+    freeze(second)
+    run.wait_for(lambda: len(wedges(run, listed)) == 2, "the second model.wedged")
+    again = wedges(run, listed)[1]
+    assert (again["again"], again["pid"]) == (True, second)
     assert again["repair"] == "restart-serve"
     run.wait_for(lambda: len(run.events("server.started")) == 2, "ollama serve started again")
     restarted = run.events("server.started")[1]["pid"]
@@ -112,6 +105,9 @@ def test_wedged_again_after_a_runner_kill_restarts_ollama_serve(real: RealLaunch
     # A new serve runs short-lived `ollama` children of its own at start (device discovery).
     run.wait_for(lambda: real.servers() == [restarted], "only the new ollama serve running")
     serving(run, chat, listed)
+    # The stopped runner went with the old serve: nothing of it is left behind.
+    (third,) = real.runners()
+    assert third not in (runner, second)
     assert run.stop() == 0
 
 
@@ -186,8 +182,8 @@ def test_watch_unloads_and_repins_a_runner_it_may_not_signal(
     run.wait_all_pinned()
     (runner,) = processes_with_home(home, real.kit.llama_server if real.kit else None)
     assert os.stat(f"/proc/{runner}").st_uid == NOBODY
-    drop_until_wedged(run, chat, listed, DROPS)
-    wedged = run.wait_event("model.wedged", timeout=30, model=listed)
+    freeze(runner)
+    wedged = run.wait_event("model.wedged", timeout=60, model=listed)
     assert wedged["pid"] == runner  # seen, and judged by its CPU time
     assert wedged["repair"] == "unload-repin"
     run.wait_event("model.pinned", timeout=60, model=listed, reason="wedged")
@@ -196,6 +192,8 @@ def test_watch_unloads_and_repins_a_runner_it_may_not_signal(
     # (§9.5a), and then the model is wedged again: reported, nothing more to try in `watch`.
     if answers(run, chat, timeout=30.0) or not wedge_logged(run, listed, 60.0, more_than=1):
         serving(run, chat, listed)
+        # Ollama's unload ended the stopped runner; the model has a new one.
+        assert runner not in processes_with_home(home)
     else:
         again = wedges(run, listed)[1]
         assert (again["repair"], again["again"]) == ("none", True)
