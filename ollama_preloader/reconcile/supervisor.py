@@ -32,7 +32,7 @@ from ollama_preloader.observe.summary import log_plan, log_startup_summary
 from ollama_preloader.ollama.api import LoadedModel, OllamaAPI
 from ollama_preloader.reconcile.loading import Loader, apply_explicit_limit
 from ollama_preloader.reconcile.observation import Observer
-from ollama_preloader.reconcile.plan import Action, ActionKind, plan
+from ollama_preloader.reconcile.plan import Action, ActionKind, next_look, plan
 from ollama_preloader.reconcile.probing import Prober
 from ollama_preloader.reconcile.pulling import PullQueue
 from ollama_preloader.reconcile.redeclare import Redeclarer
@@ -46,6 +46,13 @@ if TYPE_CHECKING:
     from ollama_preloader.guard.proxy import Guard
 
 log = get_logger()
+
+# `run`: a burst of Ollama's lines (two runners stopped, a load's start and access lines) is
+# one look at /api/ps, this long after the first of them.
+COALESCE = 0.05
+# `run` wakes on Ollama's lines and runner exits, so its /api/ps timer is only a safety net
+# once every model is settled; PRELOADER_WATCH_INTERVAL, when set, is used as it is.
+SETTLED_INTERVAL = 5.0
 
 
 class Supervisor:
@@ -74,6 +81,7 @@ class Supervisor:
         )
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()  # start the next cycle now, not a watch interval later
+        self._coalescing: asyncio.TimerHandle | None = None  # server_changed's pending wake
         self._ready = asyncio.Event()  # the server answers: the reconcile loop may run
         self._fatal: PreloaderError | None = None
         self._signals = 0
@@ -294,6 +302,28 @@ class Supervisor:
         self.observer.runner_exited(exit_)
         self._wake.set()
 
+    def server_changed(self) -> None:
+        """Ollama's output says a request or a runner start may have changed what is loaded."""
+        if self._coalescing is None:
+            self._coalescing = asyncio.get_running_loop().call_later(COALESCE, self._changed)
+
+    def _changed(self) -> None:
+        self._coalescing = None
+        self._wake.set()
+
+    def _next_look(self) -> float:
+        settings = self.settings
+        settled = settings.watch_interval
+        if self.server.can_see_runners and "watch_interval" not in settings.model_fields_set:
+            settled = max(settled, SETTLED_INTERVAL)
+        return next_look(
+            self.board.models,
+            monotonic_now=time.monotonic(),
+            interval=settings.watch_interval,
+            settled_interval=settled,
+            refresh_interval=settings.refresh_interval,
+        )
+
     async def server_ready(self, elapsed: float, *, first: bool) -> None:
         """Ollama answers: say which version, re-read the store, let the reconcile loop run."""
         version = "unknown"
@@ -334,7 +364,7 @@ class Supervisor:
             except OllamaAPIError as exc:
                 log.warning("watch.error", msg=f"Could not read Ollama's state: {exc}")
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.settings.watch_interval):
+                async with asyncio.timeout(self._next_look()):
                     await self._wake.wait()
 
     async def _cycle(self) -> None:

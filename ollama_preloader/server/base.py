@@ -44,6 +44,9 @@ class Link(Protocol):
     def runner_exited(self, exit_: RunnerExit) -> None:
         """A runner process of the server exited: look at what it served, now."""
 
+    def server_changed(self) -> None:
+        """The server's output says what is loaded may have changed: look at /api/ps soon."""
+
 
 class Server(Protocol):
     """An Ollama server the supervisor keeps models on."""

@@ -169,8 +169,9 @@ class OwnedServer:
         return True
 
     async def watch_runners(self, link: Link) -> None:
-        """Our serve's runners are our grandchildren: a dead one is seen within RUNNER_POLL."""
-        await self.runners.run(link.runner_exited)
+        """Our serve's runners are our grandchildren: a dead one is seen as it exits (a pidfd),
+        and Ollama's lines for client requests and runner starts ask for a look at /api/ps."""
+        await self.runners.run(link.runner_exited, link.server_changed)
 
     def liveness(self) -> str | None:
         if self.process is None or self.process.returncode is not None:

@@ -41,6 +41,11 @@ START_LINES_KEPT = 64
 _START = re.compile(r'msg="starting llama[ -]server"')
 # Ollama's access log: a request that may have changed the store (a pull done by hand).
 _STORE_WRITE = re.compile(r'^\[GIN\].*\| +(?:POST|DELETE) +"/api/(?:pull|delete|copy|create)"')
+# ... and a request that may have loaded, unloaded (keep_alive 0, `ollama stop`) or reloaded a
+# model with other options. gin prints the line when the request ends, so what it did is done.
+_MODEL_REQUEST = re.compile(
+    r'^\[GIN\].*\| +POST +"/(?:api/(?:generate|chat|embed|embeddings)|v1/[a-z/]+)"'
+)
 _CMD = re.compile(r'\bcmd="((?:[^"\\]|\\.)*)"')
 _GONE = re.compile(r'msg="llama-server process no longer running"')
 _SYS = re.compile(r"\bsys=(-?\d+)")
@@ -196,6 +201,8 @@ class NoRunners:
     """A server whose processes we cannot see (`watch`): no facts, nothing to wait for."""
 
     store_writes = 0  # requests Ollama's log showed that may have changed the store
+    # Called when Ollama's output says what is loaded may have changed (run() sets it).
+    on_change: Callable[[], None] | None = None
 
     def current(self) -> list[RunnerInfo]:
         return []
@@ -217,7 +224,11 @@ class NoRunners:
     async def exit_status(self, since: float, within: float) -> ExitStatus | None:
         return None
 
-    async def run(self, report: Callable[[RunnerExit], None]) -> None:
+    async def run(
+        self,
+        report: Callable[[RunnerExit], None],
+        changed: Callable[[], None] | None = None,
+    ) -> None:
         """Nothing to watch."""
 
 
@@ -239,8 +250,12 @@ class RunnerWatch(NoRunners):
     # ----- Ollama's output (process.py calls this for every line it relays) -----------------
 
     def on_line(self, line: str) -> None:
-        if _STORE_WRITE.match(line):
-            self.store_writes += 1
+        if line.startswith("[GIN]"):
+            if _STORE_WRITE.match(line):
+                self.store_writes += 1
+                self._changed()
+            elif _MODEL_REQUEST.match(line):
+                self._changed()
             return
         started = parse_start_line(line)
         if started is not None:
@@ -248,11 +263,16 @@ class RunnerWatch(NoRunners):
             self._starts.append((self._last_start, *started))
             self._line_seen.set()
             self._look.set()
+            self._changed()
             return
         ended = parse_exit_line(line)
         if ended is not None:
             self._exits.append((time.monotonic(), ended))
             self._line_seen.set()
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
 
     # ----- facts ----------------------------------------------------------------------------
 
@@ -396,13 +416,19 @@ class RunnerWatch(NoRunners):
 
     # ----- the task -------------------------------------------------------------------------
 
-    async def run(self, report: Callable[[RunnerExit], None]) -> None:
-        """Look at the children when something may have changed; `report` each that exits.
+    async def run(
+        self,
+        report: Callable[[RunnerExit], None],
+        changed: Callable[[], None] | None = None,
+    ) -> None:
+        """Look at the children when something may have changed; `report` each that exits, and
+        call `changed` for each of Ollama's lines that says what is loaded may have changed.
 
         For a second after Ollama logs a runner start, look every FAST_POLL: a runner that dies
         soon after its start must have been seen alive to be known dead, with its pid. Then,
         with pidfds, wait for the next start line or exit; without, look every RUNNER_POLL.
         """
+        self.on_change = changed
         try:
             while True:
                 for exit_ in self.scan()[1]:
@@ -418,6 +444,7 @@ class RunnerWatch(NoRunners):
                 if await _wait(self._look, seconds):
                     self._look.clear()
         finally:
+            self.on_change = None
             for pid in list(self._pidfds):
                 self._unfollow(pid)
 
