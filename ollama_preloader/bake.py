@@ -76,7 +76,7 @@ class Baker:
     def runner_exited(self, exit_: RunnerExit) -> None:
         """Nothing to do: the bake loads no model, so no runner of it matters."""
 
-    def server_changed(self) -> None:
+    def server_changed(self, request: bool) -> None:
         """Nothing to look at: the bake pins nothing."""
 
     async def server_ready(self, elapsed: float, *, first: bool) -> None:

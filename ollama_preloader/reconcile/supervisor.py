@@ -38,6 +38,7 @@ from ollama_preloader.reconcile.pulling import PullQueue
 from ollama_preloader.reconcile.redeclare import Redeclarer
 from ollama_preloader.reconcile.retry import fail
 from ollama_preloader.reconcile.update_schedule import UpdateScheduler
+from ollama_preloader.reconcile.wakes import ServerWakes
 from ollama_preloader.server.base import Server
 from ollama_preloader.state.board import READY_STATES, Board, State
 from ollama_preloader.state.runner_facts import RunnerExit
@@ -47,9 +48,6 @@ if TYPE_CHECKING:
 
 log = get_logger()
 
-# `run`: a burst of Ollama's lines (two runners stopped, a load's start and access lines) is
-# one look at /api/ps, this long after the first of them.
-COALESCE = 0.05
 # `run` wakes on Ollama's lines and runner exits, so its /api/ps timer is only a safety net
 # once every model is settled; PRELOADER_WATCH_INTERVAL, when set, is used as it is.
 SETTLED_INTERVAL = 5.0
@@ -81,13 +79,13 @@ class Supervisor:
         )
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()  # start the next cycle now, not a watch interval later
-        self._coalescing: asyncio.TimerHandle | None = None  # server_changed's pending wake
         self._ready = asyncio.Event()  # the server answers: the reconcile loop may run
         self._fatal: PreloaderError | None = None
         self._signals = 0
         self._hung_up = False  # the terminal went away: a stop, exit 128+SIGHUP
         self._had_terminal = False
         self._nohup = False
+        self.wakes = ServerWakes(self._wake, self.api.own)  # `run`: Ollama's lines
         self.observer = Observer(settings, self.api, self.board, server)
         self.loader = Loader(
             settings,
@@ -302,14 +300,9 @@ class Supervisor:
         self.observer.runner_exited(exit_)
         self._wake.set()
 
-    def server_changed(self) -> None:
+    def server_changed(self, request: bool) -> None:
         """Ollama's output says a request or a runner start may have changed what is loaded."""
-        if self._coalescing is None:
-            self._coalescing = asyncio.get_running_loop().call_later(COALESCE, self._changed)
-
-    def _changed(self) -> None:
-        self._coalescing = None
-        self._wake.set()
+        self.wakes.changed(request)
 
     def _next_look(self) -> float:
         settings = self.settings
@@ -333,6 +326,7 @@ class Supervisor:
         self._ready.set()
         if self.guard is not None:
             self.guard.server_up()
+        self.wakes.server_ready()
         self.observer.store_changed()
         self.observer.exits.clear()  # runners of an earlier serve went with it: no crash
         for status in self.board.models:

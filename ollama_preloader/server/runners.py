@@ -201,8 +201,9 @@ class NoRunners:
     """A server whose processes we cannot see (`watch`): no facts, nothing to wait for."""
 
     store_writes = 0  # requests Ollama's log showed that may have changed the store
-    # Called when Ollama's output says what is loaded may have changed (run() sets it).
-    on_change: Callable[[], None] | None = None
+    # Called when Ollama's output says what is loaded may have changed (run() sets it); True
+    # for a model request's access line, which may be one of the supervisor's own requests.
+    on_change: Callable[[bool], None] | None = None
 
     def current(self) -> list[RunnerInfo]:
         return []
@@ -227,7 +228,7 @@ class NoRunners:
     async def run(
         self,
         report: Callable[[RunnerExit], None],
-        changed: Callable[[], None] | None = None,
+        changed: Callable[[bool], None] | None = None,
     ) -> None:
         """Nothing to watch."""
 
@@ -253,9 +254,9 @@ class RunnerWatch(NoRunners):
         if line.startswith("[GIN]"):
             if _STORE_WRITE.match(line):
                 self.store_writes += 1
-                self._changed()
+                self._changed(request=False)
             elif _MODEL_REQUEST.match(line):
-                self._changed()
+                self._changed(request=True)
             return
         started = parse_start_line(line)
         if started is not None:
@@ -263,16 +264,16 @@ class RunnerWatch(NoRunners):
             self._starts.append((self._last_start, *started))
             self._line_seen.set()
             self._look.set()
-            self._changed()
+            self._changed(request=False)
             return
         ended = parse_exit_line(line)
         if ended is not None:
             self._exits.append((time.monotonic(), ended))
             self._line_seen.set()
 
-    def _changed(self) -> None:
+    def _changed(self, *, request: bool) -> None:
         if self.on_change is not None:
-            self.on_change()
+            self.on_change(request)
 
     # ----- facts ----------------------------------------------------------------------------
 
@@ -419,7 +420,7 @@ class RunnerWatch(NoRunners):
     async def run(
         self,
         report: Callable[[RunnerExit], None],
-        changed: Callable[[], None] | None = None,
+        changed: Callable[[bool], None] | None = None,
     ) -> None:
         """Look at the children when something may have changed; `report` each that exits, and
         call `changed` for each of Ollama's lines that says what is loaded may have changed.

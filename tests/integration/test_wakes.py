@@ -18,13 +18,14 @@ LLAMA = "llama3.2:latest"
 WAKE_WAIT = 30.0
 
 
-def start(launcher: Launcher) -> Run:
+def start(launcher: Launcher, **overrides: str) -> Run:
     path = write_catalog(launcher.tmp / "catalog.json", SMALL)
     env = launcher.env(
         FAKE_OLLAMA_CATALOG=path,
         FAKE_OLLAMA_PRESENT="llama3.2",
         OLLAMA_PRELOAD_MODELS="llama3.2",
         PRELOADER_WATCH_INTERVAL="60s",
+        **overrides,
     )
     return launcher.start(env=env)
 
@@ -100,4 +101,24 @@ def test_killed_runner_is_repaired_without_waiting_for_the_watch(launcher: Launc
     run.wait_event("model.pinned", model=LLAMA, reason="runner exited", timeout=WAKE_WAIT)
     found = run.http("GET", "/_fake/state")["runners"]
     assert [r["pid"] != crashed and r["pinned"] for r in found] == [True]
+    assert run.stop() == 0
+
+
+def test_our_own_probes_wake_nothing(launcher: Launcher) -> None:
+    """The probe's requests are logged like a client's, but they are ours: a dozen probes,
+    and /api/ps is not read once per probe (each would be a look for nothing)."""
+    run = start(launcher, PRELOADER_PROBE_INTERVAL="0.3s", PRELOADER_PROBE_TIMEOUT="0.2s")
+    run.wait_all_pinned()
+    probes = run.count_requests("/api/generate")
+    looks = run.count_requests("/api/ps")
+    run.wait_for(
+        lambda: run.count_requests("/api/generate") >= probes + 12, "a dozen probes", WAKE_WAIT
+    )
+    assert run.count_requests("/api/ps") - looks < 6
+    # ... while a client's request still wakes it, between the probes.
+    test_body = json.dumps({"model": "llama3.2", "keep_alive": "10m"}).encode()
+    req = urllib.request.Request(run.base_url + "/api/generate", data=test_body, method="POST")
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        assert json.loads(resp.read())["done"] is True
+    run.wait_event("model.pinned", model=LLAMA, reason="unpinned", timeout=WAKE_WAIT)
     assert run.stop() == 0
