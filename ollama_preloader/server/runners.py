@@ -8,7 +8,10 @@ for the runners it starts and the exit status it finds, a look at
 `/proc/<serve>/task/*/children` after each start line to learn the new runner's pid, and a pidfd
 per runner (os.pidfd_open, Linux 5.3+) on the event loop, readable once it exits. Nothing polls
 while the models sit pinned; where pidfds are unavailable the look is repeated every
-RUNNER_POLL seconds instead. `watch` has no process view: `NoRunners` knows nothing.
+RUNNER_POLL seconds instead. The relayed lines that say what is loaded may have changed (a
+model request's or a store write's access line, a runner start) are passed on to `on_change`,
+which wakes the reconcile loop (reconcile/wakes.py). `watch` has no process view: `NoRunners`
+knows nothing.
 """
 
 from __future__ import annotations
