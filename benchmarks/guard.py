@@ -3,11 +3,13 @@
     PRELOADER_REAL_OLLAMA=/work/shared/realollama/bin/ollama .venv/bin/python -m benchmarks.guard
 
 1. Side by side in one run, the same `ollama serve` reached directly (the guard's upstream),
-   through the guard, and through Debian's nginx as a plain reverse proxy (benchmarks/nginx.py;
-   `apt-get install -y nginx wrk`): a small request (`GET /api/version`, p50 and p99) and a
-   stream's first byte, alternated; the delay of each streamed chunk (arrival minus Ollama's
-   `created_at`); blob upload throughput (`POST /api/blobs/:digest`); 64 concurrent clients
-   (wrk); 32 concurrent streams (chunks per second).
+   through the guard (aiohttp), through the second candidate stack (uvicorn/h11 + httpx,
+   benchmarks/asgi_proxy.py, the `test` extra) and through Debian's nginx as a plain reverse
+   proxy (benchmarks/nginx.py; `apt-get install -y nginx wrk`): a small request
+   (`GET /api/version`, p50 and p99) and a stream's first byte, alternated; the delay of
+   each streamed chunk (arrival minus Ollama's `created_at`); blob upload throughput
+   (`POST /api/blobs/:digest`); 64 concurrent clients (wrk); 32 concurrent streams (chunks
+   per second).
 2. The issue's reproduction: `tiny-chat` pinned, 40 requests of which every fifth sends
    `keep_alive: 0`; runner starts (distinct llama-server pids) and the p95 of the other 32
    requests, without the guard and with it.
@@ -16,12 +18,15 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import http.client
+import importlib.util
 import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -202,6 +207,41 @@ def reproduction(launcher: RealLauncher, chat: str, *, guard: bool) -> dict[str,
     return {"runner_starts": float(len(pids - first)), "p95_ms": quantile(good, 0.95) * 1000}
 
 
+class AsgiProxy:
+    """`with AsgiProxy(upstream) as proxy:` benchmarks/asgi_proxy.py on `proxy.address`."""
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream
+        self.address = f"127.0.0.1:{free_port()}"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @staticmethod
+    def available() -> bool:
+        return all(importlib.util.find_spec(name) for name in ("uvicorn", "httpx", "h11"))
+
+    def __enter__(self) -> AsgiProxy:
+        args = ["--listen", self.address, "--upstream", self.upstream]
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.asgi_proxy", *args], cwd=ROOT
+        )
+        host, port = self.address.rsplit(":", 1)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"benchmarks.asgi_proxy exited ({self.proc.returncode})")
+            try:
+                socket.create_connection((host, int(port)), timeout=1).close()
+                return self
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("benchmarks.asgi_proxy did not listen within 20 s")
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+
+
 def side_by_side(launcher: RealLauncher, chat: str, args: argparse.Namespace, work: Path) -> str:
     """One supervisor with the guard; its upstream reached directly, through the guard and
     through nginx, measured in the same run. The report's lines."""
@@ -212,8 +252,11 @@ def side_by_side(launcher: RealLauncher, chat: str, args: argparse.Namespace, wo
     run = launcher.start(env=env)
     run.wait_all_pinned()
     try:
-        with Nginx(upstream, work / "nginx") as nginx:
-            paths = {"direct": upstream, "guard": run.env["OLLAMA_HOST"], "nginx": nginx.address}
+        with Nginx(upstream, work / "nginx") as nginx, contextlib.ExitStack() as stack:
+            paths = {"direct": upstream, "guard": run.env["OLLAMA_HOST"]}
+            if AsgiProxy.available():
+                paths["uvicorn"] = stack.enter_context(AsgiProxy(upstream)).address
+            paths["nginx"] = nginx.address
             latency = added_latency(paths, chat, args.rounds)
             chunks = chunk_delay(paths, chat, args.streams)
             uploads = upload(paths, args.upload_mib, 3)

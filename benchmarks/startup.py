@@ -5,25 +5,33 @@
 
 Uses the real-server tier's harness (tests/real_harness.py): the kit, its TLS registry and a
 store with the three tiny models, copied once and reused by every launch (so every contestant
-loads them from disk). Each contestant is launched `--tries` times; an `ollama` shim first on
-PATH records when `ollama serve` is exec'd (bash's $EPOCHREALTIME, no extra fork) and then
-becomes the kit's binary. Measured on this process's wall clock from just before the launch:
+loads them from disk). Each contestant is launched `--tries` times, in turns (before, this
+tree, the script, before, ...), so that a load that comes and goes on a shared machine falls on
+all of them alike; an `ollama` shim first on PATH records when `ollama serve` is exec'd (bash's
+$EPOCHREALTIME, no extra fork) and the CPU time its parent's main thread had used by then
+(/proc/PID/schedstat, in nanoseconds, read with a builtin), and then becomes the kit's binary.
+Measured from just before the launch:
 
-- launch -> `ollama serve` spawned (the shim's timestamp);
+- launch -> `ollama serve` spawned (the shim's timestamp, on this process's wall clock);
+- CPU to the spawn: the launching process's main thread's time on a CPU up to the exec (less
+  sensitive than the wall clock to other jobs on the machine);
 - launch -> all pinned (/api/ps lists the three models with a never-expiring keep-alive);
-- after the last launch, with the three pinned and 5 s to settle: CPU of the contestant's own
+- after each contestant's last launch, with the three pinned and 5 s to settle: CPU of its own
   process (and of `ollama serve`, which answers its polls) over `--idle` seconds, as % of one
   core, and its RSS at the end.
 
 Contestants: this checkout's `run`; `--before DIR` another source tree of the package (say
 `git archive main`), run with PYTHONPATH=DIR in the same interpreter, so before and after are
-measured in one run; and benchmarks/baseline.sh. Benchmarks are not tests: nothing here
-asserts a target.
+measured in one run; and benchmarks/baseline.sh. Both source trees are byte-compiled first, as
+pip does when it installs the package (the image's venv has its .pyc files): with
+PYTHONDONTWRITEBYTECODE set, as on the test machines, every launch would otherwise compile the
+package's modules again. Benchmarks are not tests: nothing here asserts a target.
 """
 
 from __future__ import annotations
 
 import argparse
+import compileall
 import json
 import os
 import signal
@@ -50,7 +58,8 @@ CENTURY = timedelta(days=365 * 100)
 WAIT = 120.0
 SHIM = """#!/usr/bin/env bash
 if [ "${1:-}" = serve ]; then
-  printf '%s %s\\n' "$EPOCHREALTIME" "$$" >>"$STARTUP_LOG"
+  read -r parent _ </proc/$PPID/schedstat
+  printf '%s %s %s\\n' "$EPOCHREALTIME" "$$" "$parent" >>"$STARTUP_LOG"
 fi
 exec "$STARTUP_OLLAMA" "$@"
 """
@@ -72,6 +81,7 @@ class Contestant:
     command: list[str]
     pythonpath: str | None = None
     spawned: list[float] = field(default_factory=list)
+    spawn_cpu: list[float] = field(default_factory=list)
     pinned: list[float] = field(default_factory=list)
     idle_cpu: float = 0.0
     serve_cpu: float = 0.0
@@ -93,22 +103,28 @@ def main() -> int:
     if args.before is not None:
         contestants.insert(0, Contestant("ollama-preloader (before)", module, str(args.before)))
     contestants.append(Contestant("shell script (baseline.sh)", ["bash", str(BASELINE)]))
+    for contestant in contestants:
+        if contestant.pythonpath is not None:
+            compileall.compile_dir(Path(contestant.pythonpath) / "ollama_preloader", quiet=1)
     with (
         tempfile.TemporaryDirectory(prefix="startup-bench-") as tmp,
         kit_launcher(ollama, Path(tmp)) as real,
     ):
         real.seed_store(*MODELS)
-        for number, contestant in enumerate(contestants):
-            measure(real, contestant, number, args.tries, args.idle)
+        for attempt in range(args.tries):
+            for number, contestant in enumerate(contestants):
+                idle = args.idle if attempt == args.tries - 1 else None
+                measure(real, contestant, number, attempt, idle)
     print(
-        f"| ({args.tries} launches each) | launch → `ollama serve` spawned | launch → all "
-        f"pinned | idle CPU, own process ({args.idle:g} s) | idle CPU, `ollama serve` | RSS |"
+        f"| ({args.tries} launches each) | launch → `ollama serve` spawned | CPU to the spawn "
+        f"| launch → all pinned | idle CPU, own process ({args.idle:g} s) | idle CPU, `ollama "
+        "serve` | RSS |"
     )
-    print("|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|")
     for c in contestants:
         print(
-            f"| {c.label} | {_spread(c.spawned)} | {_spread(c.pinned)} | {c.idle_cpu:.3f} % "
-            f"| {c.serve_cpu:.3f} % | {c.rss_mb:.1f} MB |"
+            f"| {c.label} | {_spread(c.spawned)} | {_spread(c.spawn_cpu)} | {_spread(c.pinned)} "
+            f"| {c.idle_cpu:.3f} % | {c.serve_cpu:.3f} % | {c.rss_mb:.1f} MB |"
         )
     return 0
 
@@ -118,8 +134,9 @@ def _spread(values: list[float]) -> str:
 
 
 def measure(
-    real: RealLauncher, contestant: Contestant, number: int, tries: int, idle: float
+    real: RealLauncher, contestant: Contestant, number: int, attempt: int, idle: float | None
 ) -> None:
+    """One launch of `contestant`; with `idle`, then its idle CPU and RSS over that long."""
     assert real.kit is not None
     names = [real.name(model) for model in MODELS]
     shim_dir = real.tmp / "shim"
@@ -137,34 +154,34 @@ def measure(
     if contestant.pythonpath is not None:
         env["PYTHONPATH"] = contestant.pythonpath
     base_url = "http://" + env["OLLAMA_HOST"]
-    for attempt in range(tries):
-        log.unlink(missing_ok=True)
-        output = (real.tmp / f"contestant{number}-{attempt}.log").open("wb")
-        launched = time.time()
-        proc = subprocess.Popen(
-            contestant.command,
-            env=env,
-            cwd=real.tmp,
-            stdin=subprocess.DEVNULL,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        try:
-            _wait_pinned(base_url, names, proc)
-            contestant.pinned.append(time.time() - launched)
-            stamp, serve = log.read_text().split()[:2]
-            contestant.spawned.append(float(stamp) - launched)
-            if attempt == tries - 1:
-                time.sleep(5.0)
-                own, served = _cpu(proc.pid), _cpu(int(serve))
-                time.sleep(idle)
-                contestant.idle_cpu = (_cpu(proc.pid) - own) / idle * 100
-                contestant.serve_cpu = (_cpu(int(serve)) - served) / idle * 100
-                contestant.rss_mb = _rss_kb(proc.pid) / 1024
-        finally:
-            _stop(real, proc)
-            output.close()
+    log.unlink(missing_ok=True)
+    output = (real.tmp / f"contestant{number}-{attempt}.log").open("wb")
+    launched = time.time()
+    proc = subprocess.Popen(
+        contestant.command,
+        env=env,
+        cwd=real.tmp,
+        stdin=subprocess.DEVNULL,
+        stdout=output,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        _wait_pinned(base_url, names, proc)
+        contestant.pinned.append(time.time() - launched)
+        stamp, serve, on_cpu_ns = log.read_text().split()[:3]
+        contestant.spawned.append(float(stamp) - launched)
+        contestant.spawn_cpu.append(int(on_cpu_ns) / 1e9)
+        if idle is not None:
+            time.sleep(5.0)
+            own, served = _cpu(proc.pid), _cpu(int(serve))
+            time.sleep(idle)
+            contestant.idle_cpu = (_cpu(proc.pid) - own) / idle * 100
+            contestant.serve_cpu = (_cpu(int(serve)) - served) / idle * 100
+            contestant.rss_mb = _rss_kb(proc.pid) / 1024
+    finally:
+        _stop(real, proc)
+        output.close()
 
 
 def _wait_pinned(base_url: str, names: list[str], proc: subprocess.Popen[bytes]) -> None:

@@ -1,20 +1,18 @@
 """The typer app: builds Settings, configures logs, runs a command, maps errors to exit codes.
 
-This is the only module that decides exit codes (see errors.py for the table).
+This module and launch.py (`run`'s start, which entry.py calls without loading typer) are the
+only ones that decide exit codes (see errors.py for the table).
 """
 
 from __future__ import annotations
 
 import asyncio
-import signal
-import sys
-from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import Annotated
 
 import typer
 
-from ollama_preloader import __version__
+from ollama_preloader import __version__, launch
 from ollama_preloader.errors import (
     EXIT_CONFIG,
     EXIT_INTERNAL,
@@ -24,10 +22,8 @@ from ollama_preloader.errors import (
     PreloaderError,
     exit_code_for_signal,
 )
-
-if TYPE_CHECKING:
-    from ollama_preloader.config.settings import Settings
-    from ollama_preloader.server.owned import OwnedServer
+from ollama_preloader.launch import fail as _fail
+from ollama_preloader.launch import settings_or_exit as _settings
 
 EXIT_NOT_READY = EXIT_INTERNAL  # `status` and `health`: 1 means "not every model is pinned"
 
@@ -47,123 +43,11 @@ EnvFile = Annotated[
 ]
 
 
-def _fail(message: str, code: int) -> typer.Exit:
-    """One line on stderr (after the log lines still queued), then the documented exit code."""
-    from ollama_preloader.observe import output
-
-    output.drain()
-    print(f"ollama-preloader: error: {message}", file=sys.stderr, flush=True)
-    return typer.Exit(code)
-
-
-def _settings(env_file: Path) -> Settings:
-    """Settings or a one-line exit 2. Callers import `ollama` only after this: importing it
-    builds a default client from OLLAMA_HOST and would crash on a value refused here."""
-    from ollama_preloader.config.settings import load_settings
-
-    try:
-        return load_settings(env_file)
-    except ConfigError as exc:
-        raise _fail(str(exc), EXIT_CONFIG) from None
-
-
-def _run_to_exit(
-    main: Coroutine[Any, Any, int], stop_now: Callable[[], None] | None = None
-) -> NoReturn:
-    """Run the command's coroutine; its code, or a PreloaderError's, is the exit code.
-
-    Whatever ends it, `stop_now` (run: the child's group, TERM then KILL) runs before we
-    leave: an exception that escaped the supervisor's own shutdown must not leave
-    `ollama serve` and its runners behind.
-    """
-    try:
-        code = asyncio.run(main)
-    except PreloaderError as exc:
-        raise _fail(str(exc), exc.exit_code) from None
-    except Exception as exc:
-        from ollama_preloader.observe.logs import get_logger
-
-        get_logger().exception("supervisor.crashed", msg=f"Internal error: {exc!r}")
-        raise _fail(f"internal error: {exc!r} (please report it)", EXIT_INTERNAL) from None
-    finally:
-        if stop_now is not None:
-            stop_now()
-    raise typer.Exit(code)
-
-
 @app.command()
 def run(env_file: EnvFile = Path(".env")) -> None:
     """Start `ollama serve`, pull and pin the declared models, keep them pinned until stopped."""
-    from ollama_preloader.config.settings import server_environment
-    from ollama_preloader.observe.logs import configure
-
-    settings = _settings(env_file)
-    from ollama_preloader.server.owned import OwnedServer, check_owned_settings
-
-    try:
-        check_owned_settings(settings)
-        if settings.health_port is not None and not settings.guard:
-            from ollama_preloader.observe.listen import check_free
-
-            check_free(settings.health_host, settings.health_port)
-    except ConfigError as exc:
-        raise _fail(str(exc), EXIT_CONFIG) from None
-    configure(settings.log_level, settings.log_format)
-    env = server_environment(env_file=env_file)
-    # What a SIGHUP compares its re-read against: with the guard, `ollama serve` gets the
-    # upstream as OLLAMA_HOST, but the environment and .env still say the guard's address.
-    seen_env, mode_defaults = env, None
-    if settings.guard:
-        from ollama_preloader.guard.wiring import for_run, moved_behind
-
-        try:
-            settings, env = for_run(settings, env)
-        except ConfigError as exc:
-            raise _fail(str(exc), EXIT_CONFIG) from None
-        mode_defaults = moved_behind
-    server = OwnedServer(settings, env)
-    _run_to_exit(_supervise(settings, server, env_file, seen_env, mode_defaults), server.stop_now)
-
-
-async def _supervise(
-    settings: Settings,
-    server: OwnedServer,
-    env_file: Path,
-    seen_env: dict[str, str],
-    mode_defaults: Callable[[Settings], Settings] | None,
-) -> int:
-    """Spawn `ollama serve` first, then import and build the supervisor while it starts.
-
-    Ollama's GPU discovery begins only with the child, so every import done before the spawn
-    (the supervisor's path is ~0.4 s: the Ollama client, prometheus-client, ...) would add to
-    the user's wait. With the guard on, the guard binds its address before the spawn (a taken
-    one must stop the run with nothing started), so the supervisor spawns as before.
-    """
-    early: list[int] = []  # a stop asked for while the supervisor was still being built
-    if not settings.guard:
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, early.append, signum)
-        await server.spawn()
-    from ollama_preloader.observe.logs import get_logger
-    from ollama_preloader.reconcile.supervisor import Supervisor
-
-    log = get_logger()
-    supervisor = Supervisor(
-        settings, server, env_file=env_file, server_env=seen_env, mode_defaults=mode_defaults
-    )
-    await asyncio.sleep(0)  # a signal that came during the imports is handled here
-    if early:
-        # `docker stop` or Ctrl-C in the first fraction of a second: the same clean stop of
-        # the child and the same exit code as later, never the default action's death.
-        log.info(
-            "supervisor.stopping",
-            msg=f"Received {signal.Signals(early[0]).name}; stopping",
-            signal=signal.Signals(early[0]).name,
-        )
-        await server.stop()
-        return EXIT_OK
-    return await supervisor.run()
+    # entry.py calls the same function directly for a plain `run [--env-file PATH]`.
+    launch.run(env_file)
 
 
 @app.command()
@@ -175,6 +59,7 @@ def watch(env_file: EnvFile = Path(".env")) -> None:
     """
     from ollama_preloader.observe.logs import configure
 
+    launch.leave_out_unused()
     settings = _settings(env_file)
     from ollama_preloader.reconcile.supervisor import Supervisor
     from ollama_preloader.server.remote import (
@@ -196,7 +81,7 @@ def watch(env_file: EnvFile = Path(".env")) -> None:
     supervisor = Supervisor(
         settings, RemoteServer(settings), env_file=env_file, mode_defaults=sidecar_settings
     )
-    _run_to_exit(supervisor.run())
+    launch.run_to_exit(supervisor.run())
 
 
 @app.command()

@@ -10,10 +10,11 @@ runs them one after the other: the container tier (tests/container) is put in th
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from real_harness import find_kit
+from real_harness import Kit, Registry, find_kit, free_port_pair
 
 TESTS = Path(__file__).resolve().parent
 ENGINE_GROUP = "engine"  # one Docker engine: the container tier runs on one worker
@@ -38,3 +39,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         group = SINGLE_WORKER_DIRS.get(top)
         if group is not None and item.get_closest_marker("xdist_group") is None:
             item.add_marker(pytest.mark.xdist_group(group))
+
+
+@pytest.fixture(scope="session")
+def registry(kit: Kit) -> Iterator[Registry]:
+    """A plain-HTTP registry with the kit's three models (pulls need insecure), for the real
+    and the container tier: `kit` is each tier's own fixture (tests/real, tests/container).
+    One per session: a run of both tiers shares the first one started (the same kit)."""
+    reg = Registry(kit, free_port_pair()).start()
+    yield reg
+    reg.stop()

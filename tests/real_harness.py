@@ -34,9 +34,13 @@ __all__ = [
     "RealServe",
     "Registry",
     "access_count",
+    "answers",
+    "drop_stream",
+    "drop_until_wedged",
     "find_kit",
     "processes_with_home",
     "ps_rows",
+    "wedge_logged",
 ]
 
 ENV_VAR = "PRELOADER_REAL_OLLAMA"
@@ -223,6 +227,7 @@ class RealServe:
     env: dict[str, str]
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
+    prefix: tuple[str, ...] = ()  # a command that execs `ollama serve` (setpriv: another user)
 
     @property
     def base_url(self) -> str:
@@ -232,7 +237,7 @@ class RealServe:
         assert self.log_path is not None
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [str(self.kit.ollama), "serve"],
+            [*self.prefix, str(self.kit.ollama), "serve"],
             env=self.env,
             stdin=subprocess.DEVNULL,
             stdout=log,
@@ -353,11 +358,15 @@ class RealLauncher(Launcher):
         assert self.kit is not None
         return processes_with_home(self.home, self.kit.ollama)
 
-    def serve(self, **overrides: str) -> RealServe:
-        """Start a real `ollama serve` of our own, for `watch` (the supervisor did not start it)."""
+    def serve(
+        self, prefix: tuple[str, ...] = (), unset: Iterable[str] = (), **overrides: str
+    ) -> RealServe:
+        """Start a real `ollama serve` of our own, for `watch` (the supervisor did not start it);
+        `prefix` runs it through another command (setpriv, as another user)."""
         assert self.kit is not None
-        env = self.env(**overrides)
-        server = RealServe(self.kit, env, log_path=self.tmp / f"serve-{len(self.serves)}.log")
+        env = self.env(unset=unset, **overrides)
+        log_path = self.tmp / f"serve-{len(self.serves)}.log"
+        server = RealServe(self.kit, env, log_path=log_path, prefix=prefix)
         self.serves.append(server)
         return server.start()
 
@@ -420,6 +429,83 @@ def build_template_store(kit: Kit, registry: Registry, work: Path) -> Path:
     finally:
         server.stop()
     return store
+
+
+# --- wedging a model by dropped streams (ollama-behaviour.md §9.5a) ---------------------
+
+
+def _host_port(run: Run) -> tuple[str, int]:
+    host, port = run.env["OLLAMA_HOST"].rsplit(":", 1)
+    return host, int(port)
+
+
+def drop_stream(run: Run, model: str, *, drop_if_silent: bool = False) -> None:
+    """A streamed generate the client drops after its first chunk (a user pressing stop).
+    `drop_if_silent`: a stream that does not start within 5 s (the model wedged) is dropped
+    before its first byte instead of raising TimeoutError."""
+    host, port = _host_port(run)
+    body = json.dumps({"model": model, "prompt": "tell me a story", "keep_alive": -1}).encode()
+    head = (
+        f"POST /api/generate HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    with socket.create_connection((host, port), timeout=5) as conn:
+        conn.sendall(head + body)
+        data = b""
+        try:
+            while b'"response"' not in data:
+                chunk = conn.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+        except TimeoutError:
+            if not drop_if_silent:
+                raise
+
+
+def answers(run: Run, model: str, timeout: float, prompt: str = "hi") -> bool:
+    """A client's non-streamed generate: True when it is answered within `timeout`."""
+    body = {"model": model, "prompt": prompt, "stream": False, "keep_alive": -1}
+    body["options"] = {"num_predict": 4}
+    req = urllib.request.Request(
+        run.base_url + "/api/generate", data=json.dumps(body).encode(), method="POST"
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            done: dict[str, Any] = json.loads(resp.read())
+    except (TimeoutError, urllib.error.URLError, OSError):
+        return False
+    return bool(done.get("done"))
+
+
+def wedge_logged(run: Run, listed: str, within: float, more_than: int = 0) -> bool:
+    """True when more than `more_than` model.wedged events for `listed` are logged in time."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if run.count_events("model.wedged", model=listed) > more_than:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def drop_until_wedged(run: Run, model: str, listed: str, drops: int, seen: int = 0) -> None:
+    """Dropped streams, each followed by a client's request, until the probe logs a
+    model.wedged beyond the `seen` ones (at most `drops` of them).
+
+    A request not answered in 2 s is a wedge only when the probe logs one within 20 s; on a
+    loaded machine it may only be slow, and then it must still be answered.
+    """
+    for _ in range(drops):
+        drop_stream(run, model)
+        # The probe may find the wedge (and repair it) before this client's request does.
+        if run.count_events("model.wedged", model=listed) > seen:
+            return
+        if answers(run, model, timeout=2.0):
+            continue
+        if wedge_logged(run, listed, within=20.0, more_than=seen):
+            return
+        assert answers(run, model, timeout=30.0), "a request hung and no model.wedged was logged"
+    raise AssertionError(f"no wedge after {drops} dropped streams")
 
 
 def wait_http(url: str, timeout: float = WAIT) -> None:

@@ -99,15 +99,16 @@ class ApiKeys:
         if identity == self._identity and trigger != "signal":
             return
         self._apply(identity, keys)
-        # A warning when it now refuses everyone (the docs' event table reads the name here).
-        getattr(log, "info" if keys else "warning")(
-            "guard.keys.reloaded",
-            msg=f"Guard API keys re-read from {self.path}: {len(keys)} key(s)"
-            + ("; every client is refused until a key is added" if not keys else ""),
-            path=str(self.path),
-            keys=len(keys),
-            trigger=trigger,
-        )
+        msg = f"Guard API keys re-read from {self.path}: {len(keys)} key(s)"
+        fields = {"path": str(self.path), "keys": len(keys), "trigger": trigger}
+        if keys:
+            log.info("guard.keys.reloaded", msg=msg, **fields)
+        else:  # a warning: the guard now refuses everyone
+            log.warning(
+                "guard.keys.reloaded",
+                msg=f"{msg}; every client is refused until a key is added",
+                **fields,
+            )
 
     def allows(self, authorization: str | None) -> bool:
         """Whether an `Authorization` header carries a key in force (`Bearer <key>`)."""

@@ -44,6 +44,10 @@ class GuardMetrics:
     def __init__(self, registry: CollectorRegistry | None) -> None:
         registry = registry if registry is not None else CollectorRegistry()
         self._undeclared: set[str] = set()
+        # The children every request updates, looked up once per label set (the labels are
+        # bounded): prometheus_client's labels() validates and locks on every call.
+        self._counted: dict[tuple[str, str, str], Counter] = {}
+        self._timed: dict[str, tuple[Histogram, Histogram]] = {}
         self.requests = Counter(
             f"{PREFIX}_requests",
             "Requests through the guard, by model, endpoint and HTTP status.",
@@ -94,6 +98,24 @@ class GuardMetrics:
             ["model", "phase"],
             registry=registry,
         )
+
+    def count(self, model: str, endpoint: str, status: str) -> None:
+        """One request answered (requests_total)."""
+        key = (model, endpoint, status)
+        child = self._counted.get(key)
+        if child is None:
+            child = self._counted[key] = self.requests.labels(model, endpoint, status)
+        child.inc()
+
+    def timers(self, endpoint: str) -> tuple[Histogram, Histogram]:
+        """(latency, first_byte) histograms of one endpoint label."""
+        pair = self._timed.get(endpoint)
+        if pair is None:
+            pair = self._timed[endpoint] = (
+                self.latency.labels(endpoint),
+                self.first_byte.labels(endpoint),
+            )
+        return pair
 
     def model_label(self, model: str | None, declared_name: str | None) -> str:
         if declared_name is not None:

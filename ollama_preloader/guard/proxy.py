@@ -23,6 +23,7 @@ from ollama_preloader.errors import ConfigError
 from ollama_preloader.guard.events import GuardEvents
 from ollama_preloader.guard.keys import VARIABLE as KEYS_VARIABLE
 from ollama_preloader.guard.keys import ApiKeys
+from ollama_preloader.guard.loop import freeze_startup_objects
 from ollama_preloader.guard.metrics import GuardMetrics, endpoint_label
 from ollama_preloader.guard.pulls import PullHook
 from ollama_preloader.guard.rewrite import MODEL_PATHS, Outcome, Policy, rewrite
@@ -129,6 +130,7 @@ class Guard:
             auto_decompress=False,
             skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
         )
+        freeze_startup_objects()
         log.info(
             "guard.listening",
             msg=f"Guard listening on {self.listen.listen}, forwarding to {self.upstream.listen}",
@@ -136,6 +138,7 @@ class Guard:
             upstream=self.upstream.listen,
             keep_alive=self.policy.keep_alive,
             options=self.policy.options,
+            loop=type(asyncio.get_running_loop()).__module__.split(".")[0],  # uvloop or asyncio
         )
 
     async def serve(self) -> None:
@@ -207,10 +210,10 @@ class Guard:
         finally:
             self.metrics.in_flight.dec()
             label = self._model_label(outcome)
-            self.metrics.requests.labels(label, endpoint, str(status)).inc()
+            self.metrics.count(label, endpoint, str(status))
             result = "dropped" if dropped else outcome_of(status, by_guard=by_guard)
             self.traffic.count(label, result, rewritten=bool(outcome.changes))
-            self.metrics.latency.labels(endpoint).observe(time.monotonic() - started)
+            self.metrics.timers(endpoint)[0].observe(time.monotonic() - started)
 
     def _authorized(self, request: web.Request) -> bool:
         """No keys file: everyone. Otherwise a key in force, except for `GET /` (and HEAD),
@@ -305,7 +308,7 @@ class Guard:
                 if first:
                     first = False
                     phase = "streaming"
-                    self.metrics.first_byte.labels(endpoint).observe(time.monotonic() - started)
+                    self.metrics.timers(endpoint)[1].observe(time.monotonic() - started)
                 await response.write(chunk)
                 tail = (tail + chunk)[-_TAIL:]
             await response.write_eof()
@@ -329,6 +332,10 @@ class Guard:
                 upstream.close()
 
     def _dropped(self, request: web.Request, outcome: Outcome, endpoint: str, phase: str) -> None:
+        spec = self._lookup(outcome.model) if outcome.declared and outcome.model else None
+        if spec is not None:
+            # A cancellation can wedge the runner (§9.5a): the probe looks at it soon.
+            self.board.drops.note(spec.key)
         label = self._model_label(outcome)
         self.metrics.drops.labels(label, phase).inc()
         self.events.dropped(request.remote or "?", label, endpoint, phase)

@@ -9,6 +9,7 @@ from prometheus_client import CollectorRegistry
 from ollama_preloader.config.settings import Settings
 from ollama_preloader.errors import ConfigError
 from ollama_preloader.guard.keys import ApiKeys
+from ollama_preloader.guard.loop import use_fast_loop
 from ollama_preloader.guard.metrics import GuardMetrics
 from ollama_preloader.guard.proxy import Guard
 from ollama_preloader.guard.pulls import PullHook, Swap
@@ -51,6 +52,7 @@ def for_run(settings: Settings, env: Mapping[str, str]) -> tuple[Settings, dict[
             f"{listen.listen!r}); choose another port for `ollama serve`, like 127.0.0.1:11433"
         )
     child = {**env, "OLLAMA_HOST": upstream.listen}
+    use_fast_loop()  # every client request passes through the loop now (guard/loop.py)
     return moved_behind(settings), child
 
 
@@ -81,6 +83,7 @@ def for_watch(settings: Settings) -> Settings:
             f"{LISTEN}={listen.listen!r} is the address of the server (OLLAMA_HOST="
             f"{server.listen!r}); the guard needs a port of its own"
         )
+    use_fast_loop()  # every client request passes through the loop now (guard/loop.py)
     return settings
 
 

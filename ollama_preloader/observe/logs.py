@@ -1,15 +1,22 @@
 """structlog setup: colours on a TTY, greppable key=value lines off it, JSON when asked.
 
 Every event has a stable dotted name (`model.pinned`) and a human `msg`; the README lists them.
+
+structlog is imported only when logging is configured or first used, not when a module takes
+its `log = get_logger()`: `run` imports the server's modules before it spawns `ollama serve`,
+and everything imported before the spawn adds to the user's wait. When the logs do not go to a
+terminal, structlog is imported without rich (its `dev` and `tracebacks` modules load rich
+whenever it is installed, and typer installs it): rich draws nothing there, and it would cost
+~40 ms before the spawn and ~4 MB for as long as the supervisor runs.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import MutableMapping
+from types import ModuleType
 from typing import Any, TextIO, cast
-
-import structlog
 
 from ollama_preloader.observe import output, terminal
 
@@ -58,6 +65,32 @@ def resolve_format(fmt: str, stream: TextIO) -> str:
     return "console" if stream.isatty() else "plain"
 
 
+# Imported by structlog's `dev` module whenever installed: rich for tracebacks and the console
+# renderer, colorama for colours on Windows. Neither is used when logs do not go to a terminal.
+_CONSOLE_ONLY = ("rich", "colorama")
+
+
+def _structlog(*, with_rich: bool = True) -> ModuleType:
+    """structlog, imported on first use; `with_rich=False` keeps rich (and colorama) out of
+    the process if nothing has imported them yet (structlog then does without them)."""
+    if "structlog" in sys.modules or with_rich:
+        import structlog
+
+        return structlog
+    # A None entry makes `import rich` raise ImportError, which structlog takes as "rich is
+    # not installed". Removed right after, so a later import of rich works as usual.
+    hidden = [name for name in _CONSOLE_ONLY if name not in sys.modules]
+    for name in hidden:
+        sys.modules[name] = None  # type: ignore[assignment]
+    try:
+        import structlog
+    finally:
+        for name in hidden:
+            if sys.modules.get(name, "") is None:
+                del sys.modules[name]
+    return structlog
+
+
 def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = None) -> None:
     """Configure structlog once, for the whole process.
 
@@ -66,6 +99,7 @@ def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = No
     """
     out: TextIO = stream or cast(TextIO, output.TextOutput(output.install()[1]))
     chosen = resolve_format(fmt, out)
+    structlog = _structlog(with_rich=chosen == "console")
     processors: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
@@ -97,10 +131,27 @@ def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = No
 def set_level(level: str) -> None:
     """Change the level live (a reload), leaving the format and the stream as configured: a
     second `configure` would restart the live pull bars on a terminal."""
+    structlog = _structlog()
     structlog.configure(
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS.get(level, logging.INFO))
     )
 
 
+class _Logger:
+    """structlog's logger, looked up at the first call: `log = get_logger()` at import costs
+    nothing. structlog's own proxy reads the configuration at each call, so this one may keep
+    it once found."""
+
+    __slots__ = ("_proxy",)
+
+    def __init__(self) -> None:
+        self._proxy: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._proxy is None:
+            self._proxy = _structlog().get_logger()
+        return getattr(self._proxy, name)
+
+
 def get_logger() -> Any:
-    return structlog.get_logger()
+    return _Logger()

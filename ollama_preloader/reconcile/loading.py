@@ -1,8 +1,8 @@
-"""Loading one model: the load request, what the load evicted, give-way and warm-up.
+"""Loading one model: the load request, its outcome, the storm guard and warm-up.
 
-Its kind comes from kinds.py. After each load /api/ps is read again: a declared model that
-vanished was evicted by it, and capacity.py decides which one gives way. Failures are retried
-with backoff (retry.py); a load that fails for capacity waits longer, or until room frees up.
+Its kind comes from kinds.py; what the load displaced and who gives way, from displacement.py.
+Failures are retried with backoff (retry.py); a load that fails for capacity waits longer, or
+until room frees up.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from ollama_preloader.observe.summary import note_all_ready
 from ollama_preloader.ollama.api import LoadedModel, OllamaAPI
 from ollama_preloader.ollama.kinds import ModelKind
 from ollama_preloader.reconcile import capacity, evictions
+from ollama_preloader.reconcile.displacement import Displacement
 from ollama_preloader.reconcile.drift import adopts_context, note_loaded, watching_context
 from ollama_preloader.reconcile.kinds import (
     detect_kind,
@@ -35,12 +36,12 @@ from ollama_preloader.reconcile.kinds import (
     send_load_detecting,
     wrong_kind_reason,
 )
-from ollama_preloader.reconcile.plan import Action, ActionKind, find_loaded
+from ollama_preloader.reconcile.plan import Action, ActionKind
 from ollama_preloader.reconcile.retry import fail
 from ollama_preloader.reconcile.runner_events import log_unpinned, mark_client_reload, report_exit
 from ollama_preloader.server.runners import NoRunners, blob_name
 from ollama_preloader.state.backoff import backoff_seconds
-from ollama_preloader.state.board import READY_STATES, Board, ModelStatus, Seen, State
+from ollama_preloader.state.board import Board, ModelStatus, Seen, State
 from ollama_preloader.state.runner_facts import UNKNOWN, RunnerExit
 
 log = get_logger()
@@ -73,9 +74,15 @@ class Loader:
         self.runners = runners or NoRunners()  # the server's runner processes, if visible
         self._exits_reported: set[int] = set()  # runner pids whose exit was logged
         self._kinds_checked: set[tuple[str, ModelKind | None]] = set()  # kind= entries checked
-        self._read_ps = read_ps  # /api/ps as the loop reads it (shared runners resolved)
-        self._listed_before = listed_before  # keys listed at the read before the last one
         self._store_changed = store_changed  # the model is gone from disk: read /api/tags again
+        self.displacement = Displacement(
+            settings,
+            api,
+            board,
+            self.runners,
+            read_ps=read_ps,
+            listed_before=listed_before,
+        )
 
     async def _request(
         self,
@@ -208,7 +215,8 @@ class Loader:
             return
         except OllamaAPIError as exc:
             status.state = previous
-            await self._load_error(status, exc)
+            if not await self.displacement.refused(status, exc):
+                self._load_failed(status, f"load failed: {exc}")
             return
         elapsed = time.monotonic() - started
         if not refresh and (reason := await self._kind_refuted(status)):
@@ -270,8 +278,8 @@ class Loader:
             reason=action.reason,
         )
         pushed_by, status.pushed_by = status.pushed_by, ()
-        displaced = await self._check_evictions(status, pushed_by)
-        by = pushed_by or displaced or self._rivals(status, since)
+        displaced = await self.displacement.check(status, pushed_by)
+        by = pushed_by or displaced or self.displacement.rivals(status, since)
         if by and action.reason in evictions.REPAIRS and status.state != State.FAILED:
             # Put back after declared models took its place, or pushing out declared models a
             # client had loaded: declared models that cannot coexist, the storm to stop.
@@ -280,7 +288,9 @@ class Loader:
                 status.reload_times.clear()
                 with contextlib.suppress(OllamaAPIError):
                     await self.api.unload(spec.name)  # it gives way: as `status` will say
-                self._give_way(status, capacity.thrash_message(status, by), runners=None)
+                self.displacement.give_way(
+                    status, capacity.thrash_message(status, by), runners=None
+                )
                 return
         # A re-pin leaves the runner as it was (warm); a load starts a cold one.
         if (
@@ -301,151 +311,6 @@ class Loader:
             return True
         status.repair_times.append(now)
         return False
-
-    def _rivals(self, status: ModelStatus, since: float) -> tuple[str, ...]:
-        """Declared models not ours to keep (gave way, or failed) whose runner someone else
-        started since `since`: a client loading one pushed `status` out, before any look at
-        /api/ps could list it (`run` only: it sees Ollama's runner starts)."""
-        return tuple(
-            m.spec.display
-            for m in self.board.models
-            if m is not status
-            and m.state not in READY_STATES
-            and self.runners.starts_since(blob_name(m.blob), max(since, m.last_load_at))
-        )
-
-    async def _evicted_by(
-        self, status: ModelStatus
-    ) -> tuple[list[ModelStatus], int, list[str], tuple[str, ...]] | None:
-        """Declared pinned models that vanished while `status` loaded, the runner count, the
-        undeclared models listed, and the other declared models (not ours to keep: a client
-        loaded them) that were listed before the load and are gone."""
-        try:
-            loaded = await self._read_ps()
-        except OllamaAPIError:
-            return None
-        before = self._listed_before()
-        displaced = tuple(
-            m.spec.display
-            for m in self.board.models
-            if m is not status
-            and m.state not in READY_STATES
-            and m.key in before
-            and find_loaded(m, loaded) is None
-        )
-        gone = [
-            m
-            for m in self.board.models
-            if m is not status
-            and m.spec.pinned
-            and m.state in READY_STATES
-            and find_loaded(m, loaded) is None
-        ]
-        return gone, len(loaded), evictions.undeclared(self.board.models, loaded), displaced
-
-    async def _check_evictions(
-        self, status: ModelStatus, pushed_by: tuple[str, ...] = ()
-    ) -> tuple[str, ...]:
-        """Did this load push a declared model out? Then one of them gives way, by priority.
-        Returns the declared models it pushed out that a client had loaded.
-
-        Coexist first: Ollama's out-of-memory path unloads every other model and retries, so
-        a first eviction shows no conflict; the models it pushed out are loaded back. Only an
-        eviction seen while loading one back (`pushed_by`: who pushed `status` out) proves
-        one, and the pusher, later in the list, gives way. The storm guard bounds the rest."""
-        found = await self._evicted_by(status)
-        if found is None:
-            return ()
-        gone, runners, others, displaced = found
-        if gone and others:
-            # An undeclared model holds a slot: it, not `status`, left no room. Put the declared
-            # ones back (that unloads the undeclared one) and name it.
-            for other in gone:
-                other.state, other.reason, other.pushed_by = State.EVICTED, "evicted", ()
-                evictions.warn_undeclared(other, others, time.monotonic())
-            return displaced
-        if gone and not pushed_by:
-            for other in gone:
-                other.state, other.reason = State.EVICTED, "evicted"
-                other.pushed_by = (status.spec.display,)
-            return displaced
-        pushers = [
-            m
-            for m in self.board.models
-            if m.spec.display in pushed_by and m.spec.priority > status.spec.priority
-        ]
-        if gone and pushers:
-            for pusher in pushers:
-                proof = capacity.judge_eviction(pusher, [status])
-                assert proof is not None
-                log.error(
-                    "capacity.conflict",
-                    msg=proof.message,
-                    losers=[pusher.spec.display],
-                    keep=[status.spec.display],
-                )
-                with contextlib.suppress(OllamaAPIError):
-                    await self.api.unload(pusher.spec.name)
-                self._give_way(pusher, proof.message, runners=runners)
-            for other in gone:
-                other.state, other.reason, other.pushed_by = State.EVICTED, "evicted", ()
-            return displaced
-        verdict = capacity.judge_eviction(status, gone)
-        if verdict is None:
-            return displaced
-        log.error(
-            "capacity.conflict",
-            msg=verdict.message,
-            losers=[m.spec.display for m in verdict.losers],
-            keep=[m.spec.display for m in verdict.keep],
-        )
-        if status in verdict.losers:
-            with contextlib.suppress(OllamaAPIError):
-                await self.api.unload(status.spec.name)  # free the slot for the kept models
-            runners -= 1
-        runners += sum(1 for m in verdict.keep if m is not status)
-        for loser in verdict.losers:
-            self._give_way(loser, verdict.message, runners=runners)
-        for kept in verdict.keep:
-            if kept is not status:
-                kept.state, kept.reason = State.EVICTED, "evicted"
-                kept.pushed_by = (status.spec.display,)
-        return displaced
-
-    async def _load_error(self, status: ModelStatus, exc: OllamaAPIError) -> None:
-        """A load Ollama refused. One that ran out of memory, or cleared others, is capacity."""
-        found = await self._evicted_by(status)
-        gone, runners, _, _ = found if found is not None else ([], 0, [], ())
-        oom = capacity.is_out_of_memory(str(exc))
-        if oom or gone:
-            for other in gone:
-                other.state, other.reason = State.EVICTED, "evicted"
-                other.pushed_by = (status.spec.display,)
-            retry_in = None
-            if oom:
-                status.oom_times.append(time.monotonic())
-                retry_in = capacity.oom_retry(
-                    status, gone, first=self.settings.oom_retry, cap=self.settings.capacity_backoff
-                )
-            message = capacity.oom_message(status, gone, str(exc), oom=oom)
-            self._give_way(status, message, runners=runners, retry_in=retry_in)
-            return
-        self._load_failed(status, f"load failed: {exc}")
-
-    def _give_way(
-        self,
-        status: ModelStatus,
-        reason: str,
-        *,
-        runners: int | None,
-        retry_in: float | None = None,
-    ) -> None:
-        """Mark a model `failed` for capacity: long backoff unless `retry_in` says otherwise, or
-        earlier when room frees up."""
-        if retry_in is None:
-            retry_in = capacity.give_way_backoff(self.settings.capacity_backoff, status.failures)
-        status.capacity_loaded = runners
-        fail(status, reason, retry_in, summary=f"{status.spec.display} gives way")
 
     async def _warm_up(self, status: ModelStatus, kind: ModelKind, options: dict[str, Any]) -> None:
         """One tiny request so the first real one does not pay first-token costs.

@@ -49,6 +49,10 @@ BLIND_TIMEOUTS = 3
 KILL_WAIT = 5.0
 KILL_POLL = 0.02
 
+# A guard client dropped a declared model's answer: its probe comes this long after (the
+# cancelled request has ended by then; a burst of drops is one probe), not at the interval.
+DROP_DELAY = 2.0
+
 KILL_RUNNER = "kill-runner"
 RESTART_SERVE = "restart-serve"
 UNLOAD_REPIN = "unload-repin"
@@ -84,16 +88,39 @@ class Prober:
         self.server = server
         self.loader = loader
         self._wake = wake
+        self._probed_at: dict[str, float] = {}  # model key: when its last probe started
 
     async def run(self) -> None:
         interval = self.settings.probe_interval
         if interval is None:
             return
+        drops = self.board.drops
+        next_round = time.monotonic() + interval  # the first one an interval after start
         while True:
-            await asyncio.sleep(interval)  # the first one an interval after start
-            for status in list(self.board.models):
-                if self._due(status):
-                    await self.check(status)
+            dropped = await drops.wait(next_round - time.monotonic())
+            if time.monotonic() >= next_round:
+                next_round = time.monotonic() + interval
+                for status in list(self.board.models):
+                    if self._due(status):
+                        await self.check(status)
+            elif dropped:
+                await self._after_drops()
+
+    async def _after_drops(self) -> None:
+        """A guard client went away mid-answer: to Ollama a cancellation, which can wedge the
+        runner (§9.5a). Probe those models DROP_DELAY later (a burst of drops is one probe),
+        each at most once per PRELOADER_PROBE_TIMEOUT; the interval's schedule stays."""
+        await asyncio.sleep(DROP_DELAY)
+        keys = self.board.drops.take()
+        spacing = max(self.settings.probe_timeout, DROP_DELAY)
+        for status in list(self.board.models):
+            last = self._probed_at.get(status.key)
+            if status.key not in keys or not self._due(status):
+                continue
+            if last is not None and time.monotonic() - last < spacing:
+                self.board.drops.note(status.key)  # probed just now: its turn comes later
+                continue
+            await self.check(status)
 
     def _due(self, status: ModelStatus) -> bool:
         """Pinned by us (or wedged, to see it serve again); never while pulled or loaded."""
@@ -159,6 +186,7 @@ class Prober:
         return at is not None and time.monotonic() - at < REWEDGE_WINDOW
 
     async def _probe(self, status: ModelStatus) -> Probe:
+        self._probed_at[status.key] = time.monotonic()
         kind = await self._kind(status)
         pid = await self._runner_pid(status)
         cpu_before = cpu_seconds(pid) if pid is not None else None
@@ -232,11 +260,14 @@ class Prober:
     def _choose(self, status: ModelStatus, result: Probe, *, again: bool) -> str:
         if again and status.last_wedge_repair in (RESTART_SERVE, NO_REPAIR):
             return NO_REPAIR  # even a new serve did not help: report; tried again later
+        # A runner of another user is visible in /proc but not ours to kill: the repair is
+        # chosen without trying (model.wedged names the one done, counted once).
+        killable = result.pid is not None and _may_signal(result.pid)
         if self.server.can_see_runners:  # `run`: the serve is ours
-            return RESTART_SERVE if again or result.pid is None else KILL_RUNNER
+            return RESTART_SERVE if again or not killable else KILL_RUNNER
         if again:
             return NO_REPAIR
-        return KILL_RUNNER if result.pid is not None else UNLOAD_REPIN
+        return KILL_RUNNER if killable else UNLOAD_REPIN
 
     async def _repair(self, status: ModelStatus, repair: str, result: Probe) -> None:
         status.wedge_repin = False
@@ -297,4 +328,15 @@ async def _exited(pid: int) -> bool:
         if time.monotonic() >= deadline:
             return False
         await asyncio.sleep(KILL_POLL)
+    return True
+
+
+def _may_signal(pid: int) -> bool:
+    """Whether we may signal `pid` (signal 0 checks the permission and sends nothing)."""
+    try:
+        os.kill(pid, 0)
+    except PermissionError:
+        return False
+    except OSError:
+        return True  # gone already: the kill says so, and the fallback repairs
     return True

@@ -14,7 +14,7 @@ from ollama_preloader.config.changes import reload_needed, repull_needed
 from ollama_preloader.config.modelspec import ModelSpec
 from ollama_preloader.ollama import psformat
 from ollama_preloader.ollama.kinds import ModelKind
-from ollama_preloader.state.traffic import GuardTraffic
+from ollama_preloader.state.traffic import ClientDrops, GuardTraffic
 from ollama_preloader.state.updates import StaleRunner, UpdateInfo
 
 if TYPE_CHECKING:
@@ -316,6 +316,9 @@ class Board:
     update_results: dict[str, int] = field(default_factory=dict)
     # Requests through the guard per model and outcome; None while the guard is off.
     traffic: GuardTraffic | None = None
+    # Declared models a guard client dropped mid-answer, for an early probe (stays empty
+    # without the guard).
+    drops: ClientDrops = field(default_factory=ClientDrops)
 
     @classmethod
     def for_specs(cls, specs: Sequence[ModelSpec]) -> Board:

@@ -7,6 +7,7 @@ model, and is the guard changing or refusing their requests".
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,3 +60,38 @@ class GuardTraffic:
 
     def as_dict(self) -> dict[str, Any]:
         return {name: entry.as_dict() for name, entry in self.models.items()}
+
+
+class ClientDrops:
+    """Declared models whose client went away before its answer ended, for the probe.
+
+    To Ollama a dropped client is a cancelled request, and a cancellation can leave the model's
+    runner wedged (ollama-behaviour.md §9.5a): the guard notes the model here and the probe
+    (reconcile/probing.py) looks at it soon instead of at its next interval. Shared state, so
+    the guard below and the probe above meet without importing each other.
+    """
+
+    def __init__(self) -> None:
+        self._keys: set[str] = set()
+        self._event = asyncio.Event()
+
+    def note(self, key: str) -> None:
+        """A client of the model with this key (ModelStatus.key) went away mid-answer."""
+        self._keys.add(key)
+        self._event.set()
+
+    async def wait(self, seconds: float) -> bool:
+        """True as soon as a drop is noted (maybe already); False after `seconds`."""
+        if not self._event.is_set():
+            try:
+                async with asyncio.timeout(max(0.0, seconds)):
+                    await self._event.wait()
+            except TimeoutError:
+                return False
+        return True
+
+    def take(self) -> set[str]:
+        """The models noted since the last take; the signal is cleared."""
+        keys, self._keys = self._keys, set()
+        self._event.clear()
+        return keys

@@ -11,7 +11,6 @@ the one session engine, so a parallel run must keep the tier in one worker.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -20,7 +19,8 @@ from pathlib import Path
 import pytest
 from container_harness import Engine, Ports, find_engine
 from preloader_harness import free_port
-from real_harness import Kit, Registry, find_kit, free_port_pair
+from real_harness import Kit, Registry, find_kit
+from tier_gate import unavailable
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -38,18 +38,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.container)
 
 
-def _unavailable(why: str) -> None:
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"container tier: {why}; CI must run it", pytrace=False)
-    pytest.skip(f"container tier skipped: {why}")
-
-
 @pytest.fixture(scope="session")
 def engine_script() -> Path:
     path, why = find_engine()
     if path is None:
-        _unavailable(why)
-    assert path is not None
+        unavailable("container", why)
     return path
 
 
@@ -59,7 +52,7 @@ def kit(engine_script: Path, tmp_path_factory: pytest.TempPathFactory) -> Kit:
     ollama = engine_script.parent / "bin" / "ollama"
     path, why = find_kit()
     if path is None and not ollama.is_file():
-        _unavailable(why)
+        unavailable("container", why)
     return Kit.prepare(path or ollama, tmp_path_factory.mktemp("containerkit"))
 
 
@@ -72,13 +65,6 @@ def engine(engine_script: Path) -> Iterator[Engine]:
         yield eng
     finally:
         eng.stop()
-
-
-@pytest.fixture(scope="session")
-def registry(kit: Kit) -> Iterator[Registry]:
-    reg = Registry(kit, free_port_pair()).start()
-    yield reg
-    reg.stop()
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
-from fake_catalogs import write_catalog
+from dotenv_harness import dotenv_file, start_from_dotenv
 from preloader_harness import Launcher
 
 CHAT, EMBED = "llama3.2:latest", "nomic-embed-text:latest"
@@ -17,9 +17,7 @@ LATIN1 = b"OLLAMA_PRELOAD_MODELS=llama3.2\n# caf\xe9\n"
 def test_a_dotenv_that_is_not_utf8_stops_the_start_with_exit_2(launcher: Launcher) -> None:
     """`run` and `health` exit 2 with one line naming the file, its line and what to do;
     `ollama serve` is never started."""
-    work = launcher.tmp / "work"
-    work.mkdir(exist_ok=True)
-    (work / ".env").write_bytes(LATIN1)
+    dotenv_file(launcher).write_bytes(LATIN1)
     env = launcher.env()
     # `health` reads `.env` only for what the environment leaves unset.
     health_env = {k: v for k, v in env.items() if k != "PRELOADER_HEALTH_HOST"}
@@ -37,13 +35,8 @@ def test_sighup_with_a_dotenv_that_is_not_utf8_keeps_the_settings(launcher: Laun
     """The list comes from `.env`; an edit saved as Latin-1 and a SIGHUP: config.reload_failed
     naming the file and line, /status config_error, every model kept and still pinned, the
     supervisor running; saved as UTF-8 again, the next SIGHUP applies it."""
-    env = launcher.env(FAKE_OLLAMA_CATALOG=write_catalog(launcher.tmp / "catalog.json"))
-    work = launcher.tmp / "work"
-    work.mkdir(exist_ok=True)
-    dotenv = work / ".env"
-    dotenv.write_text(f"OLLAMA_PRELOAD_MODELS={CHAT},{EMBED}\n")
-    run = launcher.start(env=env)
-    run.wait_all_pinned()
+    run = start_from_dotenv(launcher, f"OLLAMA_PRELOAD_MODELS={CHAT},{EMBED}\n")
+    dotenv = dotenv_file(launcher)
 
     dotenv.write_bytes(f"OLLAMA_PRELOAD_MODELS={CHAT}\n".encode() + b"# caf\xe9\n")
     run.proc.send_signal(signal.SIGHUP)

@@ -9,8 +9,15 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from fake_catalogs import SMALL, model, write_catalog
+from fake_catalogs import SMALL, model
 from fake_ollama.harness import start_fake
+from guard_harness import (
+    guard_address,
+    read_first_chunk,
+    send_generate,
+    start_guarded,
+    through_guard,
+)
 from preloader_harness import WAIT, Launcher, Run, free_port
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -18,19 +25,8 @@ LLAMA = "llama3.2:latest"
 
 
 def guarded(launcher: Launcher, *, catalog: dict[str, Any] | None = None, **env: str) -> Run:
-    """`run` with the guard on OLLAMA_HOST and `ollama serve` on a free loopback port."""
-    overrides: dict[str, str] = {
-        "PRELOADER_GUARD": "on",
-        "PRELOADER_GUARD_UPSTREAM": f"127.0.0.1:{free_port()}",
-        "OLLAMA_PRELOAD_MODELS": "llama3.2",
-        "FAKE_OLLAMA_PRESENT": "devstral",  # on disk, not declared
-        **env,
-    }
-    if catalog is not None:
-        overrides["FAKE_OLLAMA_CATALOG"] = write_catalog(launcher.tmp / "catalog.json", catalog)
-    run = launcher.start(env=launcher.env(**overrides))
-    run.wait_all_pinned()
-    return run
+    """A guarded `run` with devstral on disk but not declared."""
+    return start_guarded(launcher, catalog=catalog, env={"FAKE_OLLAMA_PRESENT": "devstral", **env})
 
 
 def upstream_bodies(run: Run, path: str) -> list[dict[str, Any]]:
@@ -44,12 +40,7 @@ def loads(run: Run, name: str = LLAMA) -> int:
 
 def post(run: Run, path: str, raw: bytes, content_type: str = "application/json") -> Any:
     """A POST through the guard with exactly these bytes; (status, parsed JSON body)."""
-    host, port = run.env["OLLAMA_HOST"].rsplit(":", 1)
-    conn = http.client.HTTPConnection(host, int(port), timeout=WAIT)
-    conn.request("POST", path, body=raw, headers={"Content-Type": content_type})
-    resp = conn.getresponse()
-    status, text = resp.status, resp.read().decode()
-    conn.close()
+    status, text = through_guard(run, "POST", path, raw, {"Content-Type": content_type})
     return status, json.loads(text.strip().splitlines()[-1]) if text.strip() else None
 
 
@@ -129,8 +120,7 @@ def test_streams_arrive_chunk_by_chunk(launcher: Launcher) -> None:
     logs a request only when it has answered it, and it has not yet."""
     catalog = {**SMALL, LLAMA: model(size=2.0, family="llama", token_seconds=1.0)}
     run = guarded(launcher, catalog=catalog)
-    host, port = run.env["OLLAMA_HOST"].rsplit(":", 1)
-    conn = http.client.HTTPConnection(host, int(port), timeout=WAIT)
+    conn = http.client.HTTPConnection(*guard_address(run), timeout=WAIT)
     conn.request("POST", "/api/generate", body=b'{"model":"llama3.2","prompt":"stream me"}')
     resp = conn.getresponse()
     first = json.loads(resp.readline())
@@ -149,21 +139,10 @@ def test_a_client_that_goes_away_cancels_upstream(launcher: Launcher) -> None:
         "devstral:latest": model(size=14.3, family="mistral3", load_seconds=120),
     }
     run = guarded(launcher, catalog=catalog)
-    host, port = run.env["OLLAMA_HOST"].rsplit(":", 1)
     # 16 tokens at 5 s each: only a cancelled request ends within WAIT.
-    with socket.create_connection((host, int(port)), timeout=WAIT) as sock:
-        body = b'{"model":"llama3.2","prompt":"long"}'
-        sock.sendall(
-            b"POST /api/generate HTTP/1.1\r\nHost: x\r\nContent-Length: "
-            + str(len(body)).encode()
-            + b"\r\n\r\n"
-            + body
-        )
-        received = b""
-        while b'"done":false' not in received.replace(b" ", b""):
-            chunk = sock.recv(65536)
-            assert chunk, received
-            received += chunk
+    with socket.create_connection(guard_address(run), timeout=WAIT) as sock:
+        send_generate(sock, b'{"model":"llama3.2","prompt":"long"}')
+        read_first_chunk(sock)
     run.wait_for(
         lambda: [b for b in upstream_bodies(run, "/api/generate") if b.get("prompt") == "long"],
         "the fake to end the generation whose client went away",
@@ -171,14 +150,8 @@ def test_a_client_that_goes_away_cancels_upstream(launcher: Launcher) -> None:
     dropped = run.wait_event("guard.client.dropped", model=LLAMA)
     assert dropped["phase"] == "streaming"
 
-    with socket.create_connection((host, int(port)), timeout=WAIT) as sock:
-        body = b'{"model":"devstral","prompt":"hi"}'
-        sock.sendall(
-            b"POST /api/generate HTTP/1.1\r\nHost: x\r\nContent-Length: "
-            + str(len(body)).encode()
-            + b"\r\n\r\n"
-            + body
-        )
+    with socket.create_connection(guard_address(run), timeout=WAIT) as sock:
+        send_generate(sock, b'{"model":"devstral","prompt":"hi"}')
         # The fake `ollama serve` prints this as the load begins (llama3.2's was the first).
         run.wait_for(
             lambda: "\n".join(run.lines).count("starting llama-server") >= 2,

@@ -2,45 +2,26 @@
 
 from __future__ import annotations
 
-import http.client
 import json
 import signal
-from pathlib import Path
 from typing import Any
 
-from preloader_harness import WAIT, Launcher, Run, free_port
+from guard_harness import guard_env, start_guarded, through_guard
+from preloader_harness import Launcher, Run
 
 GENERATE = b'{"model":"llama3.2","prompt":"x","stream":false}'
 
 
 def request(run: Run, method: str, path: str, key: str | None = None) -> tuple[int, Any]:
     """(status, parsed JSON or text) of a request through the guard, with `key` if given."""
-    host, port = run.env["OLLAMA_HOST"].rsplit(":", 1)
-    conn = http.client.HTTPConnection(host, int(port), timeout=WAIT)
     headers = {"Content-Type": "application/json"}
     if key is not None:
         headers["Authorization"] = key
-    conn.request(method, path, body=GENERATE if method == "POST" else None, headers=headers)
-    resp = conn.getresponse()
-    status, text = resp.status, resp.read().decode()
-    conn.close()
+    status, text = through_guard(run, method, path, GENERATE if method == "POST" else None, headers)
     try:
         return status, json.loads(text)
     except ValueError:
         return status, text
-
-
-def keyed(launcher: Launcher, keys: Path) -> Run:
-    run = launcher.start(
-        env=launcher.env(
-            PRELOADER_GUARD="on",
-            PRELOADER_GUARD_UPSTREAM=f"127.0.0.1:{free_port()}",
-            PRELOADER_GUARD_API_KEYS_FILE=str(keys),
-            OLLAMA_PRELOAD_MODELS="llama3.2",
-        )
-    )
-    run.wait_all_pinned()
-    return run
 
 
 def test_requests_need_a_key_from_the_file_and_health_stays_open(launcher: Launcher) -> None:
@@ -48,7 +29,7 @@ def test_requests_need_a_key_from_the_file_and_health_stays_open(launcher: Launc
     sees the request; a key from the file passes; `GET /` and the health port need none."""
     keys = launcher.tmp / "keys.txt"
     keys.write_text("# team A\nsk-alpha-1234  # comment after a key\n\nsk-beta-5678\n")
-    run = keyed(launcher, keys)
+    run = start_guarded(launcher, keys=keys)
     before = run.count_requests("/api/generate")
     for header in (None, "Bearer sk-wrong", "sk-alpha-1234", "Basic sk-alpha-1234", "Bearer "):
         status, body = request(run, "POST", "/api/generate", header)
@@ -76,7 +57,7 @@ def test_the_keys_file_is_re_read_on_sighup_and_on_change(launcher: Launcher) ->
     applies without a signal; a file that disappears keeps the keys in force."""
     keys = launcher.tmp / "keys.txt"
     keys.write_text("old-key\n")
-    run = keyed(launcher, keys)
+    run = start_guarded(launcher, keys=keys)
     assert request(run, "GET", "/api/tags", "Bearer old-key")[0] == 200
 
     keys.write_text("new-key\n")
@@ -111,14 +92,7 @@ def test_an_unreadable_or_empty_keys_file_exits_2_naming_the_variable(launcher: 
     empty = launcher.tmp / "empty.txt"
     empty.write_text("# no keys yet\n\n")
     for path, why in ((launcher.tmp / "missing.txt", "cannot read"), (empty, "no keys")):
-        done = launcher.run_once(
-            env=launcher.env(
-                PRELOADER_GUARD="on",
-                PRELOADER_GUARD_UPSTREAM=f"127.0.0.1:{free_port()}",
-                PRELOADER_GUARD_API_KEYS_FILE=str(path),
-                OLLAMA_PRELOAD_MODELS="llama3.2",
-            )
-        )
+        done = launcher.run_once(env=guard_env(launcher, keys=path))
         assert done.returncode == 2, done.stderr
         [line] = [x for x in done.stderr.splitlines() if x.startswith("ollama-preloader: error")]
         assert f"PRELOADER_GUARD_API_KEYS_FILE='{path}'" in line

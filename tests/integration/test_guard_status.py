@@ -2,47 +2,33 @@
 
 from __future__ import annotations
 
-import http.client
 import json
 import socket
 from typing import Any
 
-from fake_catalogs import SMALL, model, write_catalog
-from preloader_harness import WAIT, Launcher, Run, free_port
+from fake_catalogs import SMALL, model
+from guard_harness import (
+    guard_address,
+    read_first_chunk,
+    send_generate,
+    start_guarded,
+    through_guard,
+)
+from preloader_harness import WAIT, Launcher, Run
 
 LLAMA = "llama3.2:latest"
 KEY = "Bearer sk-status-test"
 
 
 def send(run: Run, method: str, path: str, body: bytes | None, key: str | None = KEY) -> int:
-    host, port = run.env["OLLAMA_HOST"].rsplit(":", 1)
-    conn = http.client.HTTPConnection(host, int(port), timeout=WAIT)
-    headers = {"Authorization": key} if key else {}
-    conn.request(method, path, body=body, headers=headers)
-    resp = conn.getresponse()
-    resp.read()
-    conn.close()
-    return resp.status
+    return through_guard(run, method, path, body, {"Authorization": key} if key else {})[0]
 
 
 def drop_a_stream(run: Run) -> None:
     """A streamed generate whose client goes away after the first chunk."""
-    host, port = run.env["OLLAMA_HOST"].rsplit(":", 1)
-    body = b'{"model":"llama3.2","prompt":"long"}'
-    with socket.create_connection((host, int(port)), timeout=WAIT) as sock:
-        sock.sendall(
-            b"POST /api/generate HTTP/1.1\r\nHost: x\r\nAuthorization: "
-            + KEY.encode()
-            + b"\r\nContent-Length: "
-            + str(len(body)).encode()
-            + b"\r\n\r\n"
-            + body
-        )
-        received = b""
-        while b'"done":false' not in received.replace(b" ", b""):
-            chunk = sock.recv(65536)
-            assert chunk, received
-            received += chunk
+    with socket.create_connection(guard_address(run), timeout=WAIT) as sock:
+        send_generate(sock, b'{"model":"llama3.2","prompt":"long"}', key=KEY)
+        read_first_chunk(sock)
 
 
 def test_status_counts_requests_per_model_and_outcome(launcher: Launcher) -> None:
@@ -51,16 +37,7 @@ def test_status_counts_requests_per_model_and_outcome(launcher: Launcher) -> Non
     keys = launcher.tmp / "keys.txt"
     keys.write_text(KEY.split()[1] + "\n")
     catalog = {**SMALL, LLAMA: model(size=2.0, family="llama", token_seconds=5.0)}
-    run = launcher.start(
-        env=launcher.env(
-            PRELOADER_GUARD="on",
-            PRELOADER_GUARD_UPSTREAM=f"127.0.0.1:{free_port()}",
-            PRELOADER_GUARD_API_KEYS_FILE=str(keys),
-            OLLAMA_PRELOAD_MODELS="llama3.2",
-            FAKE_OLLAMA_CATALOG=write_catalog(launcher.tmp / "catalog.json", catalog),
-        )
-    )
-    run.wait_all_pinned()
+    run = start_guarded(launcher, keys=keys, catalog=catalog)
     # Load-only requests (no prompt): answered at once; the second one's keep_alive 0 rewritten.
     assert send(run, "POST", "/api/generate", b'{"model":"llama3.2"}') == 200
     assert send(run, "POST", "/api/generate", b'{"model":"llama3.2","keep_alive":0}') == 200

@@ -34,14 +34,27 @@ def status(env: dict[str, str]) -> dict[str, Any]:
     return document
 
 
+def fake_env(launcher: Launcher, models: str = "llama3.2", **env: str) -> dict[str, str]:
+    """The environment of a `run` declaring `models` against the fake's default catalog."""
+    return launcher.env(
+        FAKE_OLLAMA_CATALOG=write_catalog(launcher.tmp / "catalog.json"),
+        OLLAMA_PRELOAD_MODELS=models,
+        **env,
+    )
+
+
+def stop_if_running(proc: subprocess.Popen[bytes]) -> None:
+    """What a test leaves of the CLI it started itself: nothing."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
 def test_stdout_closed_by_its_reader_keeps_the_supervisor_running(launcher: Launcher) -> None:
     """The pipe's reader exits once everything is pinned: the supervisor goes on without its
     output, /status says so, an unloaded model is pinned again, and SIGTERM still stops all."""
-    env = launcher.env(
-        FAKE_OLLAMA_CATALOG=write_catalog(launcher.tmp / "catalog.json"),
-        OLLAMA_PRELOAD_MODELS="llama3.2",
-        PRELOADER_LOG_POLLS="true",  # every poll is an access line: writes never stop
-    )
+    # Every poll is an access line: writes never stop.
+    env = fake_env(launcher, PRELOADER_LOG_POLLS="true")
     (launcher.tmp / "home").mkdir(exist_ok=True)
     proc = subprocess.Popen(
         [*preloader_command(), "run"],
@@ -76,9 +89,7 @@ def test_stdout_closed_by_its_reader_keeps_the_supervisor_running(launcher: Laun
         assert proc.wait(timeout=WAIT) == 0
         assert processes_in_group(serve_pid) == []
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        stop_if_running(proc)
 
 
 class Terminal:
@@ -126,10 +137,7 @@ class Terminal:
 def test_a_terminal_that_hangs_up_stops_everything_with_129(launcher: Launcher) -> None:
     """The terminal's master closes while everything is pinned: a clean stop (exit 129), the
     whole group of `ollama serve` gone; a SIGHUP while the terminal is there reloads."""
-    env = launcher.env(
-        FAKE_OLLAMA_CATALOG=write_catalog(launcher.tmp / "catalog.json"),
-        OLLAMA_PRELOAD_MODELS="llama3.2",
-    )
+    env = fake_env(launcher)
     (launcher.tmp / "home").mkdir(exist_ok=True)
     term = Terminal(env, launcher.tmp)
     try:
@@ -143,9 +151,7 @@ def test_a_terminal_that_hangs_up_stops_everything_with_129(launcher: Launcher) 
         assert term.proc.wait(timeout=WAIT) == 129
         assert processes_in_group(serve_pid) == []
     finally:
-        if term.proc.poll() is None:
-            term.proc.kill()
-            term.proc.wait()
+        stop_if_running(term.proc)
 
 
 def wait_gone(serve_pid: int, within: float = 5.0) -> list[int]:
@@ -159,11 +165,7 @@ def wait_gone(serve_pid: int, within: float = 5.0) -> list[int]:
 def test_a_sigkilled_supervisor_takes_ollama_with_it(launcher: Launcher) -> None:
     """kill -9 of the supervisor: `ollama serve` gets its parent-death SIGTERM and stops its
     runners; nothing of the group is left."""
-    env = launcher.env(
-        FAKE_OLLAMA_CATALOG=write_catalog(launcher.tmp / "catalog.json"),
-        OLLAMA_PRELOAD_MODELS="llama3.2,devstral",
-    )
-    run = launcher.start(env=env)
+    run = launcher.start(env=fake_env(launcher, "llama3.2,devstral"))
     run.wait_all_pinned()
     serve_pid = run.wait_event("server.started")["pid"]
     assert len(processes_in_group(serve_pid)) >= 3
@@ -176,11 +178,7 @@ def test_a_sigkilled_supervisor_takes_ollama_with_it(launcher: Launcher) -> None
 def test_an_internal_error_stops_the_group_and_exits_1(launcher: Launcher) -> None:
     """An unexpected exception in the loop once all is pinned (CRASH_IN_LOOP): supervisor.crashed,
     the group stopped, exit 1."""
-    env = launcher.env(
-        FAKE_OLLAMA_CATALOG=write_catalog(launcher.tmp / "catalog.json"),
-        OLLAMA_PRELOAD_MODELS="llama3.2",
-    )
-    run = launcher.start(env=env, command=[sys.executable, "-c", CRASH_IN_LOOP])
+    run = launcher.start(env=fake_env(launcher), command=[sys.executable, "-c", CRASH_IN_LOOP])
     serve_pid = run.wait_event("server.started")["pid"]
     assert run.wait_exit() == 1
     crashed = run.events("supervisor.crashed")
@@ -226,13 +224,7 @@ def test_run_leaves_a_live_serves_runner_of_the_same_store_alone(launcher: Launc
     store = launcher.tmp / "models"
     other, theirs = _serve_with_runner(launcher.tmp / "other", store, "llama3.2")
     try:
-        run = launcher.start(
-            env=launcher.env(
-                FAKE_OLLAMA_CATALOG=write_catalog(launcher.tmp / "catalog.json"),
-                OLLAMA_PRELOAD_MODELS="llama3.2",
-                OLLAMA_MODELS=str(store),
-            )
-        )
+        run = launcher.start(env=fake_env(launcher, OLLAMA_MODELS=str(store)))
         run.wait_all_pinned()
         assert run.stop() == 0
         assert run.events("server.stale_runner") == []
@@ -254,13 +246,7 @@ def test_run_stops_only_the_leftovers_of_its_own_store(launcher: Launcher) -> No
     ours, mine = _leftover(launcher.tmp / "ours", store, "llama3.2")
     theirs, foreign = _leftover(launcher.tmp / "theirs", launcher.tmp / "elsewhere", "llama3.2")
     try:
-        run = launcher.start(
-            env=launcher.env(
-                FAKE_OLLAMA_CATALOG=write_catalog(launcher.tmp / "catalog.json"),
-                OLLAMA_PRELOAD_MODELS="llama3.2",
-                OLLAMA_MODELS=str(store),
-            )
-        )
+        run = launcher.start(env=fake_env(launcher, OLLAMA_MODELS=str(store)))
         stale = run.wait_event("server.stale_runner")
         assert (stale["pid"], stale["action"], stale["model"]) == (mine, "stop", _blob(foreign))
         run.wait_all_pinned()
@@ -321,12 +307,24 @@ def test_a_stop_right_after_the_spawn_is_a_clean_stop(launcher: Launcher) -> Non
     """`run` spawns `ollama serve` before it builds the rest of the supervisor: a SIGTERM sent
     the moment serve is started (a `docker stop` right after `docker run`) still stops serve
     and exits 0, never the signal's default death that skips the stop."""
-    env = launcher.env(
-        FAKE_OLLAMA_CATALOG=write_catalog(launcher.tmp / "catalog.json"),
-        OLLAMA_PRELOAD_MODELS="llama3.2",
-    )
-    run = launcher.start(env=env)
+    run = launcher.start(env=fake_env(launcher))
     serve_pid = run.wait_event("server.started")["pid"]
     assert run.stop() == 0
     assert wait_gone(serve_pid) == []
     assert run.count_events("supervisor.stopping") == 1
+
+
+def test_a_hangup_right_after_the_spawn_is_a_reread_not_a_death(launcher: Launcher) -> None:
+    """A SIGHUP while the supervisor is still being built (`docker kill -s HUP` right after
+    `docker run`, no terminal involved) is handed over like a later one: the list is re-read
+    and the run goes on, instead of the signal's default death with `ollama serve` just
+    started."""
+    run = launcher.start(env=fake_env(launcher))
+    serve_pid = run.wait_event("server.started")["pid"]
+    run.proc.send_signal(signal.SIGHUP)
+    assert run.wait_event("config.reloaded")["trigger"] == "signal"
+    run.wait_all_pinned()
+    assert run.proc.poll() is None
+    assert pid_alive(serve_pid)
+    assert run.stop() == 0
+    assert wait_gone(serve_pid) == []

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from dotenv_harness import dotenv_file, start_from_dotenv
 from fake_catalogs import SMALL, model, write_catalog
 from fake_ollama.harness import FakeOllama, start_fake
 from preloader_harness import FAKE_BIN, Launcher, Run
@@ -205,13 +206,8 @@ def test_file_that_disappears_keeps_the_set(launcher: Launcher) -> None:
 def test_sighup_rereads_the_list_in_dotenv(launcher: Launcher) -> None:
     """No models file: SIGHUP re-reads OLLAMA_PRELOAD_MODELS from `.env` and pins the new
     model; the supervisor keeps running (the signal no longer kills it)."""
-    env = launcher.env(FAKE_OLLAMA_CATALOG=write_catalog(launcher.tmp / "catalog.json"))
-    work = launcher.tmp / "work"
-    work.mkdir(exist_ok=True)
-    dotenv = work / ".env"
-    dotenv.write_text(f"OLLAMA_PRELOAD_MODELS={CHAT}\n")
-    run = launcher.start(env=env)
-    run.wait_all_pinned()
+    run = start_from_dotenv(launcher, f"OLLAMA_PRELOAD_MODELS={CHAT}\n")
+    dotenv = dotenv_file(launcher)
     (serve,) = serve_pids(run)
 
     dotenv.write_text(f"OLLAMA_PRELOAD_MODELS={CHAT},{EMBED}\nPRELOADER_PULL_ATTEMPTS=2\n")
@@ -233,13 +229,8 @@ def test_sighup_rereads_the_list_in_dotenv(launcher: Launcher) -> None:
 def test_sighup_with_dotenv_missing_keeps_the_set(launcher: Launcher) -> None:
     """The list came from `.env` and `.env` is gone: config.reload_failed naming it, every
     model kept (as for a models file that disappears); back: a SIGHUP applies it."""
-    env = launcher.env(FAKE_OLLAMA_CATALOG=write_catalog(launcher.tmp / "catalog.json"))
-    work = launcher.tmp / "work"
-    work.mkdir(exist_ok=True)
-    dotenv = work / ".env"
-    dotenv.write_text(f"OLLAMA_PRELOAD_MODELS={CHAT},{EMBED}\n")
-    run = launcher.start(env=env)
-    run.wait_all_pinned()
+    run = start_from_dotenv(launcher, f"OLLAMA_PRELOAD_MODELS={CHAT},{EMBED}\n")
+    dotenv = dotenv_file(launcher)
     dotenv.unlink()
     run.proc.send_signal(signal.SIGHUP)
     failed = run.wait_event("config.reload_failed")
@@ -330,14 +321,12 @@ def test_watch_applies_an_edit(launcher: Launcher, fake: FakeOllama) -> None:
 def test_sighup_applies_a_new_log_level(launcher: Launcher) -> None:
     """PRELOADER_LOG_LEVEL=warning in `.env` on SIGHUP: the info events of the reload and of
     the new model's pin are no longer logged; warnings still are."""
-    env = launcher.env(FAKE_OLLAMA_CATALOG=write_catalog(launcher.tmp / "catalog.json"))
-    del env["PRELOADER_LOG_LEVEL"]  # the real environment would win over `.env`
-    work = launcher.tmp / "work"
-    work.mkdir(exist_ok=True)
-    dotenv = work / ".env"
-    dotenv.write_text(f"OLLAMA_PRELOAD_MODELS={CHAT}\nPRELOADER_LOG_LEVEL=info\n")
-    run = launcher.start(env=env)
-    run.wait_all_pinned()
+    run = start_from_dotenv(
+        launcher,
+        f"OLLAMA_PRELOAD_MODELS={CHAT}\nPRELOADER_LOG_LEVEL=info\n",
+        unset=("PRELOADER_LOG_LEVEL",),  # the real environment would win over `.env`
+    )
+    dotenv = dotenv_file(launcher)
 
     dotenv.write_text(
         f"OLLAMA_PRELOAD_MODELS={CHAT},{EMBED}\nPRELOADER_LOG_LEVEL=warning\n"

@@ -7,12 +7,12 @@ with CI=true a missing server fails every test of the tier instead.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from real_harness import Kit, RealLauncher, Registry, build_template_store, find_kit, free_port_pair
+from tier_gate import unavailable
 
 
 @pytest.fixture(scope="session")
@@ -20,18 +20,8 @@ def kit(tmp_path_factory: pytest.TempPathFactory) -> Kit:
     """The real Ollama kit, repaired into a temporary copy if its symlinks were flattened."""
     path, why = find_kit()
     if path is None:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"real-server tier: {why}; CI must run it", pytrace=False)
-        pytest.skip(f"real-server tier skipped: {why}")
+        unavailable("real-server", why)
     return Kit.prepare(path, tmp_path_factory.mktemp("realkit"))
-
-
-@pytest.fixture(scope="session")
-def registry(kit: Kit) -> Iterator[Registry]:
-    """A plain-HTTP registry with the kit's three models (pulls need insecure)."""
-    reg = Registry(kit, free_port_pair()).start()
-    yield reg
-    reg.stop()
 
 
 @pytest.fixture(scope="session")

@@ -3,17 +3,11 @@ serves again, and a model busy behind real work is never taken for a wedged one.
 
 from __future__ import annotations
 
-import json
 import random
-import socket
 import threading
 import time
-import urllib.error
-import urllib.request
-from typing import Any
 
-from preloader_harness import Run
-from real_harness import RealLauncher, ps_rows
+from real_harness import RealLauncher, answers, drop_stream, ps_rows, wedge_logged
 
 DROPS = 1000  # the issue saw a wedge within 10 to 41 drops; a bound, not an expectation
 WORDS = [
@@ -35,53 +29,6 @@ WORDS = [
     "small",
     "road",
 ]
-
-
-def _host_port(run: Run) -> tuple[str, int]:
-    host, port = run.env["OLLAMA_HOST"].rsplit(":", 1)
-    return host, int(port)
-
-
-def drop_stream(run: Run, model: str) -> None:
-    """A streamed generate the client drops after its first chunk (a user pressing stop)."""
-    host, port = _host_port(run)
-    body = json.dumps({"model": model, "prompt": "tell me a story", "keep_alive": -1}).encode()
-    head = (
-        f"POST /api/generate HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\n\r\n"
-    ).encode()
-    with socket.create_connection((host, port), timeout=5) as conn:
-        conn.sendall(head + body)
-        data = b""
-        while b'"response"' not in data:
-            chunk = conn.recv(4096)
-            if not chunk:
-                break
-            data += chunk
-
-
-def answers(run: Run, model: str, timeout: float, prompt: str = "hi") -> bool:
-    """A client's non-streamed generate: True when it is answered within `timeout`."""
-    body = {"model": model, "prompt": prompt, "stream": False, "keep_alive": -1}
-    body["options"] = {"num_predict": 4}
-    req = urllib.request.Request(
-        run.base_url + "/api/generate", data=json.dumps(body).encode(), method="POST"
-    )
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            done: dict[str, Any] = json.loads(resp.read())
-    except (TimeoutError, urllib.error.URLError, OSError):
-        return False
-    return bool(done.get("done"))
-
-
-def wedge_logged(run: Run, listed: str, within: float) -> bool:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if run.count_events("model.wedged", model=listed):
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def test_dropped_streams_wedge_the_model_and_the_probe_brings_it_back(

@@ -213,17 +213,51 @@ def test_every_exit_code_is_in_the_exit_table() -> None:
 # --- log events --------------------------------------------------------------------------
 
 
-def _is_log_call(node: ast.Call) -> bool:
-    func = node.func
-    if isinstance(func, ast.Attribute) and func.attr in LEVELS:
-        receiver = ast.unparse(func.value)
-        return receiver.endswith("log") or receiver.endswith("logger") or "get_logger(" in receiver
-    # getattr(log, level)(event, ...)
+def _is_logger(expr: ast.expr) -> bool:
+    receiver = ast.unparse(expr)
+    return receiver.endswith("log") or receiver.endswith("logger") or "get_logger(" in receiver
+
+
+def _is_level(expr: ast.expr | None) -> bool:
+    """A log method: `log.info`, `getattr(log, level)`, or `log.info if c else log.warning`."""
+    if isinstance(expr, ast.Attribute):
+        return expr.attr in LEVELS and _is_logger(expr.value)
+    if isinstance(expr, ast.IfExp):
+        return _is_level(expr.body) and _is_level(expr.orelse)
     return (
-        isinstance(func, ast.Call)
-        and ast.unparse(func.func) == "getattr"
-        and ast.unparse(func.args[0]).endswith("log")
+        isinstance(expr, ast.Call)
+        and ast.unparse(expr.func) == "getattr"
+        and bool(expr.args)
+        and _is_logger(expr.args[0])
     )
+
+
+def _level_names(tree: ast.Module) -> dict[str, list[ast.stmt]]:
+    """Names bound to a log method (`level = log.info if ok else log.warning`) -> the bindings."""
+    found: dict[str, list[ast.stmt]] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign) and _is_level(node.value):
+            targets = node.targets
+        elif isinstance(node, ast.AnnAssign) and _is_level(node.value):
+            targets = [node.target]
+        else:
+            continue
+        for target in targets:
+            if isinstance(target, ast.Name):
+                found.setdefault(target.id, []).append(node)
+    return found
+
+
+def _is_log_call(tree: ast.Module, node: ast.Call, levels: dict[str, list[ast.stmt]]) -> bool:
+    """`log.info(...)`, `get_logger().info(...)`, `getattr(log, level)(...)`, or a call of a
+    name bound to a log method in the same function or at module level."""
+    if _is_level(node.func):
+        return True
+    if not (isinstance(node.func, ast.Name) and node.func.id in levels):
+        return False
+    fn = _enclosing(tree, node)
+    scope = set() if fn is None else {id(n) for n in ast.walk(fn)}
+    return any(id(b) in scope or b in tree.body for b in levels[node.func.id])
 
 
 def _functions(tree: ast.Module) -> dict[str, ast.FunctionDef | ast.AsyncFunctionDef]:
@@ -285,9 +319,16 @@ def _is_module(name: str) -> bool:
 def code_events() -> set[str]:
     events: set[str] = set()
     for path, tree in _modules():
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Call) and _is_log_call(node) and node.args:
-                events |= _event_names(tree, node.args[0], node, path)
+        events |= _events_in(tree, path)
+    return events
+
+
+def _events_in(tree: ast.Module, path: Path) -> set[str]:
+    events: set[str] = set()
+    levels = _level_names(tree)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and node.args and _is_log_call(tree, node, levels):
+            events |= _event_names(tree, node.args[0], node, path)
     return events
 
 
@@ -315,6 +356,24 @@ def test_every_log_event_is_in_the_event_table() -> None:
         "log events", code - in_table, (in_table | mentioned) - code, "docs/observability.md"
     )
     assert not problem, problem
+
+
+def test_the_event_reader_knows_each_form_of_log_call() -> None:
+    """Each way the code calls a logger is read, so no event hides behind a form it skips."""
+    source = """
+log.info("form.plain")
+get_logger().warning("form.fresh")
+getattr(log, "warning")("form.getattr")
+
+def chosen(ok):
+    level = log.info if ok else log.warning
+    level("form.alias", msg="x")
+
+def elsewhere(level):
+    level("form.not_a_log_call")  # another function's `level`: not a log method here
+"""
+    found = _events_in(ast.parse(source), PACKAGE / "example.py")
+    assert found == {"form.plain", "form.fresh", "form.getattr", "form.alias"}, found
 
 
 # --- metrics -----------------------------------------------------------------------------

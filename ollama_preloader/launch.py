@@ -1,0 +1,151 @@
+"""`run`'s start without typer: the settings, the checks, `ollama serve` spawned, the supervisor.
+
+entry.py calls `run` here for a plain `ollama-preloader run [--env-file PATH]`, and the typer
+command does the same for every other spelling (so `--help` and usage errors stay typer's).
+Nothing on the way to the spawn imports typer or rich: Ollama's GPU discovery starts only
+with the child, so every millisecond spent before it is added to the user's wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from ollama_preloader.errors import EXIT_CONFIG, EXIT_INTERNAL, ConfigError, PreloaderError
+
+if TYPE_CHECKING:
+    from ollama_preloader.config.settings import Settings
+    from ollama_preloader.server.owned import OwnedServer
+
+
+def fail(message: str, code: int) -> SystemExit:
+    """One line on stderr (after the log lines still queued), then the documented exit code."""
+    from ollama_preloader.observe import output
+
+    output.drain()
+    print(f"ollama-preloader: error: {message}", file=sys.stderr, flush=True)
+    return SystemExit(code)
+
+
+def settings_or_exit(env_file: Path) -> Settings:
+    """Settings or a one-line exit 2. Callers import `ollama` only after this: importing it
+    builds a default client from OLLAMA_HOST and would crash on a value refused here."""
+    from ollama_preloader.config.settings import load_settings
+
+    try:
+        return load_settings(env_file)
+    except ConfigError as exc:
+        raise fail(str(exc), EXIT_CONFIG) from None
+
+
+def run_to_exit(
+    main: Coroutine[Any, Any, int], stop_now: Callable[[], None] | None = None
+) -> NoReturn:
+    """Run the command's coroutine; its code, or a PreloaderError's, is the exit code.
+
+    Whatever ends it, `stop_now` (run: the child's group, TERM then KILL) runs before we
+    leave: an exception that escaped the supervisor's own shutdown must not leave
+    `ollama serve` and its runners behind.
+    """
+    try:
+        code = asyncio.run(main)
+    except PreloaderError as exc:
+        raise fail(str(exc), exc.exit_code) from None
+    except Exception as exc:
+        from ollama_preloader.observe.logs import get_logger
+
+        get_logger().exception("supervisor.crashed", msg=f"Internal error: {exc!r}")
+        raise fail(f"internal error: {exc!r} (please report it)", EXIT_INTERNAL) from None
+    finally:
+        if stop_now is not None:
+            stop_now()
+    raise SystemExit(code)
+
+
+def leave_out_unused() -> None:
+    """Keep out of the process what a supervisor never uses, before anything imports it.
+
+    httpx's package imports its command-line client (`httpx._main`), and with it click,
+    pygments and rich whenever they are installed (typer installs them): ~4 MB resident for as
+    long as the supervisor runs. A None entry makes that import fail, and httpx then defines
+    its stub `main` instead, as when its `cli` extra is not installed.
+    """
+    sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
+
+
+def run(env_file: Path) -> NoReturn:
+    """Start `ollama serve`, pull and pin the declared models, keep them pinned until stopped."""
+    from ollama_preloader.config.settings import server_environment
+
+    leave_out_unused()
+    from ollama_preloader.observe.logs import configure
+
+    settings = settings_or_exit(env_file)
+    from ollama_preloader.server.owned import OwnedServer, check_owned_settings
+
+    try:
+        check_owned_settings(settings)
+        if settings.health_port is not None and not settings.guard:
+            from ollama_preloader.observe.listen import check_free
+
+            check_free(settings.health_host, settings.health_port)
+    except ConfigError as exc:
+        raise fail(str(exc), EXIT_CONFIG) from None
+    # Before the spawn: the stale-runner check and the spawn itself log events.
+    configure(settings.log_level, settings.log_format)
+    env = server_environment(env_file=env_file)
+    # What a SIGHUP compares its re-read against: with the guard, `ollama serve` gets the
+    # upstream as OLLAMA_HOST, but the environment and .env still say the guard's address.
+    seen_env, mode_defaults = env, None
+    if settings.guard:
+        from ollama_preloader.guard.wiring import for_run, moved_behind
+
+        try:
+            settings, env = for_run(settings, env)
+        except ConfigError as exc:
+            raise fail(str(exc), EXIT_CONFIG) from None
+        mode_defaults = moved_behind
+    server = OwnedServer(settings, env)
+    run_to_exit(_supervise(settings, server, env_file, seen_env, mode_defaults), server.stop_now)
+
+
+async def _supervise(
+    settings: Settings,
+    server: OwnedServer,
+    env_file: Path,
+    seen_env: dict[str, str],
+    mode_defaults: Callable[[Settings], Settings] | None,
+) -> int:
+    """Spawn `ollama serve` first, then import and build the supervisor while it starts.
+
+    Ollama's GPU discovery begins only with the child, so every import done before the spawn
+    (the supervisor's path is ~0.4 s: the Ollama client, prometheus-client, ...) would add to
+    the user's wait. With the guard on, the guard binds its address before the spawn (a taken
+    one must stop the run with nothing started), so the supervisor spawns as before.
+    """
+    early: list[int] = []  # signals that came while the supervisor was still being built
+    if not settings.guard:
+        loop = asyncio.get_running_loop()
+        caught: list[int] = [signal.SIGTERM, signal.SIGINT]
+        if signal.getsignal(signal.SIGHUP) != signal.SIG_IGN:  # under nohup it stays ignored
+            caught.append(signal.SIGHUP)
+        for signum in caught:
+            loop.add_signal_handler(signum, early.append, signum)
+        await server.spawn()
+    from ollama_preloader.reconcile.supervisor import Supervisor
+
+    supervisor = Supervisor(
+        settings, server, env_file=env_file, server_env=seen_env, mode_defaults=mode_defaults
+    )
+    # The hand-over: the supervisor's run installs its own handlers (replacing these, with no
+    # await before it) and then meets the signals caught meanwhile again, in order. So
+    # `docker stop` or Ctrl-C in the first fraction of a second is the same clean stop as
+    # later (a second one kills at once), and a SIGHUP is a hang-up or a re-read as later;
+    # never the default action's death, which would skip stopping `ollama serve`.
+    for signum in early:
+        asyncio.get_running_loop().call_soon(signal.raise_signal, signum)
+    return await supervisor.run()
