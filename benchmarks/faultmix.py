@@ -88,6 +88,7 @@ class Bench(SupervisorProcess):
         self.health = f"http://127.0.0.1:{health}"
         self.kit = kit
         self.samples: list[tuple[float, bool]] = []
+        self.faults: list[tuple[float, str]] = []  # (monotonic time, kind) of each fault
         self.done = threading.Event()
 
     def both_pinned(self) -> bool:
@@ -113,6 +114,7 @@ class Bench(SupervisorProcess):
     def fault(self, n: int) -> str:
         kind = FAULTS[n % len(FAULTS)]
         target = DECLARED[(n // len(FAULTS)) % len(DECLARED)]
+        self.faults.append((time.monotonic(), kind))
         serve = self.serve_pid()
         if kind == "stop":
             subprocess.run(
@@ -163,6 +165,20 @@ def longest_unpinned(samples: list[tuple[float, bool]]) -> float:
     if since is not None and samples:
         longest = max(longest, samples[-1][0] - since)
     return longest
+
+
+def unpinned_by_fault(
+    samples: list[tuple[float, bool]], faults: list[tuple[float, str]]
+) -> dict[str, float]:
+    """Unpinned samples (about a second each) per kind of the fault that came last before them,
+    as the mean per fault of that kind: which faults the misses come from."""
+    misses: dict[str, int] = {}
+    for at, pinned in samples:
+        before = [kind for when, kind in faults if when <= at]
+        if not pinned and before:
+            misses[before[-1]] = misses.get(before[-1], 0) + 1
+    counts = {kind: sum(1 for _, k in faults if k == kind) for kind in FAULTS}
+    return {kind: round(misses.get(kind, 0) / n, 2) for kind, n in counts.items() if n}
 
 
 def make_store(kit: Kit) -> Path:
@@ -217,6 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         "samples": len(samples),
         "both_pinned_percent": round(share, 1),
         "longest_unpinned_seconds": round(longest_unpinned(samples), 1),
+        "unpinned_samples_per_fault": unpinned_by_fault(samples, bench.faults),
         "readyz_at_end": ready,
         "model_failed_events": len(bench.events("model.failed")),
         "capacity_undeclared_warnings": len(bench.events("capacity.undeclared")),

@@ -76,6 +76,9 @@ class Baker:
     def runner_exited(self, exit_: RunnerExit) -> None:
         """Nothing to do: the bake loads no model, so no runner of it matters."""
 
+    def server_changed(self, request: bool) -> None:
+        """Nothing to look at: the bake pins nothing."""
+
     async def server_ready(self, elapsed: float, *, first: bool) -> None:
         self._ready = True
         version = "unknown"

@@ -44,6 +44,8 @@ WARMUP_TIMEOUT = 300.0
 
 # A pinned runner expires ~292 years ahead; `ollama ps` says Forever past 20. 100 is safe both ways.
 PINNED_HORIZON = timedelta(days=365 * 100)
+# The requests that load, unload or use a model (server/runners.py wakes on their access lines).
+MODEL_PATHS = frozenset({"/api/generate", "/api/chat", "/api/embed", "/api/embeddings"})
 
 
 @dataclass(frozen=True)
@@ -206,6 +208,36 @@ async def _call(make: Callable[[], Awaitable[T]]) -> T:
         raise _translate(exc) from exc
 
 
+class OwnRequests:
+    """Counts our model requests that reached Ollama or may still (each gets an access line):
+    `expected` is those answered plus those in flight; one that failed without an answer
+    (refused, reset) is dropped, as Ollama may never have seen it."""
+
+    def __init__(self) -> None:
+        self.expected = 0
+
+    def transport(self) -> httpx.AsyncBaseTransport:
+        return _Counting(httpx.AsyncHTTPTransport(), self)
+
+
+class _Counting(httpx.AsyncBaseTransport):
+    def __init__(self, inner: httpx.AsyncBaseTransport, own: OwnRequests) -> None:
+        self._inner, self._own = inner, own
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.method != "POST" or request.url.path not in MODEL_PATHS:
+            return await self._inner.handle_async_request(request)
+        self._own.expected += 1
+        try:
+            return await self._inner.handle_async_request(request)
+        except (httpx.ConnectError, httpx.ConnectTimeout):
+            self._own.expected -= 1  # never reached Ollama: no line will come for it
+            raise
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
 class OllamaAPI:
     """Typed access to one Ollama server. Close it with `aclose()`."""
 
@@ -219,12 +251,19 @@ class OllamaAPI:
     ) -> None:
         self.base_url = base_url
         self._probe_timeout = probe_timeout
+        # Our own model requests (loads, unloads, probes, warm-ups) in flight or answered:
+        # Ollama logs an access line for each, which is then not a client's.
+        self.own = OwnRequests()
         self._probe = httpx.AsyncClient(base_url=base_url, timeout=probe_timeout)
         # Listing and show must not hang the watch loop; a hung server shows up as a timeout.
-        self._quick = ollama.AsyncClient(host=base_url, timeout=httpx.Timeout(call_timeout))
+        self._quick = ollama.AsyncClient(
+            host=base_url, timeout=httpx.Timeout(call_timeout), transport=self.own.transport()
+        )
         # Loads get no read timeout: a client that gives up aborts the load (Ollama returns 499).
         self._load = ollama.AsyncClient(
-            host=base_url, timeout=httpx.Timeout(connect=10.0, read=None, write=30.0, pool=None)
+            host=base_url,
+            timeout=httpx.Timeout(connect=10.0, read=None, write=30.0, pool=None),
+            transport=self.own.transport(),
         )
         self._pull = ollama.AsyncClient(
             host=base_url,
@@ -233,10 +272,13 @@ class OllamaAPI:
         self._warm = ollama.AsyncClient(
             host=base_url,
             timeout=httpx.Timeout(connect=10.0, read=WARMUP_TIMEOUT, write=30.0, pool=None),
+            transport=self.own.transport(),
         )
         # Probes: no read timeout here, the prober gives each one PRELOADER_PROBE_TIMEOUT.
         self._check = ollama.AsyncClient(
-            host=base_url, timeout=httpx.Timeout(connect=10.0, read=None, write=30.0, pool=None)
+            host=base_url,
+            timeout=httpx.Timeout(connect=10.0, read=None, write=30.0, pool=None),
+            transport=self.own.transport(),
         )
         self._stall = pull_stall_timeout
 

@@ -147,3 +147,37 @@ def _update_due(status: ModelStatus, pull_policy: str, monotonic_now: float) -> 
         and status.update_failures > 0
         and status.update_retry_at <= monotonic_now
     )
+
+
+def next_look(
+    models: Sequence[ModelStatus],
+    *,
+    monotonic_now: float,
+    interval: float,
+    settled_interval: float,
+    refresh_interval: float = float("inf"),
+) -> float:
+    """Seconds until the next look at /api/ps when nothing wakes the loop sooner.
+
+    `interval` while anything is unsettled (loading, failed, followed across a client's reload
+    or an undeclared start): those are judged by the looks that follow. Once every model is
+    pinned or loaded, `settled_interval` (`run`: its wakes see changes, the timer is a safety
+    net), but never past a periodic refresh or an update retry that falls due.
+    """
+    due = monotonic_now + settled_interval
+    for status in models:
+        if (
+            status.state not in READY_STATES
+            or status.dead_runner is not None
+            or status.client_reload
+            or status.undeclared_watch is not None
+            or status.respec
+            or status.retry_at > monotonic_now
+        ):
+            return interval
+        if status.update_retry_at > monotonic_now:
+            due = min(due, status.update_retry_at)
+        if status.state == State.PINNED:
+            due = min(due, status.last_load_at + refresh_interval)
+    # Overdue (a refresh that did not happen): the usual interval, never a spin.
+    return due - monotonic_now if due > monotonic_now else interval

@@ -32,12 +32,13 @@ from ollama_preloader.observe.summary import log_plan, log_startup_summary
 from ollama_preloader.ollama.api import LoadedModel, OllamaAPI
 from ollama_preloader.reconcile.loading import Loader, apply_explicit_limit
 from ollama_preloader.reconcile.observation import Observer
-from ollama_preloader.reconcile.plan import Action, ActionKind, plan
+from ollama_preloader.reconcile.plan import Action, ActionKind, next_look, plan
 from ollama_preloader.reconcile.probing import Prober
 from ollama_preloader.reconcile.pulling import PullQueue
 from ollama_preloader.reconcile.redeclare import Redeclarer
 from ollama_preloader.reconcile.retry import fail
 from ollama_preloader.reconcile.update_schedule import UpdateScheduler
+from ollama_preloader.reconcile.wakes import ServerWakes
 from ollama_preloader.server.base import Server
 from ollama_preloader.state.board import READY_STATES, Board, State
 from ollama_preloader.state.runner_facts import RunnerExit
@@ -46,6 +47,10 @@ if TYPE_CHECKING:
     from ollama_preloader.guard.proxy import Guard
 
 log = get_logger()
+
+# `run` wakes on Ollama's lines and runner exits, so its /api/ps timer is only a safety net
+# once every model is settled; PRELOADER_WATCH_INTERVAL, when set, is used as it is.
+SETTLED_INTERVAL = 5.0
 
 
 class Supervisor:
@@ -80,6 +85,7 @@ class Supervisor:
         self._hung_up = False  # the terminal went away: a stop, exit 128+SIGHUP
         self._had_terminal = False
         self._nohup = False
+        self.wakes = ServerWakes(self._wake, self.api.own)  # `run`: Ollama's lines
         self.observer = Observer(settings, self.api, self.board, server)
         self.loader = Loader(
             settings,
@@ -294,6 +300,23 @@ class Supervisor:
         self.observer.runner_exited(exit_)
         self._wake.set()
 
+    def server_changed(self, request: bool) -> None:
+        """Ollama's output says a request or a runner start may have changed what is loaded."""
+        self.wakes.changed(request)
+
+    def _next_look(self) -> float:
+        settings = self.settings
+        settled = settings.watch_interval
+        if self.server.can_see_runners and "watch_interval" not in settings.model_fields_set:
+            settled = max(settled, SETTLED_INTERVAL)
+        return next_look(
+            self.board.models,
+            monotonic_now=time.monotonic(),
+            interval=settings.watch_interval,
+            settled_interval=settled,
+            refresh_interval=settings.refresh_interval,
+        )
+
     async def server_ready(self, elapsed: float, *, first: bool) -> None:
         """Ollama answers: say which version, re-read the store, let the reconcile loop run."""
         version = "unknown"
@@ -303,6 +326,7 @@ class Supervisor:
         self._ready.set()
         if self.guard is not None:
             self.guard.server_up()
+        self.wakes.server_ready()
         self.observer.store_changed()
         self.observer.exits.clear()  # runners of an earlier serve went with it: no crash
         for status in self.board.models:
@@ -334,7 +358,7 @@ class Supervisor:
             except OllamaAPIError as exc:
                 log.warning("watch.error", msg=f"Could not read Ollama's state: {exc}")
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.settings.watch_interval):
+                async with asyncio.timeout(self._next_look()):
                     await self._wake.wait()
 
     async def _cycle(self) -> None:

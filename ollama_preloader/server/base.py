@@ -44,6 +44,10 @@ class Link(Protocol):
     def runner_exited(self, exit_: RunnerExit) -> None:
         """A runner process of the server exited: look at what it served, now."""
 
+    def server_changed(self, request: bool) -> None:
+        """The server's output says what is loaded may have changed: look at /api/ps soon.
+        `request`: a model request's access line, which may be one of our own requests."""
+
 
 class Server(Protocol):
     """An Ollama server the supervisor keeps models on."""

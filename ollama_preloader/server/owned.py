@@ -37,6 +37,17 @@ HEALTHY_RUN = 30.0
 RESTART_BACKOFF_MAX = 60.0
 
 
+def restart_delay(ran: float, failures: int) -> tuple[int, float]:
+    """(failures in a row, seconds to wait) before restarting a serve that ran `ran` seconds.
+
+    A serve that ran HEALTHY_RUN is restarted at once: every model is down until it is back,
+    and one death is no crash loop. Quick deaths in a row wait 1 s, 2 s, 4 s ... up to
+    RESTART_BACKOFF_MAX.
+    """
+    failures = 0 if ran > HEALTHY_RUN else failures + 1
+    return failures, 0.0 if failures == 0 else min(RESTART_BACKOFF_MAX, 2.0 ** (failures - 1))
+
+
 def check_owned_settings(settings: Settings) -> None:
     """ConfigError for an OLLAMA_HOST the `ollama serve` we start can never answer at."""
     host = settings.ollama_host
@@ -138,13 +149,12 @@ class OwnedServer:
             await process.stop(0)  # kill runners left in its group, holding GPU memory
             if self.settings.on_server_exit == "exit":
                 raise ServerExited(f"{message}; exiting too (PRELOADER_ON_SERVER_EXIT=exit)", code)
-            failures = 1 if time.monotonic() - started > HEALTHY_RUN else failures + 1
-            delay = min(RESTART_BACKOFF_MAX, 2.0 ** (failures - 1))
+            failures, delay = restart_delay(time.monotonic() - started, failures)
             log.info(
                 "server.restarting",
                 msg=f"Restarting ollama serve in {delay:g}s",
                 delay=delay,
-                attempt=failures,
+                attempt=failures + 1,
             )
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(delay):
@@ -169,8 +179,9 @@ class OwnedServer:
         return True
 
     async def watch_runners(self, link: Link) -> None:
-        """Our serve's runners are our grandchildren: a dead one is seen within RUNNER_POLL."""
-        await self.runners.run(link.runner_exited)
+        """Our serve's runners are our grandchildren: a dead one is seen as it exits (a pidfd),
+        and Ollama's lines for client requests and runner starts ask for a look at /api/ps."""
+        await self.runners.run(link.runner_exited, link.server_changed)
 
     def liveness(self) -> str | None:
         if self.process is None or self.process.returncode is not None:

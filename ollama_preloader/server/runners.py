@@ -3,14 +3,21 @@
 Ollama runs every loaded model as a `llama-server` child of `ollama serve`, started with
 `--model <store>/blobs/sha256-<hex>` and `-c <context × parallel> -np <parallel>`. When one dies,
 Ollama notices nothing until the next request for that model (it keeps listing it in /api/ps),
-so the supervisor watches the children itself: a cheap look at `/proc/<serve>/task/*/children`
-every RUNNER_POLL seconds, and Ollama's own log lines (relayed by process.py) for the runners it
-starts and the exit status it finds. `watch` has no process view: `NoRunners` knows nothing.
+so the supervisor watches the children itself: Ollama's own log lines (relayed by process.py)
+for the runners it starts and the exit status it finds, a look at
+`/proc/<serve>/task/*/children` after each start line to learn the new runner's pid, and a pidfd
+per runner (os.pidfd_open, Linux 5.3+) on the event loop, readable once it exits. Nothing polls
+while the models sit pinned; where pidfds are unavailable the look is repeated every
+RUNNER_POLL seconds instead. The relayed lines that say what is loaded may have changed (a
+model request's or a store write's access line, a runner start) are passed on to `on_change`,
+which wakes the reconcile loop (reconcile/wakes.py). `watch` has no process view: `NoRunners`
+knows nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import re
@@ -25,8 +32,8 @@ from ollama_preloader.state.runner_facts import UNKNOWN, ExitStatus, RunnerExit,
 
 log = get_logger()
 
-# One look costs a directory listing and a few small reads of /proc (idle CPU: well under 0.1 %
-# of a core); a dead runner is noticed within this, and repaired within 2 s.
+# Without pidfds: one look costs a directory listing and a few small reads of /proc (idle CPU:
+# well under 0.1 % of a core); a dead runner is noticed within this, and repaired within 2 s.
 RUNNER_POLL = 1.0
 # While deciding whether a model that left /api/ps is being reloaded (by a client) or evicted:
 # Ollama stops the old runner and starts the new one within milliseconds of each other.
@@ -37,6 +44,11 @@ START_LINES_KEPT = 64
 _START = re.compile(r'msg="starting llama[ -]server"')
 # Ollama's access log: a request that may have changed the store (a pull done by hand).
 _STORE_WRITE = re.compile(r'^\[GIN\].*\| +(?:POST|DELETE) +"/api/(?:pull|delete|copy|create)"')
+# ... and a request that may have loaded, unloaded (keep_alive 0, `ollama stop`) or reloaded a
+# model with other options. gin prints the line when the request ends, so what it did is done.
+_MODEL_REQUEST = re.compile(
+    r'^\[GIN\].*\| +POST +"/(?:api/(?:generate|chat|embed|embeddings)|v1/[a-z/]+)"'
+)
 _CMD = re.compile(r'\bcmd="((?:[^"\\]|\\.)*)"')
 _GONE = re.compile(r'msg="llama-server process no longer running"')
 _SYS = re.compile(r"\bsys=(-?\d+)")
@@ -192,6 +204,9 @@ class NoRunners:
     """A server whose processes we cannot see (`watch`): no facts, nothing to wait for."""
 
     store_writes = 0  # requests Ollama's log showed that may have changed the store
+    # Called when Ollama's output says what is loaded may have changed (run() sets it); True
+    # for a model request's access line, which may be one of the supervisor's own requests.
+    on_change: Callable[[bool], None] | None = None
 
     def current(self) -> list[RunnerInfo]:
         return []
@@ -213,7 +228,11 @@ class NoRunners:
     async def exit_status(self, since: float, within: float) -> ExitStatus | None:
         return None
 
-    async def run(self, report: Callable[[RunnerExit], None]) -> None:
+    async def run(
+        self,
+        report: Callable[[RunnerExit], None],
+        changed: Callable[[bool], None] | None = None,
+    ) -> None:
         """Nothing to watch."""
 
 
@@ -227,24 +246,37 @@ class RunnerWatch(NoRunners):
         self._starts: deque[tuple[float, str | None, int | None]] = deque(maxlen=START_LINES_KEPT)
         self._exits: deque[tuple[float, ExitStatus]] = deque(maxlen=START_LINES_KEPT)
         self._line_seen = asyncio.Event()
-        self._started = asyncio.Event()  # a start line: look at once, to learn the new pid
+        self._look = asyncio.Event()  # a start line or a runner's exit: look at once
+        self._last_start = float("-inf")
+        self._pidfds: dict[int, int] = {}  # runner pid -> its pidfd, on the event loop
+        self._pidfds_work = _pidfds_work()
 
     # ----- Ollama's output (process.py calls this for every line it relays) -----------------
 
     def on_line(self, line: str) -> None:
-        if _STORE_WRITE.match(line):
-            self.store_writes += 1
+        if line.startswith("[GIN]"):
+            if _STORE_WRITE.match(line):
+                self.store_writes += 1
+                self._changed(request=False)
+            elif _MODEL_REQUEST.match(line):
+                self._changed(request=True)
             return
         started = parse_start_line(line)
         if started is not None:
-            self._starts.append((time.monotonic(), *started))
+            self._last_start = time.monotonic()
+            self._starts.append((self._last_start, *started))
             self._line_seen.set()
-            self._started.set()
+            self._look.set()
+            self._changed(request=False)
             return
         ended = parse_exit_line(line)
         if ended is not None:
             self._exits.append((time.monotonic(), ended))
             self._line_seen.set()
+
+    def _changed(self, *, request: bool) -> None:
+        if self.on_change is not None:
+            self.on_change(request)
 
     # ----- facts ----------------------------------------------------------------------------
 
@@ -254,6 +286,8 @@ class RunnerWatch(NoRunners):
         if serve != self._serve:
             # A new `ollama serve`: the old one's runners went with it, which is no crash.
             self._serve, self._live = serve, {}
+            for pid in list(self._pidfds):
+                self._unfollow(pid)
         if serve is None:
             return [], []
         pids = children(serve)
@@ -278,7 +312,41 @@ class RunnerWatch(NoRunners):
                     self._live[pid] = described
         for pid in [p for p in self._live if p not in alive]:
             gone.append(RunnerExit(self._live.pop(pid), None, now))
+        for exit_ in gone:
+            self._unfollow(exit_.runner.pid)
+        for pid in self._live:
+            self._follow(pid)
         return list(self._live.values()), gone
+
+    # ----- pidfds: a runner's exit wakes the watch --------------------------------------------
+
+    def _follow(self, pid: int) -> None:
+        """Look again when `pid` exits: its pidfd turns readable then (no polling)."""
+        if not self._pidfds_work or pid in self._pidfds:
+            return
+        try:
+            fd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            self._look.set()  # gone already: the next look reports it
+            return
+        except OSError:
+            self._pidfds_work = False  # refused (a seccomp filter, say): poll instead
+            return
+        self._pidfds[pid] = fd
+        asyncio.get_running_loop().add_reader(fd, self._exited, pid)
+
+    def _exited(self, pid: int) -> None:
+        # Readable stays readable: stop listening at once, or the loop would spin on it.
+        self._unfollow(pid)
+        self._look.set()
+
+    def _unfollow(self, pid: int) -> None:
+        fd = self._pidfds.pop(pid, None)
+        if fd is None:
+            return
+        with contextlib.suppress(RuntimeError, ValueError):
+            asyncio.get_running_loop().remove_reader(fd)
+        os.close(fd)
 
     def current(self) -> list[RunnerInfo]:
         """The live runners, looked at now (exits found here are reported by the next poll)."""
@@ -352,25 +420,51 @@ class RunnerWatch(NoRunners):
 
     # ----- the task -------------------------------------------------------------------------
 
-    async def run(self, report: Callable[[RunnerExit], None]) -> None:
-        """Look at the children every RUNNER_POLL seconds; `report` each runner that exits.
+    async def run(
+        self,
+        report: Callable[[RunnerExit], None],
+        changed: Callable[[bool], None] | None = None,
+    ) -> None:
+        """Look at the children when something may have changed; `report` each that exits, and
+        call `changed` for each of Ollama's lines that says what is loaded may have changed.
 
         For a second after Ollama logs a runner start, look every FAST_POLL: a runner that dies
-        soon after its start must have been seen alive to be known dead, with its pid.
+        soon after its start must have been seen alive to be known dead, with its pid. Then,
+        with pidfds, wait for the next start line or exit; without, look every RUNNER_POLL.
         """
-        fast_until = 0.0
-        while True:
-            for exit_ in self.scan()[1]:
-                report(exit_)
-            fast = time.monotonic() < fast_until
-            # Cleared only once seen: a line relayed before this wait still counts.
-            if await _wait(self._started, FAST_POLL if fast else RUNNER_POLL):
-                self._started.clear()
-                fast_until = time.monotonic() + 1.0
+        self.on_change = changed
+        try:
+            while True:
+                for exit_ in self.scan()[1]:
+                    report(exit_)
+                seconds: float | None = RUNNER_POLL
+                if time.monotonic() < self._last_start + 1.0:
+                    seconds = FAST_POLL
+                elif self._pidfds_work and all(r.blob for r in self._live.values()):
+                    # Every runner named and followed: sleep until a start line or an exit.
+                    # (A child that has not yet named its model file is looked at again.)
+                    seconds = None
+                # Cleared only once seen: a line relayed before this wait still counts.
+                if await _wait(self._look, seconds):
+                    self._look.clear()
+        finally:
+            self.on_change = None
+            for pid in list(self._pidfds):
+                self._unfollow(pid)
 
 
-async def _wait(event: asyncio.Event, seconds: float) -> bool:
-    """Wait for `event` at most `seconds`; True if it was set.
+def _pidfds_work() -> bool:
+    """Can this system give us pidfds (Linux 5.3+, not refused by a sandbox)?"""
+    try:
+        fd = os.pidfd_open(os.getpid())
+    except (AttributeError, OSError):
+        return False
+    os.close(fd)
+    return True
+
+
+async def _wait(event: asyncio.Event, seconds: float | None) -> bool:
+    """Wait for `event` at most `seconds` (None: as long as it takes); True if it was set.
 
     Not `asyncio.wait_for`: on Python 3.11 it can swallow a cancellation that arrives as the
     wait ends, and this runs in loops many times a second, so a stop could hang on it.

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 from ollama_preloader.server.runners import (
+    RunnerWatch,
     children,
     parse_command,
     parse_exit_line,
@@ -86,3 +87,43 @@ def test_process_gone_once_killed_even_before_it_is_reaped() -> None:
         proc.kill()
         proc.wait()
     assert process_gone(proc.pid) is True
+
+
+def _gin(method: str, path: str) -> str:
+    # gin's access line, as Ollama prints it on stdout when a request ends.
+    return (
+        f'[GIN] 2026/12/07 - 12:00:00 | 200 |  1.234567ms |       127.0.0.1 | {method:<7} "{path}"'
+    )
+
+
+def test_lines_that_may_change_what_is_loaded_call_on_change() -> None:
+    """Client model requests, store writes and runner starts ask for a look; our own polls,
+    /api/show and other lines do not."""
+    watch = RunnerWatch(lambda: None)
+    calls: list[bool] = []
+    watch.on_change = calls.append
+    changing = [
+        _gin("POST", "/api/generate"),
+        _gin("POST", "/api/chat"),
+        _gin("POST", "/api/embed"),
+        _gin("POST", "/api/embeddings"),
+        _gin("POST", "/v1/chat/completions"),
+        _gin("DELETE", "/api/delete"),
+        _gin("POST", "/api/pull"),
+        REAL_START,
+    ]
+    quiet = [
+        _gin("GET", "/api/ps"),
+        _gin("HEAD", "/"),
+        _gin("POST", "/api/show"),
+        _gin("GET", "/api/tags"),
+        'time=2026-12-07T12:00:00Z level=INFO source=server.go:1 msg="llama runner started"',
+    ]
+    for line in quiet:
+        watch.on_line(line)
+    assert calls == []
+    for line in changing:
+        watch.on_line(line)
+    # True: a model request's access line (which may be one of the supervisor's own).
+    assert calls == [True] * 5 + [False] * 3
+    assert watch.store_writes == 2  # the delete and the pull also mean the store changed
