@@ -474,9 +474,14 @@ def drop_stream(run: Run, model: str, *, drop_if_silent: bool = False) -> None:
                 raise
 
 
-def answers(run: Run, model: str, timeout: float, prompt: str = "hi") -> bool:
-    """A client's non-streamed generate: True when it is answered within `timeout`."""
-    body = {"model": model, "prompt": prompt, "stream": False, "keep_alive": -1}
+def answers(
+    run: Run, model: str, timeout: float, prompt: str = "hi", keep_alive: int | None = -1
+) -> bool:
+    """A client's non-streamed generate: True when it is answered within `timeout`.
+    `keep_alive=None` leaves it out, as most clients do."""
+    body: dict[str, Any] = {"model": model, "prompt": prompt, "stream": False}
+    if keep_alive is not None:
+        body["keep_alive"] = keep_alive
     body["options"] = {"num_predict": 4}
     req = urllib.request.Request(
         run.base_url + "/api/generate", data=json.dumps(body).encode(), method="POST"

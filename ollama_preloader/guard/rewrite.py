@@ -17,10 +17,11 @@ from typing import Any, Literal
 
 from ollama_preloader.config.durations import parse_go_duration
 from ollama_preloader.config.modelspec import ModelSpec
+from ollama_preloader.ollama.endpoints import MODEL_PATHS as NATIVE_MODEL_PATHS
 
-# Where Ollama reads `keep_alive` and `options` (api/types.go). The /v1 and Anthropic layers
-# drop both, so there is nothing to rewrite on them; they only name the model for metrics.
-REWRITTEN_PATHS = frozenset({"/api/generate", "/api/chat", "/api/embed", "/api/embeddings"})
+# Where Ollama reads `keep_alive` and `options`. The /v1 and Anthropic layers drop both, so
+# there is nothing to rewrite on them; they only name the model for metrics.
+REWRITTEN_PATHS = NATIVE_MODEL_PATHS
 MODEL_PATHS = REWRITTEN_PATHS | {
     "/v1/chat/completions",
     "/v1/completions",

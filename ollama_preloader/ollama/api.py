@@ -29,6 +29,7 @@ from ollama_preloader.errors import (
     RegistryTLSError,
     ServerBusy,
 )
+from ollama_preloader.ollama.endpoints import MODEL_PATHS
 from ollama_preloader.ollama.kinds import ModelKind
 from ollama_preloader.ollama.library import ollama
 from ollama_preloader.ollama.names import name_key
@@ -44,8 +45,6 @@ WARMUP_TIMEOUT = 300.0
 
 # A pinned runner expires ~292 years ahead; `ollama ps` says Forever past 20. 100 is safe both ways.
 PINNED_HORIZON = timedelta(days=365 * 100)
-# The requests that load, unload or use a model (server/runners.py wakes on their access lines).
-MODEL_PATHS = frozenset({"/api/generate", "/api/chat", "/api/embed", "/api/embeddings"})
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ollama_preloader.observe.logs import get_logger
+from ollama_preloader.ollama.endpoints import MODEL_PATHS
 from ollama_preloader.state.runner_facts import UNKNOWN, ExitStatus, RunnerExit, RunnerInfo
 
 log = get_logger()
@@ -47,7 +48,9 @@ _STORE_WRITE = re.compile(r'^\[GIN\].*\| +(?:POST|DELETE) +"/api/(?:pull|delete|
 # ... and a request that may have loaded, unloaded (keep_alive 0, `ollama stop`) or reloaded a
 # model with other options. gin prints the line when the request ends, so what it did is done.
 _MODEL_REQUEST = re.compile(
-    r'^\[GIN\].*\| +POST +"/(?:api/(?:generate|chat|embed|embeddings)|v1/[a-z/]+)"'
+    r'^\[GIN\].*\| +POST +"(?:'
+    + "|".join(re.escape(path) for path in sorted(MODEL_PATHS))
+    + r'|/v1/[a-z/]+)"'
 )
 _CMD = re.compile(r'\bcmd="((?:[^"\\]|\\.)*)"')
 _GONE = re.compile(r'msg="llama-server process no longer running"')

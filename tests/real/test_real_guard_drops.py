@@ -7,31 +7,13 @@ drops themselves): here the runner is wedged for certain and the drop is what br
 
 from __future__ import annotations
 
-import json
 import time
-import urllib.error
-import urllib.request
-from typing import Any
 
-from preloader_harness import Run, free_port
-from real_harness import RealLauncher, drop_stream, freeze, ps_rows
+from preloader_harness import free_port
+from real_harness import RealLauncher, answers, drop_stream, freeze, ps_rows
 
 INTERVAL = 300.0  # PRELOADER_PROBE_INTERVAL: no interval probe comes during the test
 WITHIN = 60.0  # a bound on the probe after the drop, a fifth of the interval, not an expectation
-
-
-def answers(run: Run, model: str, timeout: float) -> bool:
-    """A client's non-streamed generate through the guard: answered within `timeout`?"""
-    body = {"model": model, "prompt": "hi", "stream": False, "options": {"num_predict": 4}}
-    req = urllib.request.Request(
-        run.base_url + "/api/generate", data=json.dumps(body).encode(), method="POST"
-    )
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            done: dict[str, Any] = json.loads(resp.read())
-    except (TimeoutError, urllib.error.URLError, OSError):
-        return False
-    return bool(done.get("done"))
 
 
 def test_a_drop_through_the_guard_brings_the_probe_before_its_interval(
@@ -64,7 +46,7 @@ def test_a_drop_through_the_guard_brings_the_probe_before_its_interval(
     assert wedged["repair"] == "kill-runner"
     assert wedged["pid"] == runner
     run.wait_event("model.pinned", timeout=30, model=listed, reason="wedged")
-    assert answers(run, chat, timeout=10.0)
+    assert answers(run, chat, timeout=10.0, keep_alive=None)  # a client through the guard
     assert {row[0]: row[-1] for row in ps_rows(run)} == {listed: "Forever"}
     assert runner not in real.runners()
     assert time.monotonic() - started < INTERVAL
