@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import ssl
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -12,6 +11,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AliasChoices, BeforeValidator, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from ollama_preloader.config.cafile import check_ca_file
 from ollama_preloader.config.durations import parse_go_duration, parse_seconds_or_duration
 from ollama_preloader.config.models_file import ENV_MODELS_FILE, load_models_file
 from ollama_preloader.config.modelspec import ENV_MODELS, ModelSpec, SpecError, parse_model_list
@@ -389,29 +389,6 @@ def _raw(
 
 def _where(origin: Literal["environment", "env-file"], env_file: Path | None) -> str:
     return "the environment" if origin == "environment" else str(env_file)
-
-
-def check_ca_file(environ: Mapping[str, str]) -> None:
-    """ConfigError unless SSL_CERT_FILE, when set, loads as CA certificates.
-
-    Users set it for `ollama serve` (a registry with a private CA), but httpx reads it too,
-    for every client the supervisor makes: a wrong path would end each command in a traceback.
-    """
-    path = environ.get("SSL_CERT_FILE")
-    if not path:
-        return
-    try:
-        ssl.create_default_context(cafile=path)
-    except ssl.SSLError as exc:
-        why = str(exc.reason or exc).lower().replace("_", " ")
-    except OSError as exc:
-        why = (exc.strerror or str(exc)).lower()
-    else:
-        return
-    raise ConfigError(
-        f"SSL_CERT_FILE={path!r}: cannot be read as CA certificates ({why}); name the PEM "
-        "file of the CA that signed your registry's certificate, or unset it"
-    )
 
 
 def read_dotenv(path: Path | None) -> dict[str, str]:

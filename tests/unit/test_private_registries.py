@@ -8,9 +8,10 @@ import certifi
 import httpx
 import pytest
 
+from ollama_preloader.config.cafile import check_ca_file
 from ollama_preloader.config.models_file import parse_models_file
 from ollama_preloader.config.modelspec import SpecError, parse_entry, parse_model_list
-from ollama_preloader.config.settings import check_ca_file, load_settings
+from ollama_preloader.config.settings import load_settings
 from ollama_preloader.errors import (
     ConfigError,
     OllamaAPIError,
