@@ -9,6 +9,7 @@ with the child, so every millisecond spent before it is added to the user's wait
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import sys
 from collections.abc import Callable, Coroutine
@@ -79,6 +80,10 @@ def leave_out_unused() -> None:
 
 def run(env_file: Path) -> NoReturn:
     """Start `ollama serve`, pull and pin the declared models, keep them pinned until stopped."""
+    from ollama_preloader.config.cafile import start_ca_check
+
+    # OpenSSL's load of the CA file runs beside the settings' imports (see config/cafile.py).
+    start_ca_check(os.environ)
     from ollama_preloader.config.settings import server_environment
 
     leave_out_unused()

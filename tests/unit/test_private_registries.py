@@ -8,7 +8,7 @@ import certifi
 import httpx
 import pytest
 
-from ollama_preloader.config.cafile import check_ca_file
+from ollama_preloader.config.cafile import check_ca_file, start_ca_check
 from ollama_preloader.config.models_file import parse_models_file
 from ollama_preloader.config.modelspec import SpecError, parse_entry, parse_model_list
 from ollama_preloader.config.settings import load_settings
@@ -225,3 +225,18 @@ def test_a_ca_file_that_does_not_load_is_one_line_naming_it(tmp_path: Path) -> N
     check_ca_file({"SSL_CERT_FILE": certifi.where()})
     check_ca_file({"SSL_CERT_FILE": ""})
     check_ca_file({})
+
+
+def test_a_ca_check_started_early_gives_the_same_answer_once(tmp_path: Path) -> None:
+    """`run` starts the load in a thread before its imports; the check then uses that result
+    (the same one-line error for a bad file), and a later check (a re-read) loads again."""
+    path = tmp_path / "ca.pem"
+    path.write_text("not a certificate\n")
+    environ = {"SSL_CERT_FILE": str(path)}
+    start_ca_check(environ)
+    with pytest.raises(ConfigError, match="no certificate or crl found"):
+        check_ca_file(environ)
+    path.write_text(Path(certifi.where()).read_text())
+    check_ca_file(environ)  # loaded again: the file was mended since
+    start_ca_check({"SSL_CERT_FILE": certifi.where()})
+    check_ca_file({"SSL_CERT_FILE": certifi.where()})
