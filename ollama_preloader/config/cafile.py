@@ -61,7 +61,8 @@ def check_ca_file(environ: Mapping[str, str]) -> None:
     else:
         thread, result = started
         thread.join()
-        # An empty result means the thread died before it appended (it cannot raise): load here.
+        # No result: the load raised something other than SSLError/OSError in the thread; load
+        # here, so that it is raised to the caller as it was before the thread.
         why = result[0] if result else _why_not(path)
     if why:
         raise ConfigError(
