@@ -240,7 +240,8 @@ def test_delete_does_not_unload(fake: FakeOllama) -> None:
 def test_request_log(fake: FakeOllama) -> None:
     """Every request is logged with method, path, parsed body and status."""
     post(fake, "/api/show", {"model": "llama3.2"})
-    rec = fake.requests("/api/show")[-1]
+    # The fake writes the record after the response's last byte, so the client can be first.
+    rec = fake.wait_for(lambda: fake.requests("/api/show"), what="the /api/show record")[-1]
     assert rec["method"] == "POST"
     assert rec["body"] == {"model": "llama3.2"}
     assert rec["status"] == 200
