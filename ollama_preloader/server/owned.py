@@ -82,6 +82,23 @@ class OwnedServer:
             return None
         return process.pid
 
+    def _store(self) -> Path:
+        env = self.environment
+        home = env.get("HOME", "~")
+        return Path(env.get("OLLAMA_MODELS") or os.path.join(home, ".ollama", "models"))
+
+    def _spawn_process(self) -> OllamaServer:
+        process = OllamaServer(
+            self.settings.ollama_command,
+            self.environment,
+            quiet_polls=not self.settings.log_polls,
+            on_line=self.runners.on_line,
+        )
+        self.process = process
+        process.spawn()
+        self._spawned_at = time.monotonic()
+        return process
+
     async def spawn(self, *, first: bool = True) -> None:
         """Spawn `ollama serve` without waiting for it to answer (ServerError if it cannot).
 
@@ -90,19 +107,8 @@ class OwnedServer:
         this child instead of spawning another.
         """
         if first:
-            env = self.environment
-            home = env.get("HOME", "~")
-            store = env.get("OLLAMA_MODELS") or os.path.join(home, ".ollama", "models")
-            await asyncio.to_thread(handle_stale, Path(store), self.settings.stale_runners)
-        process = OllamaServer(
-            self.settings.ollama_command,
-            self.environment,
-            quiet_polls=not self.settings.log_polls,
-            on_line=self.runners.on_line,
-        )
-        self.process = process
-        await process.start()
-        self._spawned_at = time.monotonic()
+            await asyncio.to_thread(handle_stale, self._store(), self.settings.stale_runners)
+        await self._spawn_process().attach()
 
     async def start(self, link: Link, *, first: bool = True) -> None:
         """Spawn `ollama serve` (unless `spawn` did) and poll `GET /` until it answers."""

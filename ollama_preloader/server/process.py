@@ -9,11 +9,13 @@ import os
 import re
 import shutil
 import signal
+import subprocess
 import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine, Iterable, Mapping
-from typing import Any, BinaryIO, NoReturn, cast
+from typing import IO, Any, BinaryIO, NoReturn, cast
 
 from ollama_preloader.errors import ServerError, exit_code_for_signal
 from ollama_preloader.observe import output, terminal
@@ -104,7 +106,8 @@ class OllamaServer:
         self.quiet_polls = quiet_polls
         # Sees every relayed line: Ollama's runner starts and exit statuses (server/runners.py).
         self.on_line = on_line
-        self._proc: asyncio.subprocess.Process | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._exited: asyncio.Future[int] | None = None  # its exit status, once `attach`ed
         self._tail: deque[str] = deque(maxlen=TAIL_LINES)
         # Kept apart from the tail, which later output would push them out of.
         self._compute: list[str] = []
@@ -116,9 +119,16 @@ class OllamaServer:
 
     @property
     def returncode(self) -> int | None:
-        return self._proc.returncode if self._proc else None
+        """How it ended (-N for signal N), once the loop has seen it exit; None until then."""
+        exited = self._exited
+        return exited.result() if exited is not None and exited.done() else None
 
-    async def start(self) -> None:
+    def spawn(self) -> None:
+        """Start `ollama serve` (ServerError if it cannot); no event loop needed.
+
+        `run` spawns before it builds its event loop (launch.py): Ollama's GPU discovery starts
+        only with the child. Its output waits in the pipes until `attach` relays it.
+        """
         path = shutil.which(self.command, path=self.env.get("PATH"))
         if path is None:
             raise ServerError(
@@ -128,33 +138,47 @@ class OllamaServer:
         try:
             # Its own session: the whole group (serve and its llama-server runners) can be
             # signalled at once, and a Ctrl-C in our terminal does not reach it directly.
-            self._proc = await asyncio.create_subprocess_exec(
-                path,
-                "serve",
+            self._proc = subprocess.Popen(
+                [path, "serve"],
                 env=self.env,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
                 start_new_session=True,
-                preexec_fn=parent_death_signal(),  # see there: why this is safe with threads
+                # See parent_death_signal: why this is safe with threads.
+                preexec_fn=parent_death_signal(),  # noqa: PLW1509
             )
         except OSError as exc:
             raise ServerError(f"could not start {path} serve: {exc.strerror or exc}") from None
-        assert self._proc.stdout is not None
-        assert self._proc.stderr is not None
-        # Through observe/output.py: its writes never block, so this relay always reads and
-        # Ollama never waits on a full pipe, whatever happens to our own stdout and stderr.
-        out, err = output.install()
-        self._relays = [
-            asyncio.create_task(self._relay(self._proc.stdout, cast(BinaryIO, out))),
-            asyncio.create_task(self._relay(self._proc.stderr, cast(BinaryIO, err))),
-        ]
         log.info(
             "server.started",
             msg=f"Started {path} serve",
             pid=self._proc.pid,
             command=path,
         )
+
+    async def attach(self) -> None:
+        """Relay the spawned child's output and watch for its exit, on the running loop."""
+        proc = self._proc
+        if proc is None or self._exited is not None:
+            return
+        assert proc.stdout is not None
+        assert proc.stderr is not None
+        loop = asyncio.get_running_loop()
+        self._exited = loop.create_future()
+        watch_exit(proc, self._exited)
+        # Through observe/output.py: its writes never block, so this relay always reads and
+        # Ollama never waits on a full pipe, whatever happens to our own stdout and stderr.
+        out, err = output.install()
+        self._relays = [
+            asyncio.create_task(self._relay(await _reader(proc.stdout), cast(BinaryIO, out))),
+            asyncio.create_task(self._relay(await _reader(proc.stderr), cast(BinaryIO, err))),
+        ]
+
+    async def start(self) -> None:
+        """Spawn and attach: a restart, or `bake`, with the event loop already running."""
+        self.spawn()
+        await self.attach()
 
     async def _relay(self, reader: asyncio.StreamReader, out: BinaryIO) -> None:
         """Copy output line by line as it comes, so Ollama never blocks on a full pipe; keep
@@ -250,8 +274,10 @@ class OllamaServer:
                 task.cancel()
 
     async def wait(self) -> int:
-        assert self._proc is not None
-        code = await self._proc.wait()
+        assert self._exited is not None, "attach() first"
+        # Shielded: a waiter cancelled (wait_ready's, at each readiness) must not cancel the
+        # one future every waiter shares.
+        code = await asyncio.shield(self._exited)
         # Drain the relays so the tail holds everything the child printed.
         for task in self._relays:
             with contextlib.suppress(asyncio.CancelledError):
@@ -288,7 +314,7 @@ class OllamaServer:
         """SIGTERM the group, wait `grace` seconds, then SIGKILL it; leave no runner behind."""
         if self._proc is None:
             return None
-        if self._proc.returncode is None:
+        if self.returncode is None:
             log.info("server.stopping", msg="Stopping ollama serve", pid=self._proc.pid)
             self._signal_group(signal.SIGTERM)
             try:
@@ -305,6 +331,47 @@ class OllamaServer:
         code = await self.wait()
         reap_orphans()
         return code
+
+
+async def _reader(pipe: IO[bytes]) -> asyncio.StreamReader:
+    """A StreamReader over one of the child's pipes (as asyncio's own subprocesses get)."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(loop=loop)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader, loop=loop), pipe)
+    return reader
+
+
+def watch_exit(proc: subprocess.Popen[bytes], exited: asyncio.Future[int]) -> None:
+    """Set `exited` to the child's status when it exits: its pidfd turns readable then (no
+    polling, no thread; Linux 5.3+). Elsewhere, or where a sandbox refuses pidfds, a thread
+    waits on it, as asyncio's own child watcher does."""
+    loop = exited.get_loop()
+
+    def settle(code: int) -> None:
+        if not exited.done():
+            exited.set_result(code)
+
+    def wait_in_thread() -> None:
+        code = proc.wait()
+        with contextlib.suppress(RuntimeError):  # the loop closed first: nobody waits
+            loop.call_soon_threadsafe(settle, code)
+
+    try:
+        fd = os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):
+        threading.Thread(target=wait_in_thread, name="serve-wait", daemon=True).start()
+        return
+
+    def readable() -> None:
+        loop.remove_reader(fd)
+        os.close(fd)
+        code = proc.poll()
+        if code is None:  # it exited, but its status is not ours yet: wait for it elsewhere
+            threading.Thread(target=wait_in_thread, name="serve-wait", daemon=True).start()
+        else:
+            settle(code)
+
+    loop.add_reader(fd, readable)
 
 
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
