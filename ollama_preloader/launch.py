@@ -8,7 +8,6 @@ with the child, so every millisecond spent before it is added to the user's wait
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import sys
@@ -52,6 +51,8 @@ def run_to_exit(
     leave: an exception that escaped the supervisor's own shutdown must not leave
     `ollama serve` and its runners behind.
     """
+    import asyncio
+
     try:
         code = asyncio.run(main)
     except PreloaderError as exc:
@@ -78,12 +79,31 @@ def leave_out_unused() -> None:
     sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
 
 
+def catch_stop_signals() -> tuple[list[int], list[int]]:
+    """(the signals caught, the list they are recorded in) until the supervisor takes over.
+
+    Installed before `ollama serve` is spawned: from then on a `docker stop` or Ctrl-C must
+    not take the default action's death, which would skip stopping it.
+    """
+    early: list[int] = []
+    caught: list[int] = [signal.SIGTERM, signal.SIGINT]
+    if signal.getsignal(signal.SIGHUP) != signal.SIG_IGN:  # under nohup it stays ignored
+        caught.append(signal.SIGHUP)
+    for signum in caught:
+        signal.signal(signum, lambda number, _frame: early.append(number))
+    return caught, early
+
+
 def run(env_file: Path) -> NoReturn:
     """Start `ollama serve`, pull and pin the declared models, keep them pinned until stopped."""
     from ollama_preloader.config.cafile import start_ca_check
 
     # OpenSSL's load of the CA file runs beside the settings' imports (see config/cafile.py).
     start_ca_check(os.environ)
+    from ollama_preloader import deferred
+
+    # Imported by the settings' libraries, needed only once the child is spawned.
+    deferred.defer("asyncio")
     from ollama_preloader.config.settings import server_environment
 
     leave_out_unused()
@@ -115,7 +135,22 @@ def run(env_file: Path) -> NoReturn:
             raise fail(str(exc), EXIT_CONFIG) from None
         mode_defaults = moved_behind
     server = OwnedServer(settings, env)
-    run_to_exit(_supervise(settings, server, env_file, seen_env, mode_defaults), server.stop_now)
+    caught: list[int] = []
+    early: list[int] = []  # signals that came while the supervisor was still being built
+    if not settings.guard:
+        # Spawned before the event loop exists: Ollama's GPU discovery starts only with the
+        # child. With the guard on, the guard binds its address first (a taken one must stop
+        # the run with nothing started), so the supervisor spawns it as before.
+        caught, early = catch_stop_signals()
+        try:
+            server.spawn_now()
+        except PreloaderError as exc:
+            raise fail(str(exc), exc.exit_code) from None
+    deferred.load("asyncio")
+    run_to_exit(
+        _supervise(settings, server, env_file, seen_env, mode_defaults, caught=caught, early=early),
+        server.stop_now,
+    )
 
 
 async def _supervise(
@@ -124,23 +159,22 @@ async def _supervise(
     env_file: Path,
     seen_env: dict[str, str],
     mode_defaults: Callable[[Settings], Settings] | None,
+    *,
+    caught: list[int],
+    early: list[int],
 ) -> int:
-    """Spawn `ollama serve` first, then import and build the supervisor while it starts.
+    """Import and build the supervisor while the `ollama serve` spawned before starts.
 
     Ollama's GPU discovery begins only with the child, so every import done before the spawn
     (the supervisor's path is ~0.4 s: the Ollama client, prometheus-client, ...) would add to
-    the user's wait. With the guard on, the guard binds its address before the spawn (a taken
-    one must stop the run with nothing started), so the supervisor spawns as before.
+    the user's wait.
     """
-    early: list[int] = []  # signals that came while the supervisor was still being built
-    if not settings.guard:
-        loop = asyncio.get_running_loop()
-        caught: list[int] = [signal.SIGTERM, signal.SIGINT]
-        if signal.getsignal(signal.SIGHUP) != signal.SIG_IGN:  # under nohup it stays ignored
-            caught.append(signal.SIGHUP)
-        for signum in caught:
-            loop.add_signal_handler(signum, early.append, signum)
-        await server.spawn()
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    for signum in caught:
+        loop.add_signal_handler(signum, early.append, signum)
+    await server.attach()  # its output relayed at once: Ollama must never block on a pipe
     from ollama_preloader.reconcile.supervisor import Supervisor
 
     supervisor = Supervisor(
@@ -152,5 +186,5 @@ async def _supervise(
     # later (a second one kills at once), and a SIGHUP is a hang-up or a re-read as later;
     # never the default action's death, which would skip stopping `ollama serve`.
     for signum in early:
-        asyncio.get_running_loop().call_soon(signal.raise_signal, signum)
+        loop.call_soon(signal.raise_signal, signum)
     return await supervisor.run()

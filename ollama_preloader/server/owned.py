@@ -99,13 +99,23 @@ class OwnedServer:
         self._spawned_at = time.monotonic()
         return process
 
-    async def spawn(self, *, first: bool = True) -> None:
-        """Spawn `ollama serve` without waiting for it to answer (ServerError if it cannot).
+    def spawn_now(self) -> None:
+        """Spawn `ollama serve` before the event loop exists (ServerError if it cannot).
 
-        `run` calls this before it imports the supervisor: Ollama's GPU discovery starts
-        only with the child, so the imports are done while it runs. `start` then waits on
-        this child instead of spawning another.
+        `run` calls this as soon as the settings are valid: Ollama's GPU discovery starts only
+        with the child, so the supervisor's imports are done while it runs. `attach` then
+        relays its output, and `start` waits on this child instead of spawning another.
         """
+        handle_stale(self._store(), self.settings.stale_runners)
+        self._spawn_process()
+
+    async def attach(self) -> None:
+        """Relay the output of the child `spawn_now` started, and watch for its exit."""
+        if self.process is not None:
+            await self.process.attach()
+
+    async def spawn(self, *, first: bool = True) -> None:
+        """Spawn `ollama serve` from the event loop, without waiting for it to answer."""
         if first:
             await asyncio.to_thread(handle_stale, self._store(), self.settings.stale_runners)
         await self._spawn_process().attach()
@@ -119,6 +129,7 @@ class OwnedServer:
         process = self.process
         assert process is not None
         assert spawned_at is not None
+        await process.attach()  # a no-op unless `spawn_now` started it
         ready = await process.wait_ready(
             link.api.probe,
             url=link.api.base_url,

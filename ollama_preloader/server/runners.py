@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import os
 import re
@@ -248,11 +249,20 @@ class RunnerWatch(NoRunners):
         self._live: dict[int, RunnerInfo] = {}
         self._starts: deque[tuple[float, str | None, int | None]] = deque(maxlen=START_LINES_KEPT)
         self._exits: deque[tuple[float, ExitStatus]] = deque(maxlen=START_LINES_KEPT)
-        self._line_seen = asyncio.Event()
-        self._look = asyncio.Event()  # a start line or a runner's exit: look at once
         self._last_start = float("-inf")
         self._pidfds: dict[int, int] = {}  # runner pid -> its pidfd, on the event loop
         self._pidfds_work = _pidfds_work()
+
+    # Made at first use, not in __init__: `run` builds this watch before asyncio is imported
+    # (launch.py spawns `ollama serve` first; deferred.py).
+    @functools.cached_property
+    def _line_seen(self) -> asyncio.Event:
+        return asyncio.Event()
+
+    @functools.cached_property
+    def _look(self) -> asyncio.Event:
+        """A start line or a runner's exit: look at once."""
+        return asyncio.Event()
 
     # ----- Ollama's output (process.py calls this for every line it relays) -----------------
 

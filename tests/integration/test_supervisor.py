@@ -188,6 +188,17 @@ def test_sigterm_stops_the_whole_group(launcher: Launcher) -> None:
     run.wait_event("supervisor.stopped")
 
 
+def test_sigterm_as_serve_is_spawned_still_stops_it(launcher: Launcher) -> None:
+    """`ollama serve` is spawned before the event loop and the supervisor exist: a `docker
+    stop` then is the same clean stop as later, not a death that leaves the server behind."""
+    env = catalog_env(launcher, OLLAMA_PRELOAD_MODELS="llama3.2")
+    run = launcher.start(env=env)
+    serve_pid = run.wait_event("server.started")["pid"]
+    assert run.stop(signal.SIGTERM) == 0
+    assert processes_in_group(serve_pid) == []
+    run.wait_event("supervisor.stopped")
+
+
 def test_sigint_also_stops_cleanly(launcher: Launcher) -> None:
     """Ctrl-C behaves like SIGTERM."""
     env = catalog_env(launcher, OLLAMA_PRELOAD_MODELS="")

@@ -24,7 +24,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("observe",),
     ("guard",),
     ("reconcile",),
-    ("bake", "update", "launch", "cli", "entry", "__main__", "__init__"),
+    ("bake", "update", "deferred", "launch", "cli", "entry", "__main__", "__init__"),
 ]
 
 
