@@ -295,22 +295,34 @@ class Guard:
             return _error(502, f"ollama serve is not answering at {self.upstream.listen}")
         complete = False
         try:
-            response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+            response = _Relayed(status=upstream.status, reason=upstream.reason)
             for key, value in upstream.headers.items():
                 if key.lower() not in _HOP and key.lower() != "content-length":
                     response.headers.add(key, value)
             if upstream.content_length is not None:
                 response.content_length = upstream.content_length
             await response.prepare(request)
+            content = upstream.content
+            chunk = content.read_nowait()  # what came with the headers: often the whole answer
+            if not chunk and not content.is_eof():
+                await response.write(b"")  # no body yet (a stream waiting on a load): headers now
             tail = b""
             first = True
-            async for chunk in upstream.content.iter_any():
+            while chunk or not content.at_eof():
+                if not chunk:
+                    chunk = await content.readany()
+                    if not chunk:
+                        break
                 if first:
                     first = False
                     phase = "streaming"
                     self.metrics.timers(endpoint)[1].observe(time.monotonic() - started)
-                await response.write(chunk)
                 tail = (tail + chunk)[-_TAIL:]
+                if content.at_eof():
+                    await response.write_eof(chunk)  # the last chunk and the end in one send
+                else:
+                    await response.write(chunk)
+                chunk = b""
             await response.write_eof()
             complete = True
             self._count_tokens(outcome, upstream.status, tail)
@@ -346,6 +358,13 @@ class Guard:
         counts = _EVAL_COUNT.findall(tail)
         if counts:
             self.metrics.tokens.labels(self._model_label(outcome)).inc(int(counts[-1]))
+
+
+class _Relayed(web.StreamResponse):
+    """Ollama's answer: its headers wait for the body's first bytes (a small answer leaves in one
+    send, not two); aiohttp's web.Response does the same."""
+
+    _send_headers_immediately = False
 
 
 def _error(status: int, message: str) -> web.Response:

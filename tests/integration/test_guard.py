@@ -131,6 +131,30 @@ def test_streams_arrive_chunk_by_chunk(launcher: Launcher) -> None:
     conn.close()
 
 
+def test_answers_leave_whole_and_a_late_body_gets_its_headers_first(launcher: Launcher) -> None:
+    """A small answer reaches the client in one send (headers and body together, so one read
+    has it all); a stream whose first line is late still gets its status and headers at once."""
+    catalog = {**SMALL, LLAMA: model(size=2.0, family="llama", token_seconds=WAIT / 2)}
+    run = guarded(launcher, catalog=catalog)
+    with socket.create_connection(guard_address(run), timeout=WAIT) as sock:
+        sock.sendall(b"GET /api/version HTTP/1.1\r\nHost: x\r\n\r\n")
+        head, _, body = sock.recv(65536).partition(b"\r\n\r\n")
+        length = next(
+            int(line.split(b":", 1)[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        )
+        assert len(body) == length, (head, body)
+        assert b'"version"' in body
+    # The first token takes WAIT / 2: only headers sent ahead of it arrive within WAIT / 4.
+    conn = http.client.HTTPConnection(*guard_address(run), timeout=WAIT / 4)
+    conn.request("POST", "/api/generate", body=b'{"model":"llama3.2","prompt":"slow"}')
+    resp = conn.getresponse()
+    assert resp.status == 200
+    assert resp.getheader("Content-Type") == "application/x-ndjson"
+    conn.close()
+
+
 def test_a_client_that_goes_away_cancels_upstream(launcher: Launcher) -> None:
     """Mid-stream and before the first byte (a load), the fake sees its client go."""
     catalog = {
