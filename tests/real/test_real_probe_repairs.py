@@ -104,6 +104,8 @@ def test_wedged_again_after_a_runner_kill_restarts_ollama_serve(real: RealLaunch
     assert restarted != serve
     # A new serve runs short-lived `ollama` children of its own at start (device discovery).
     run.wait_for(lambda: real.servers() == [restarted], "only the new ollama serve running")
+    # Spawned is not answering: an `ollama ps` before that is refused (failed a loaded CI run).
+    run.wait_event("server.ready", restart=True)
     serving(run, chat, listed)
     # The stopped runner went with the old serve: nothing of it is left behind.
     (third,) = real.runners()
