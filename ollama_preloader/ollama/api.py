@@ -42,6 +42,11 @@ WARMUP_INPUT = "warm-up"
 # A warm-up on a loaded runner takes seconds even on a CPU; this only stops a hung server from
 # holding the reconcile loop forever.
 WARMUP_TIMEOUT = 300.0
+# httpx closes a connection idle for 5 s, the settled watch interval: every look and every
+# probe paid a new connection (~0.6 ms of CPU each, a quarter of the idle cost). Ollama keeps
+# idle connections open (Go's server has no idle timeout by default); where something between
+# closes one first, httpx sees it closed and connects again.
+LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=120.0)
 
 # A pinned runner expires ~292 years ahead; `ollama ps` says Forever past 20. 100 is safe both ways.
 PINNED_HORIZON = timedelta(days=365 * 100)
@@ -216,7 +221,7 @@ class OwnRequests:
         self.expected = 0
 
     def transport(self) -> httpx.AsyncBaseTransport:
-        return _Counting(httpx.AsyncHTTPTransport(), self)
+        return _Counting(httpx.AsyncHTTPTransport(limits=LIMITS), self)
 
 
 class _Counting(httpx.AsyncBaseTransport):
@@ -253,7 +258,7 @@ class OllamaAPI:
         # Our own model requests (loads, unloads, probes, warm-ups) in flight or answered:
         # Ollama logs an access line for each, which is then not a client's.
         self.own = OwnRequests()
-        self._probe = httpx.AsyncClient(base_url=base_url, timeout=probe_timeout)
+        self._probe = httpx.AsyncClient(base_url=base_url, timeout=probe_timeout, limits=LIMITS)
         # Listing and show must not hang the watch loop; a hung server shows up as a timeout.
         self._quick = ollama.AsyncClient(
             host=base_url, timeout=httpx.Timeout(call_timeout), transport=self.own.transport()
@@ -267,6 +272,7 @@ class OllamaAPI:
         self._pull = ollama.AsyncClient(
             host=base_url,
             timeout=httpx.Timeout(connect=10.0, read=pull_stall_timeout, write=30.0, pool=None),
+            limits=LIMITS,
         )
         self._warm = ollama.AsyncClient(
             host=base_url,

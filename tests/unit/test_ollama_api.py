@@ -1,5 +1,7 @@
 """The API layer against httpx.MockTransport: typed results, typed errors, exact requests."""
 
+import asyncio
+import contextlib
 import json
 from collections.abc import Callable
 
@@ -172,3 +174,34 @@ async def test_show_detects_kind() -> None:
     assert (await api.show("old-embed")).kind is ModelKind.EMBEDDING
     assert (await api.show("chat")).kind is ModelKind.COMPLETION
     await api.aclose()
+
+
+async def test_a_look_after_the_settled_interval_reuses_its_connection() -> None:
+    """Looks 5 s apart (the settled watch interval) go over one kept-alive connection: httpx's
+    default expiry (5 s) made every look connect again, a quarter of the idle CPU."""
+    connections = 0
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        body = b'{"models": []}'
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            while await reader.readuntil(b"\r\n\r\n"):
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                    b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+                )
+                await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    api = OllamaAPI(f"http://127.0.0.1:{port}")
+    try:
+        assert await api.ps() == []
+        await asyncio.sleep(5.5)
+        assert await api.ps() == []
+    finally:
+        await api.aclose()
+        server.close()
+    assert connections == 1
