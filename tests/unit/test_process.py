@@ -1,8 +1,14 @@
 """How `ollama serve` ended, and which of its lines explains why, in the words users read."""
 
+import asyncio
+import errno
+import os
+import signal
+import subprocess
+
 import pytest
 
-from ollama_preloader.server.process import describe_exit, error_line, signal_name
+from ollama_preloader.server.process import describe_exit, error_line, signal_name, watch_exit
 
 T = "time=2026-12-01T11:23:29.671Z"
 GIN = '[GIN] 2026/12/01 - 11:23:31 | 200 |  201.749µs |  127.0.0.1 | POST     "/api/generate"'
@@ -57,3 +63,32 @@ def test_an_error_beats_a_later_warning_and_a_warning_beats_nothing() -> None:
     assert error_line([ERROR, WARN, GIN]) == ERROR
     assert error_line([INFO, WARN, GIN]) == WARN
     assert error_line(["Error: first", GIN, "Error: second"]) == "Error: second"
+
+
+def spawn(*argv: str) -> subprocess.Popen[bytes]:
+    """A child started without the loop's help, as `run` spawns `ollama serve`."""
+    return subprocess.Popen(argv)
+
+
+@pytest.mark.parametrize("pidfds", [True, False], ids=["pidfd", "thread"])
+async def test_a_spawned_childs_exit_status_reaches_the_loop(
+    pidfds: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`ollama serve` is spawned before the loop runs; its exit is then seen on a pidfd, or by
+    a waiting thread where pidfds are refused: the same status either way (-N for signal N)."""
+    if not pidfds:
+
+        def refused(_pid: int) -> int:
+            raise OSError(errno.EPERM, "refused by a sandbox")
+
+        monkeypatch.setattr(os, "pidfd_open", refused)
+    loop = asyncio.get_running_loop()
+    exits = spawn("sh", "-c", "exit 3")
+    killed = spawn("sleep", "60")
+    exited: list[asyncio.Future[int]] = [loop.create_future(), loop.create_future()]
+    watch_exit(exits, exited[0])
+    watch_exit(killed, exited[1])
+    killed.send_signal(signal.SIGKILL)
+    async with asyncio.timeout(30):
+        codes = [await future for future in exited]
+    assert codes == [3, -signal.SIGKILL]
