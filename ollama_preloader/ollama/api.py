@@ -45,7 +45,7 @@ WARMUP_TIMEOUT = 300.0
 # httpx closes a connection idle for 5 s, the settled watch interval: every look and every
 # probe paid a new connection (~0.6 ms of CPU each, a quarter of the idle cost). Ollama keeps
 # idle connections open (Go's server has no idle timeout by default); where something between
-# closes one first, httpx sees it closed and connects again.
+# closes one first, httpx sees it closed and connects again. The pool sizes are httpx's own.
 LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=120.0)
 
 # A pinned runner expires ~292 years ahead; `ollama ps` says Forever past 20. 100 is safe both ways.

@@ -121,7 +121,8 @@ class OwnedServer:
         await self._spawn_process().attach()
 
     async def start(self, link: Link, *, first: bool = True) -> None:
-        """Spawn `ollama serve` (unless `spawn` did) and poll `GET /` until it answers."""
+        """Spawn `ollama serve` (unless `spawn_now` did; `run` then attached it) and poll `GET /`
+        until it answers."""
         spawned_at, self._spawned_at = self._spawned_at, None
         if spawned_at is None or not first:
             await self.spawn(first=first)
@@ -129,7 +130,6 @@ class OwnedServer:
         process = self.process
         assert process is not None
         assert spawned_at is not None
-        await process.attach()  # a no-op unless `spawn_now` started it
         ready = await process.wait_ready(
             link.api.probe,
             url=link.api.base_url,

@@ -175,11 +175,6 @@ class OllamaServer:
             asyncio.create_task(self._relay(await _reader(proc.stderr), cast(BinaryIO, err))),
         ]
 
-    async def start(self) -> None:
-        """Spawn and attach: a restart, or `bake`, with the event loop already running."""
-        self.spawn()
-        await self.attach()
-
     async def _relay(self, reader: asyncio.StreamReader, out: BinaryIO) -> None:
         """Copy output line by line as it comes, so Ollama never blocks on a full pipe; keep
         a tail for error messages; leave out the access lines of our own polling."""
