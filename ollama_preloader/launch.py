@@ -42,6 +42,17 @@ def settings_or_exit(env_file: Path) -> Settings:
         raise fail(str(exc), EXIT_CONFIG) from None
 
 
+def exit_for(exc: Exception) -> SystemExit:
+    """The documented exit for what ended a command: a PreloaderError's code and message, or an
+    internal error (logged with its traceback) for anything else."""
+    if isinstance(exc, PreloaderError):
+        return fail(str(exc), exc.exit_code)
+    from ollama_preloader.observe.logs import get_logger
+
+    get_logger().exception("supervisor.crashed", msg=f"Internal error: {exc!r}")
+    return fail(f"internal error: {exc!r} (please report it)", EXIT_INTERNAL)
+
+
 def run_to_exit(
     main: Coroutine[Any, Any, int], stop_now: Callable[[], None] | None = None
 ) -> NoReturn:
@@ -55,13 +66,8 @@ def run_to_exit(
 
     try:
         code = asyncio.run(main)
-    except PreloaderError as exc:
-        raise fail(str(exc), exc.exit_code) from None
     except Exception as exc:
-        from ollama_preloader.observe.logs import get_logger
-
-        get_logger().exception("supervisor.crashed", msg=f"Internal error: {exc!r}")
-        raise fail(f"internal error: {exc!r} (please report it)", EXIT_INTERNAL) from None
+        raise exit_for(exc) from None
     finally:
         if stop_now is not None:
             stop_now()
@@ -144,8 +150,9 @@ def run(env_file: Path) -> NoReturn:
         caught, early = catch_stop_signals()
         try:
             server.spawn_now()
-        except PreloaderError as exc:
-            raise fail(str(exc), exc.exit_code) from None
+        except Exception as exc:
+            server.stop_now()  # whatever failed after the spawn, `ollama serve` is not left
+            raise exit_for(exc) from None
     deferred.load("asyncio")
     run_to_exit(
         _supervise(settings, server, env_file, seen_env, mode_defaults, caught=caught, early=early),
