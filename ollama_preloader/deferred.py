@@ -1,8 +1,9 @@
 """A module imported for real at its first use: asyncio, until `run` has spawned `ollama serve`.
 
 pydantic-settings and structlog import asyncio at their top but call it only later, and `run`
-spawns `ollama serve` before it starts its event loop (launch.py). Importing asyncio costs
-~30 ms (its submodules, concurrent.futures, ...) that would otherwise come before the spawn.
+spawns `ollama serve` before it starts its event loop (launch.py). asyncio's own modules cost
+~8 ms that would otherwise come before the spawn (what they import besides, ssl, socket,
+logging, the settings' libraries import anyway; docs/benchmarks.md).
 `defer` puts a stand-in into sys.modules: every `import asyncio` meanwhile binds the stand-in,
 and the first attribute looked up on it (or `load`) runs the real module in that same object,
 as importlib.util.LazyLoader does. Unlike LazyLoader, an `import` statement alone does not
