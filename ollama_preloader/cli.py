@@ -91,7 +91,7 @@ def pull(env_file: EnvFile = Path(".env")) -> None:
     For a `RUN` step in a Dockerfile: exit 0 when every model is in the store, 4 naming the
     models that could not be pulled.
     """
-    from ollama_preloader.config.settings import server_environment
+    from ollama_preloader.config.environ import server_environment
     from ollama_preloader.observe.logs import configure
 
     settings = _settings(env_file)

@@ -110,16 +110,16 @@ def run(env_file: Path) -> NoReturn:
 
     # Imported by the settings' libraries, needed only once the child is spawned.
     deferred.defer("asyncio")
-    from ollama_preloader.config.settings import server_environment
+    from ollama_preloader.config.environ import server_environment
 
     leave_out_unused()
     from ollama_preloader.observe.logs import configure
 
     settings = settings_or_exit(env_file)
-    from ollama_preloader.server.owned import OwnedServer, check_owned_settings
+    from ollama_preloader.server.owned import OwnedServer, check_owned_host
 
     try:
-        check_owned_settings(settings)
+        check_owned_host(settings.ollama_host)
         if settings.health_port is not None and not settings.guard:
             from ollama_preloader.observe.listen import check_free
 

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ollama_preloader.config.changes import ModelSetDiff, diff_models
+from ollama_preloader.config.environ import server_environment
 from ollama_preloader.config.models_file import (
     ENV_MODELS_FILE,
     ModelsFileError,
@@ -36,13 +37,8 @@ from ollama_preloader.config.models_file import (
     read_models_file,
 )
 from ollama_preloader.config.modelspec import ENV_MODELS, ModelSpec, ParsedList
-from ollama_preloader.config.settings import (
-    LogLevel,
-    Settings,
-    load_settings,
-    server_environment,
-    variable_name,
-)
+from ollama_preloader.config.settings import Settings, load_settings, variable_name
+from ollama_preloader.config.values import LogLevel
 from ollama_preloader.errors import ConfigError
 
 POLL_INTERVAL = 0.5  # seconds between reads of the models file; a change applies within ~2x

@@ -12,10 +12,10 @@ import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, NoReturn, Protocol
 
-from ollama_preloader.config.profiles import apply_profile
-from ollama_preloader.config.settings import Settings
+from ollama_preloader.config.profiles import Profile, Quantization, apply_profile
+from ollama_preloader.config.values import ServerExitPolicy, StaleRunnerPolicy
 from ollama_preloader.errors import ConfigError, ServerError, ServerExited
 from ollama_preloader.observe.logs import get_logger
 from ollama_preloader.server.process import OllamaServer, force_exit, signal_name
@@ -24,6 +24,7 @@ from ollama_preloader.server.stale import handle_stale
 
 if TYPE_CHECKING:
     from ollama_preloader.ollama.api import LoadedModel
+    from ollama_preloader.ollama.host import OllamaHost
     from ollama_preloader.server.base import Link
     from ollama_preloader.state.board import Board
 
@@ -48,9 +49,8 @@ def restart_delay(ran: float, failures: int) -> tuple[int, float]:
     return failures, 0.0 if failures == 0 else min(RESTART_BACKOFF_MAX, 2.0 ** (failures - 1))
 
 
-def check_owned_settings(settings: Settings) -> None:
+def check_owned_host(host: OllamaHost) -> None:
     """ConfigError for an OLLAMA_HOST the `ollama serve` we start can never answer at."""
-    host = settings.ollama_host
     if host.scheme != "http" or host.path:
         raise ConfigError(
             f"OLLAMA_HOST={host.given!r}: `run` starts `ollama "
@@ -59,13 +59,34 @@ def check_owned_settings(settings: Settings) -> None:
         )
 
 
+class ServeSettings(Protocol):
+    """What the owned server reads of the settings (`Settings` has all of it)."""
+
+    @property
+    def ollama_command(self) -> str: ...
+    @property
+    def log_polls(self) -> bool: ...
+    @property
+    def stale_runners(self) -> StaleRunnerPolicy: ...
+    @property
+    def profile(self) -> Profile: ...
+    @property
+    def quantization(self) -> Quantization | None: ...
+    @property
+    def ready_timeout(self) -> float: ...
+    @property
+    def on_server_exit(self) -> ServerExitPolicy: ...
+    @property
+    def shutdown_grace(self) -> float: ...
+
+
 class OwnedServer:
     """`ollama serve` as our child, in its own process group with its runners."""
 
     can_see_runners = True
     memory_is_local = True
 
-    def __init__(self, settings: Settings, env: Mapping[str, str]) -> None:
+    def __init__(self, settings: ServeSettings, env: Mapping[str, str]) -> None:
         self.settings = settings
         # Profiles act only through the child's environment, never through request options.
         self.profile = apply_profile(env, settings.profile, settings.quantization)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from ollama_preloader.config.environ import server_environment
 from ollama_preloader.config.reload import (
     ENVIRONMENT_WINS,
     ModelSource,
@@ -21,7 +22,7 @@ from ollama_preloader.config.reload import (
     ReloadFailed,
     ReloadResult,
 )
-from ollama_preloader.config.settings import load_settings, server_environment
+from ollama_preloader.config.settings import load_settings
 
 SAFETY = 20.0  # seconds a `run` test waits for a result before it fails (never a timing check)
 

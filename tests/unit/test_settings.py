@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from ollama_preloader.config.settings import load_settings, server_environment
+from ollama_preloader.config.environ import server_environment
+from ollama_preloader.config.settings import load_settings
 from ollama_preloader.errors import ConfigError
 
 
