@@ -18,7 +18,9 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from ollama_preloader.errors import EXIT_CONFIG, EXIT_INTERNAL, ConfigError, PreloaderError
 
 if TYPE_CHECKING:
+    from ollama_preloader.config.precheck import Draft
     from ollama_preloader.config.settings import Settings
+    from ollama_preloader.ollama.host import OllamaHost
     from ollama_preloader.server.owned import OwnedServer
 
 
@@ -110,23 +112,97 @@ def run(env_file: Path) -> NoReturn:
 
     # Imported by the settings' libraries, needed only once the child is spawned.
     deferred.defer("asyncio")
-    from ollama_preloader.config.environ import server_environment
-
     leave_out_unused()
+    from ollama_preloader.config.precheck import precheck
+
+    draft = precheck(env_file)
+    if draft is not None and not draft.guard:
+        settings, server, seen_env, (caught, early) = _spawn_first(env_file, draft)
+        mode_defaults = None
+    else:
+        settings, server, seen_env, mode_defaults, (caught, early) = _validate_first(env_file)
+    deferred.load("asyncio")
+    run_to_exit(
+        _supervise(settings, server, env_file, seen_env, mode_defaults, caught=caught, early=early),
+        server.stop_now,
+    )
+
+
+def _check_before_spawn(host: OllamaHost, health_host: str, health_port: int | None) -> None:
+    """Exit 2 for an address `run` can never use, before anything is started."""
+    from ollama_preloader.server.owned import check_owned_host
+
+    try:
+        check_owned_host(host)
+        if health_port is not None:
+            from ollama_preloader.observe.listen import check_free
+
+            check_free(health_host, health_port)
+    except ConfigError as exc:
+        raise fail(str(exc), EXIT_CONFIG) from None
+
+
+def _spawn_now(server: OwnedServer) -> tuple[list[int], list[int]]:
+    """`ollama serve` spawned before the event loop exists (Ollama's GPU discovery starts only
+    with the child); the stop signals caught from here on (see catch_stop_signals)."""
+    caught = catch_stop_signals()
+    try:
+        server.spawn_now()
+    except Exception as exc:
+        server.stop_now()  # whatever failed after the spawn, `ollama serve` is not left
+        raise exit_for(exc) from None
+    return caught
+
+
+def _spawn_first(
+    env_file: Path, draft: Draft
+) -> tuple[Settings, OwnedServer, dict[str, str], tuple[list[int], list[int]]]:
+    """The precheck vouched for the input: spawn, then build Settings while Ollama starts."""
+    from ollama_preloader.config.environ import server_environment
+    from ollama_preloader.observe.logs import configure
+    from ollama_preloader.server.owned import OwnedServer
+
+    _check_before_spawn(draft.ollama_host, draft.health_host, draft.health_port)
+    configure(draft.log_level, draft.log_format)  # the stale-runner check and the spawn log
+    env = server_environment(env_file=env_file)
+    server = OwnedServer(draft, env)
+    signals = _spawn_now(server)
+    from ollama_preloader.config.settings import load_settings
+
+    try:
+        # The validator of record; the precheck ran the CA check. Refusing what the precheck
+        # vouched for would be a precheck bug: the child goes, and the exit is still 2.
+        settings = load_settings(env_file, check_ca=False)
+    except Exception as exc:
+        server.stop_now()
+        if isinstance(exc, ConfigError):
+            raise fail(str(exc), EXIT_CONFIG) from None
+        raise exit_for(exc) from None
+    server.settings = settings
+    return settings, server, env, signals
+
+
+def _validate_first(
+    env_file: Path,
+) -> tuple[
+    Settings,
+    OwnedServer,
+    dict[str, str],
+    Callable[[Settings], Settings] | None,
+    tuple[list[int], list[int]],
+]:
+    """Settings first (exit 2 with nothing started), then the spawn: for an input the precheck
+    left to Settings, and for the guard, which binds its address first."""
+    from ollama_preloader.config.environ import server_environment
     from ollama_preloader.observe.logs import configure
 
     settings = settings_or_exit(env_file)
-    from ollama_preloader.server.owned import OwnedServer, check_owned_host
+    from ollama_preloader.server.owned import OwnedServer
 
-    try:
-        check_owned_host(settings.ollama_host)
-        if settings.health_port is not None and not settings.guard:
-            from ollama_preloader.observe.listen import check_free
-
-            check_free(settings.health_host, settings.health_port)
-    except ConfigError as exc:
-        raise fail(str(exc), EXIT_CONFIG) from None
-    # Before the spawn: the stale-runner check and the spawn itself log events.
+    if settings.guard:
+        _check_before_spawn(settings.ollama_host, settings.health_host, None)
+    else:
+        _check_before_spawn(settings.ollama_host, settings.health_host, settings.health_port)
     configure(settings.log_level, settings.log_format)
     env = server_environment(env_file=env_file)
     # What a SIGHUP compares its re-read against: with the guard, `ollama serve` gets the
@@ -141,23 +217,12 @@ def run(env_file: Path) -> NoReturn:
             raise fail(str(exc), EXIT_CONFIG) from None
         mode_defaults = moved_behind
     server = OwnedServer(settings, env)
-    caught: list[int] = []
-    early: list[int] = []  # signals that came while the supervisor was still being built
+    signals: tuple[list[int], list[int]] = ([], [])
     if not settings.guard:
-        # Spawned before the event loop exists: Ollama's GPU discovery starts only with the
-        # child. With the guard on, the guard binds its address first (a taken one must stop
-        # the run with nothing started), so the supervisor spawns it as before.
-        caught, early = catch_stop_signals()
-        try:
-            server.spawn_now()
-        except Exception as exc:
-            server.stop_now()  # whatever failed after the spawn, `ollama serve` is not left
-            raise exit_for(exc) from None
-    deferred.load("asyncio")
-    run_to_exit(
-        _supervise(settings, server, env_file, seen_env, mode_defaults, caught=caught, early=early),
-        server.stop_now,
-    )
+        # With the guard on, the guard binds its address first (a taken one must stop the run
+        # with nothing started), so the supervisor spawns it as before.
+        signals = _spawn_now(server)
+    return settings, server, seen_env, mode_defaults, signals
 
 
 async def _supervise(

@@ -176,13 +176,14 @@ def _one_line(exc: ValidationError) -> str:
 
 
 def load_settings(
-    env_file: Path | None = Path(".env"), *, read_models_file: bool = True
+    env_file: Path | None = Path(".env"), *, read_models_file: bool = True, check_ca: bool = True
 ) -> Settings:
     """Build Settings from the environment and `.env`; ConfigError with one line on bad input.
 
     With PRELOADER_MODELS_FILE the models come from that file (ModelsFileError, a ConfigError
     naming the path, when it is missing or has a bad line); `read_models_file=False` leaves
-    `models` empty for a caller that reads the file itself (the live reload).
+    `models` empty for a caller that reads the file itself (the live reload). `check_ca=False`:
+    the caller has checked SSL_CERT_FILE already (`run`'s precheck).
     """
     dotenv = read_dotenv(env_file)
     raw, models_origin = declared_list(env_file, dotenv)
@@ -193,7 +194,8 @@ def load_settings(
     check_across(
         settings.retry_initial, settings.retry_max, settings.probe_interval, settings.probe_timeout
     )
-    check_ca_file(os.environ)
+    if check_ca:
+        check_ca_file(os.environ)
     if settings.models_file is None and raw is None:
         # A baked image's list is a default, not the user's OLLAMA_PRELOAD_MODELS: either
         # variable, set by the user, replaces it.
