@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, BeforeValidator, Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from ollama_preloader.config import values
 from ollama_preloader.config.cafile import check_ca_file
@@ -191,6 +192,11 @@ def load_settings(
         settings = Settings(_env_file=env_file)  # type: ignore[call-arg]
     except ValidationError as exc:
         raise ConfigError(_one_line(exc)) from None
+    except SettingsError as exc:
+        # A value pydantic-settings decodes as JSON first, that is not JSON.
+        field = re.search(r'field "(\w+)"', str(exc))
+        name = variable_name(field.group(1)) if field else "a setting"
+        raise ConfigError(f"{name}: {exc}; correct the value or unset it") from None
     check_across(
         settings.retry_initial, settings.retry_max, settings.probe_interval, settings.probe_timeout
     )

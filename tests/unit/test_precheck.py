@@ -112,7 +112,7 @@ for _field in ("retry_initial", "probe_timeout"):
 def _settings_or_none() -> Settings | None:
     try:
         return load_settings(Path(".env"))
-    except Exception:  # ConfigError; and pydantic-settings' own SettingsError for a tuple's JSON
+    except ConfigError:
         return None
 
 

@@ -66,6 +66,8 @@ def test_dotenv_file(tmp_path: Path) -> None:
         ("PRELOADER_LOG_FORMAT", "xml", "PRELOADER_LOG_FORMAT"),
         ("OLLAMA_HOST", "localhost:70000", "OLLAMA_HOST='localhost:70000': invalid port"),
         ("OLLAMA_PRELOAD_MODELS", "llama3.2?bogus=1", "unknown parameter 'bogus'"),
+        # Not a variable, but pydantic-settings reads it, as JSON: an error, not a traceback.
+        ("PRELOADER_PARSE_WARNINGS", "x", "PRELOADER_PARSE_WARNINGS: error parsing value"),
     ],
 )
 def test_bad_values(monkeypatch: pytest.MonkeyPatch, name: str, value: str, fragment: str) -> None:
