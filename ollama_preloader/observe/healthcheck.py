@@ -11,7 +11,6 @@ numbers as errors.py's table). Everything else reads its configuration through S
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import sys
@@ -155,6 +154,10 @@ def resolve_address(
 
 def fetch(address: Address, path: str, timeout: float = TIMEOUT) -> tuple[int, dict[str, Any]]:
     """GET `path`; (HTTP status, JSON body). Unreachable when nothing answers."""
+    # Here, not at the top: `run` reads the settings through this module before it spawns
+    # `ollama serve`, and http.client (with the email parser it loads) is ~12 ms of that.
+    import http.client
+
     conn = http.client.HTTPConnection(address.host, address.port, timeout=timeout)
     try:
         conn.request("GET", path, headers={"Accept": "application/json"})
