@@ -39,6 +39,7 @@ from ollama_preloader.server import process
 
 def spawn(self):
     print("pydantic before the spawn:", "pydantic" in sys.modules, flush=True)
+    print("asyncio ran before the spawn:", "asyncio.base_events" in sys.modules, flush=True)
     raise SystemExit(0)
 
 
@@ -129,13 +130,16 @@ def test_a_vouched_input_spawns_ollama_serve_before_pydantic_is_imported(tmp_pat
     done = _probe(tmp_path, SPAWN_PROBE, _env(tmp_path, PRELOADER_WATCH_INTERVAL="2s"))
     assert done.returncode == 0, done.stderr
     assert "pydantic before the spawn: False" in done.stdout, done.stdout + done.stderr
+    assert "asyncio ran before the spawn: False" in done.stdout, done.stdout + done.stderr
 
 
 def test_an_input_left_to_settings_is_validated_before_the_spawn(tmp_path: Path) -> None:
-    """A lower-case name is read by Settings but not vouched for: Settings first, as before."""
+    """A lower-case name is read by Settings but not vouched for: Settings first, as before;
+    asyncio, which pydantic-settings imports, is still run only after the spawn (deferred.py)."""
     done = _probe(tmp_path, SPAWN_PROBE, _env(tmp_path, preloader_watch_interval="2s"))
     assert done.returncode == 0, done.stderr
     assert "pydantic before the spawn: True" in done.stdout, done.stdout + done.stderr
+    assert "asyncio ran before the spawn: False" in done.stdout, done.stdout + done.stderr
 
 
 @pytest.mark.parametrize(

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import importlib
-import os
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -75,48 +73,3 @@ def test_a_module_imported_already_or_unknown_is_left_alone() -> None:
     assert sys.modules["json"] is json
     deferred.defer("no_such_module_anywhere")
     assert "no_such_module_anywhere" not in sys.modules
-
-
-SPAWN_PROBE = """
-import sys
-from pathlib import Path
-
-from ollama_preloader import deferred
-
-deferred.defer("asyncio")  # as launch.run does first; its own call is then a no-op
-from ollama_preloader.server import process
-
-
-def spawn(self):
-    print("asyncio ran before the spawn:", "asyncio.base_events" in sys.modules, flush=True)
-    raise SystemExit(0)
-
-
-process.OllamaServer.spawn = spawn
-from ollama_preloader.launch import run
-
-run(Path(sys.argv[1]))
-"""
-
-
-def test_run_spawns_ollama_serve_before_asyncio_runs(tmp_path: Path) -> None:
-    """The whole start of `run` up to the spawn (settings, checks, logs, the stale-runner
-    check, the server object) leaves asyncio unrun: ~30 ms off the wait for Ollama."""
-    env = {
-        "PATH": os.environ["PATH"],
-        "HOME": str(tmp_path),
-        "OLLAMA_MODELS": str(tmp_path / "models"),
-        "OLLAMA_PRELOAD_MODELS": "llama3.2,nomic-embed-text",
-        "PRELOADER_HEALTH_PORT": "off",
-    }
-    done = subprocess.run(
-        [sys.executable, "-c", SPAWN_PROBE, str(tmp_path / ".env")],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    assert "asyncio ran before the spawn: False" in done.stdout, done.stdout + done.stderr
