@@ -163,6 +163,7 @@ def test_a_verdict_settings_shares(
     [
         ("PRELOADER_WATCH_INTERVAL=7\nOLLAMA_PRELOAD_MODELS=llama3.2\n", {}),
         ("OLLAMA_HOST=127.0.0.1:11600\n", {"OLLAMA_HOST": "127.0.0.1:11700"}),
+        ("OLLAMA_HOST=127.0.0.1:11600\nOLLAMA_KEEP_ALIVE=-1\n", {}),
         ("PRELOADER_LOG_LEVEL=debug\nPRELOADER_HEALTH_PORT=off\n", {}),
         ('PRELOADER_LOG_FORMAT="json"\n', {}),
         ("BASE=5\nPRELOADER_GRACE=${BASE}\nPRELOADER_SHUTDOWN_GRACE=${BASE}s\n", {}),
