@@ -7,6 +7,7 @@ baking), so both retry, report progress and word failures the same way.
 from __future__ import annotations
 
 import asyncio
+import math
 import re
 import time
 from collections.abc import Callable
@@ -253,10 +254,20 @@ class PullQueue:
                 status.state = State.QUEUED
             await self._pulls.put((status.spec.priority, status.key))
 
+    def release_limit_holds(self) -> None:
+        """A live reload judges again who fits under an explicit OLLAMA_MAX_LOADED_MODELS: a
+        model queued or pulled while the limit kept it out (a wait with no end) is no longer
+        sent back to that wait once on disk. apply_explicit_limit decides anew."""
+        for key, (_, retry_at) in list(self._held.items()):
+            if math.isinf(retry_at):
+                del self._held[key]
+
     def forget(self, keys: set[str]) -> None:
         """Models a live reload removed: a queued pull is skipped, a running one cancelled
         (the download stops; Ollama keeps the layers it has, so a later pull resumes)."""
         self._queued -= keys
+        for key in keys:
+            self._held.pop(key, None)
         if self._running is not None and self._running[0] in keys:
             self._running[1].cancel()
 
@@ -295,13 +306,13 @@ class PullQueue:
         # Policy `always` with a copy on disk: that copy can serve, so the first update pull
         # makes one attempt and a failure only delays the update (retried in the background).
         update = self.settings.pull_policy == "always" and status.present is True
-        held = self._held.pop(status.key, None)
         settings = self.settings
         if update and not background:
             settings = settings.model_copy(update={"pull_attempts": 1})
         try:
             await pull_model(self.api, settings, status, background=background)
         except OllamaAPIError as exc:
+            held = self._held.pop(status.key, None)
             if update:
                 self._update_failed(status, exc, background=background)
             else:
@@ -309,6 +320,8 @@ class PullQueue:
             if held is not None:
                 status.retry_at = max(status.retry_at, held[1])
             return
+        # Read only now: a live reload may have ended the wait meanwhile (release_limit_holds).
+        held = self._held.pop(status.key, None)
         self._store_changed()  # the new model's size, for the memory check
         status.update_failures = 0
         if background:
@@ -316,6 +329,8 @@ class PullQueue:
             # when the pull brought nothing new).
             status.respec = True
             return
+        if capacity.waits_for_room(status, time.monotonic()):
+            return  # made to give way while it was pulled (a reload's new order): it stays so
         status.state = State.EVICTED if status.ever_loaded else State.PENDING
         status.failures = 0
         if held is not None:

@@ -353,3 +353,35 @@ def test_watch_sighup_names_no_restart_for_its_own_defaults(
     assert reloaded["trigger"] == "signal"
     assert run.events("config.restart_needed") == []
     assert run.stop() == 0
+
+
+def test_new_order_while_the_new_first_model_is_pulled(launcher: Launcher) -> None:
+    """The same, with the reorder arriving while the model that now fits is still pulled (a
+    busy machine's timing): once its pull is done it is loaded, and the other gives way."""
+    catalog = {**SMALL, EMBED: model("embedding", size=0.27, pull_seconds=4.0)}
+    run = start(launcher, f"{CHAT}\n{EMBED}\n", catalog=catalog, OLLAMA_MAX_LOADED_MODELS="1")
+    run.wait_event("model.pinned", model=CHAT)
+    run.wait_event("model.pull.start", model=EMBED)
+
+    models_file(launcher).write_text(f"{EMBED}\n{CHAT}\n")
+    assert run.wait_event("config.reloaded")["reordered"] is True
+    run.wait_event("model.pull.complete", model=EMBED)
+    run.wait_event("model.pinned", model=EMBED)
+    run.wait_for(lambda: sorted(runners(run)) == [EMBED], "only the new first model loaded")
+    assert declared(run) == [EMBED, CHAT]
+
+
+def test_new_order_while_the_model_that_gives_way_is_pulled(launcher: Launcher) -> None:
+    """The other way round: the model being pulled is the one the new order leaves out. It
+    stays out once on disk, and the new first model is the one loaded."""
+    catalog = {**SMALL, EMBED: model("embedding", size=0.27, pull_seconds=4.0)}
+    run = start(launcher, f"{EMBED}\n{CHAT}\n", catalog=catalog, OLLAMA_MAX_LOADED_MODELS="1")
+    run.wait_event("model.pull.start", model=EMBED)
+
+    models_file(launcher).write_text(f"{CHAT}\n{EMBED}\n")
+    assert run.wait_event("config.reloaded")["reordered"] is True
+    run.wait_event("model.pinned", model=CHAT)
+    run.wait_event("model.pull.complete", model=EMBED)
+    run.wait_for(lambda: sorted(runners(run)) == [CHAT], "only the new first model loaded")
+    assert [m["state"] for m in status(run)["models"]] == ["pinned", "failed"]
+    assert run.count_events("model.pinned", model=EMBED) == 0
