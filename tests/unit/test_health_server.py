@@ -13,7 +13,7 @@ from ollama_preloader.config.modelspec import parse_entry
 from ollama_preloader.errors import ConfigError
 from ollama_preloader.observe.health import HealthServer, _parse_head
 from ollama_preloader.ollama.api import LoadedModel
-from ollama_preloader.reconcile.drift import check_context
+from ollama_preloader.reconcile.drift import check_context, note_runner_start
 from ollama_preloader.reconcile.pulling import _count_bytes
 from ollama_preloader.state.board import Board, ModelStatus, State
 
@@ -133,8 +133,8 @@ async def test_unknown_host_is_a_config_error() -> None:
         await s.start()
 
 
-def status(loads: int, state: State = State.PINNED) -> ModelStatus:
-    m = ModelStatus(spec=parse_entry("llama3.2", 0), state=state)
+def status(loads: int, state: State = State.PINNED, entry: str = "llama3.2") -> ModelStatus:
+    m = ModelStatus(spec=parse_entry(entry, 0), state=state)
     m.loads = loads
     return m
 
@@ -179,3 +179,17 @@ def test_an_empty_health_host_is_shown_as_every_interface() -> None:
         Board.for_specs([]), host="", port=12120, undeclared=list, liveness=lambda: None
     )
     assert health._shown_host() == "0.0.0.0"
+
+
+def test_our_own_runner_start_does_not_reset_the_drift_warning() -> None:
+    """A client reloaded with 8192 (warned); our load puts 4096 back and its start line is read;
+    the next look still lists the client's runner, about to go: no second warning."""
+    m = status(loads=1, entry="llama3.2?num_ctx=4096")
+    assert check_context(m, 4096) is None
+    assert check_context(m, 8192) == 4096
+    note_runner_start(m, 4096)  # ours, replacing the client's
+    assert check_context(m, 8192) is None
+    assert m.context_drifts == 1
+    assert check_context(m, 4096) is None  # a look that lists ours: the mark is cleared
+    note_runner_start(m, 8192)  # a client's new reload, seen by its start line
+    assert m.context_drifts == 2
