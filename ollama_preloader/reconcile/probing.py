@@ -31,13 +31,20 @@ from ollama_preloader.ollama.api import OllamaAPI
 from ollama_preloader.ollama.kinds import ModelKind
 from ollama_preloader.reconcile.loading import Loader
 from ollama_preloader.server.base import Server
-from ollama_preloader.server.runners import blob_name, cpu_seconds, find_on_host, process_gone
+from ollama_preloader.server.runners import (
+    blob_name,
+    cpu_seconds,
+    cpu_wait_seconds,
+    find_on_host,
+    process_gone,
+)
 from ollama_preloader.state.board import Board, ModelStatus, State
 
 log = get_logger()
 
-# Runner CPU seconds over the probe's wait that count as progress. An idle llama-server uses
-# none (0.00 s over 5 s measured); one evaluating a prompt uses a core or more.
+# Runner CPU seconds (plus seconds its threads waited for a CPU) over the probe's wait that
+# count as progress. An idle llama-server uses none (0.00 s over 5 s measured); one evaluating
+# a prompt uses a core or more, or waits for one on a machine with every core taken.
 PROGRESS_CPU = 0.05
 # Wedged again within this of the last wedge: the runner kill did not hold; escalate.
 REWEDGE_WINDOW = 300.0
@@ -67,6 +74,19 @@ class Probe:
     waited: float
     pid: int | None  # the runner looked at, if any could be seen
     cpu: float | None  # its CPU seconds over the wait; None: no signal
+    cpu_wait: float | None = None  # seconds its threads waited for a CPU; None: not readable
+
+    @property
+    def progress(self) -> float | None:
+        """Work over the wait: CPU time, plus the time spent waiting for a CPU to do it."""
+        return None if self.cpu is None else self.cpu + (self.cpu_wait or 0.0)
+
+    def progress_text(self) -> str:
+        if self.cpu is None:
+            return "unknown"
+        if self.cpu_wait is None:
+            return f"{self.cpu:.2f}s CPU"
+        return f"{self.cpu:.2f}s CPU, {self.cpu_wait:.2f}s waiting for one"
 
 
 class Prober:
@@ -159,16 +179,18 @@ class Prober:
             if status.state == State.WEDGED:
                 self._serving_again(status, result)
             return
-        if result.cpu is not None and result.cpu >= PROGRESS_CPU:
+        progress = result.progress
+        if result.cpu is not None and progress is not None and progress >= PROGRESS_CPU:
             status.probe_timeouts = 0
             log.info(
                 "model.probe_busy",
                 msg=f"{status.spec.display} did not answer the probe within "
-                f"{result.waited:.1f}s, but its runner is working ({result.cpu:.2f}s CPU): "
+                f"{result.waited:.1f}s, but its runner is working ({result.progress_text()}): "
                 "busy, not wedged",
                 model=status.spec.display,
                 waited=round(result.waited, 3),
                 cpu_seconds=round(result.cpu, 3),
+                cpu_wait_seconds=None if result.cpu_wait is None else round(result.cpu_wait, 3),
             )
             return
         if result.cpu is None and result.pid is None:
@@ -190,6 +212,7 @@ class Prober:
         kind = await self._kind(status)
         pid = await self._runner_pid(status)
         cpu_before = cpu_seconds(pid) if pid is not None else None
+        wait_before = cpu_wait_seconds(pid) if pid is not None else None
         started = time.monotonic()
         answered = True
         try:
@@ -201,10 +224,13 @@ class Prober:
             answered = False
         waited = time.monotonic() - started
         cpu_after = cpu_seconds(pid) if pid is not None else None
-        cpu = None
+        wait_after = cpu_wait_seconds(pid) if pid is not None else None
+        cpu = cpu_wait = None
         if cpu_before is not None and cpu_after is not None:
             cpu = cpu_after - cpu_before
-        return Probe(answered, waited, pid, cpu)
+        if wait_before is not None and wait_after is not None:
+            cpu_wait = max(0.0, wait_after - wait_before)  # a thread that ended takes its share
+        return Probe(answered, waited, pid, cpu, cpu_wait)
 
     async def _kind(self, status: ModelStatus) -> ModelKind:
         if status.kind is None or status.blob is None:
@@ -231,10 +257,10 @@ class Prober:
         repair = self._choose(status, result, again=again)
         status.last_wedge_repair = repair
         status.wedge_repairs[repair] = status.wedge_repairs.get(repair, 0) + 1
-        progress = "unknown" if result.cpu is None else f"{result.cpu:.2f}s CPU"
         status.state = State.WEDGED
         status.reason = (
-            f"a request waited {result.waited:.1f}s unanswered, runner idle ({progress})"
+            f"a request waited {result.waited:.1f}s unanswered, runner idle "
+            f"({result.progress_text()})"
         )
         note_all_ready(self.board)
         what = {
@@ -250,7 +276,7 @@ class Prober:
             f"{what}",
             model=status.spec.display,
             waited=round(result.waited, 3),
-            progress=None if result.cpu is None else round(result.cpu, 3),
+            progress=None if result.progress is None else round(result.progress, 3),
             pid=result.pid,
             repair=repair,
             again=again,

@@ -163,6 +163,27 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def cpu_wait_seconds(pid: int) -> float | None:
+    """Time the process's threads spent runnable but waiting for a CPU, so far (the second
+    field of each /proc/<pid>/task/<tid>/schedstat, in ns); None when it cannot be read.
+
+    The other half of the probe's signal: on a machine with every core taken, a runner with
+    work queued is starved, not idle, and its threads wait for a CPU; a wedged one waits for
+    nothing, so it adds neither CPU time nor this.
+    """
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return None
+    total, read = 0, False
+    for tid in tids:
+        fields = (_read(f"/proc/{pid}/task/{tid}/schedstat") or "").split()
+        if len(fields) >= 2 and fields[1].isdigit():
+            total += int(fields[1])
+            read = True
+    return total / 1e9 if read else None
+
+
 def process_gone(pid: int) -> bool:
     """The process has exited (reaped, or a zombie its parent has not reaped yet).
 
