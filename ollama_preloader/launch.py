@@ -175,9 +175,7 @@ def _spawn_first(
         settings = load_settings(env_file, check_ca=False)
     except Exception as exc:
         server.stop_now()
-        if isinstance(exc, ConfigError):
-            raise fail(str(exc), EXIT_CONFIG) from None
-        raise exit_for(exc) from None
+        raise exit_for(exc) from None  # a ConfigError's is exit 2 with its one line
     server.settings = settings
     return settings, server, env, signals
 
@@ -199,10 +197,9 @@ def _validate_first(
     settings = settings_or_exit(env_file)
     from ollama_preloader.server.owned import OwnedServer
 
-    if settings.guard:
-        _check_before_spawn(settings.ollama_host, settings.health_host, None)
-    else:
-        _check_before_spawn(settings.ollama_host, settings.health_host, settings.health_port)
+    # With the guard, the health endpoints are the guard's: it binds them itself.
+    health_port = None if settings.guard else settings.health_port
+    _check_before_spawn(settings.ollama_host, settings.health_host, health_port)
     configure(settings.log_level, settings.log_format)
     env = server_environment(env_file=env_file)
     # What a SIGHUP compares its re-read against: with the guard, `ollama serve` gets the
