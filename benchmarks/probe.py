@@ -27,7 +27,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from ollama_preloader.config.settings import PROBE_INTERVAL
+from ollama_preloader.config.values import PROBE_INTERVAL
 from ollama_preloader.ollama.api import OllamaAPI
 from ollama_preloader.ollama.kinds import ModelKind
 

@@ -192,9 +192,11 @@ RULES: Mapping[str, Rule] = {
     "health_port": Rule("PRELOADER_HEALTH_PORT", _read(values.health_port), DEFAULT_PORT),
     "health_host": Rule("PRELOADER_HEALTH_HOST", values.health_host, DEFAULT_HOST),
     "probe_interval": Rule(
-        "PRELOADER_PROBE_INTERVAL", _optional(values.interval_or_off, positive=True), 30.0
+        "PRELOADER_PROBE_INTERVAL",
+        _optional(values.interval_or_off, positive=True),
+        values.PROBE_INTERVAL,
     ),
-    "probe_timeout": Rule("PRELOADER_PROBE_TIMEOUT", _seconds, 10.0),
+    "probe_timeout": Rule("PRELOADER_PROBE_TIMEOUT", _seconds, values.PROBE_TIMEOUT),
     "update": Rule("PRELOADER_UPDATE", _choice(values.UpdateMode)),
     "update_interval": Rule(
         "PRELOADER_UPDATE_INTERVAL", _optional(values.go_duration, positive=True)
@@ -249,8 +251,9 @@ def _vouch(env_file: Path | None) -> Draft:
     )
     check_ca_file(os.environ)
     models_file = read["models_file"]
-    if models_file is None and raw_models is None and baked_models_file().is_file():
-        models_file = baked_models_file()
+    if models_file is None and raw_models is None:
+        baked = baked_models_file()
+        models_file = baked if baked.is_file() else None
     if models_file is not None:
         load_models_file(models_file)
     return Draft(**{name: read[name] for name in Draft.__dataclass_fields__})

@@ -17,6 +17,8 @@ from ollama_preloader.config.models_file import load_models_file
 from ollama_preloader.config.modelspec import ModelSpec, SpecError, parse_model_list
 from ollama_preloader.config.profiles import Profile, Quantization
 from ollama_preloader.config.values import (
+    PROBE_INTERVAL,
+    PROBE_TIMEOUT,
     GuardKeepAlive,
     GuardOptions,
     LogFormat,
@@ -37,12 +39,6 @@ ModelsSource = Literal["unset", "environment", "env-file", "models-file"]
 
 
 Seconds = Annotated[float, BeforeValidator(values.seconds), Field(gt=0)]
-# The default probe interval: a probe costs 3.5-5 ms of latency and 6-8 ms of serve + runner
-# CPU on the kit's tiny models (docs/benchmarks.md, "Probe"); every 30 s for three models the
-# idle tree used about 1 % of a core more than with probes off, and a wedged model is found
-# within 30 s plus the timeout.
-PROBE_INTERVAL = 30.0
-PROBE_TIMEOUT = 10.0
 
 
 class Settings(BaseSettings):

@@ -25,6 +25,13 @@ StaleRunnerPolicy = Literal["stop", "keep"]
 GuardKeepAlive = Literal["pin", "pass"]
 GuardOptions = Literal["entry", "reject", "pass"]
 
+# The default probe interval: a probe costs 3.5-5 ms of latency and 6-8 ms of serve + runner
+# CPU on the kit's tiny models (docs/benchmarks.md, "Probe"); every 30 s for three models the
+# idle tree used about 1 % of a core more than with probes off, and a wedged model is found
+# within 30 s plus the timeout.
+PROBE_INTERVAL = 30.0
+PROBE_TIMEOUT = 10.0
+
 
 def seconds(value: Any) -> Any:
     """Accept `5`, `2.5`, `5s`, `2m`: the same forms Ollama accepts for its durations."""

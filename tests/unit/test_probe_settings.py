@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from ollama_preloader.config.settings import PROBE_INTERVAL, PROBE_TIMEOUT, load_settings
+from ollama_preloader.config.settings import load_settings
+from ollama_preloader.config.values import PROBE_INTERVAL, PROBE_TIMEOUT
 from ollama_preloader.errors import ConfigError
 
 
