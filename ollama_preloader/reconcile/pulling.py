@@ -257,10 +257,15 @@ class PullQueue:
     def release_limit_holds(self) -> None:
         """A live reload judges again who fits under an explicit OLLAMA_MAX_LOADED_MODELS: a
         model queued or pulled while the limit kept it out (a wait with no end) is no longer
-        sent back to that wait once on disk. apply_explicit_limit decides anew."""
+        sent back to that wait once on disk, and its load no longer waits for a retry time.
+        apply_explicit_limit decides anew."""
         for key, (_, retry_at) in list(self._held.items()):
-            if math.isinf(retry_at):
-                del self._held[key]
+            if not math.isinf(retry_at):
+                continue
+            del self._held[key]
+            status = self.board.get(key)
+            if status is not None and status.state in (State.QUEUED, State.PULLING):
+                status.retry_at, status.failures = 0.0, 0
 
     def forget(self, keys: set[str]) -> None:
         """Models a live reload removed: a queued pull is skipped, a running one cancelled

@@ -186,12 +186,7 @@ class Redeclarer:
             return
         self.pulls.release_limit_holds()
         for status in self.board.models:
-            if not math.isinf(status.retry_at):
-                continue
-            if status.state == State.FAILED:
+            if status.state == State.FAILED and math.isinf(status.retry_at):
                 status.state = State.EVICTED if status.ever_loaded else State.PENDING
                 status.reason, status.retry_at, status.failures = None, 0.0, 0
-            elif status.state in (State.QUEUED, State.PULLING):
-                # Pulled while the limit kept it out: its load no longer waits once on disk.
-                status.retry_at, status.failures = 0.0, 0
         apply_explicit_limit(self.board, self.settings)
