@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from preloader_harness import WAIT, preloader_command
+from preloader_harness import WAIT, Launcher, preloader_command
 
 SHIM = """#!/bin/sh
 if [ "$1" = serve ]; then
@@ -155,21 +155,13 @@ def test_an_input_left_to_settings_is_validated_before_the_spawn(tmp_path: Path)
         ("preloader_watch_interval", "soon"),
     ],
 )
-def test_bad_input_exits_2_with_nothing_started(tmp_path: Path, name: str, value: str) -> None:
-    done = subprocess.run(
-        [*preloader_command(), "run"],
-        env=_env(tmp_path, **{name: value}),
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=WAIT,
-        check=False,
-    )
+def test_bad_input_exits_2_with_nothing_started(launcher: Launcher, name: str, value: str) -> None:
+    done = launcher.run_once(env=_env(launcher.tmp, **{name: value}))
     assert done.returncode == 2, done.stdout + done.stderr
     line = done.stderr.strip()
     assert len(line.splitlines()) == 1, line
     assert name.upper() in line, line
-    assert _serves(tmp_path) == []
+    assert _serves(launcher.tmp) == []
 
 
 def test_the_shim_sees_a_good_input_start_ollama_serve(tmp_path: Path) -> None:
